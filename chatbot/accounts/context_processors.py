@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from chatbot.accounts import roles
+
+
+def navigation(request: HttpRequest) -> dict[str, Any]:
+    """The areas the signed-in user may open, for the top bar."""
+    user = request.user
+    areas: list[dict[str, str]] = []
+    if user.is_authenticated:
+        if user.has_perm(roles.USE_CHAT):
+            areas.append({"key": "chat", "label": "Chat", "url": "/chat/"})
+        if user.has_perm(roles.MANAGE_SETTINGS):
+            areas.append({"key": "console", "label": "Models", "url": "/console/models/"})
+    return {"nav_areas": areas, "app_version": settings.VERSION}

@@ -1,0 +1,129 @@
+"""The turn loop: route, call the model, stream the answer, then record everything about the turn.
+
+Callers (the websocket consumer, the API's SSE and JSON routes, the OpenAI-compatible route) create
+the turn first and pass an `emit` callback that sends each piece of text wherever it goes.
+The database is touched once before the model call and once after the stream, never per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+
+from chatbot.chat import selectors, services
+from chatbot.llm.pricing import usage_cost
+from chatbot.llm.router import Route, route_choose
+from chatbot.llm.stream import astream_text
+from chatbot.llm.types import ModelError, Prompt, Usage
+from chatbot.models import Turn
+from observability.tracing import Tracer
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    turn_id: int
+    status: str
+    answer: str
+    error: str
+    endpoint_name: str
+    usage: Usage
+
+
+def _prepare(turn_id: int, requested_model: str | None, prompt: Prompt | None) -> tuple[Route, Prompt]:
+    turn = Turn.objects.select_related("conversation").get(pk=turn_id)
+    route = route_choose(requested=requested_model)
+    services.turn_mark_streaming(
+        turn_id=turn_id, endpoint_id=route.endpoint.id, route_reason=route.reason
+    )
+    return route, prompt or selectors.prompt_for_turn(turn)
+
+
+async def turn_run(
+    *,
+    turn_id: int,
+    emit: Emit,
+    requested_model: str | None = None,
+    prompt: Prompt | None = None,
+) -> TurnOutcome:
+    """Run one saved turn to its end. Returns how it ended; re-raises cancellation after saving."""
+    tracer = Tracer()
+    usage = Usage()
+    pieces: list[str] = []
+    started = time.perf_counter()
+    ttft_ms: float | None = None
+    route: Route | None = None
+    status, error = Turn.Status.DONE, ""
+    cancelled = False
+    with tracer.span("agent", "turn") as root:
+        try:
+            route, prompt = await sync_to_async(_prepare)(turn_id, requested_model, prompt)
+            endpoint = route.endpoint
+            root.attributes.update(route=route.reason, endpoint=endpoint.name)
+            with tracer.span(
+                "llm", endpoint.name, model=endpoint.model_id, provider=endpoint.provider,
+                style=endpoint.style, region=endpoint.region,
+            ) as llm_span:
+                try:
+                    async for text in astream_text(endpoint, prompt, usage):
+                        if ttft_ms is None:
+                            ttft_ms = (time.perf_counter() - started) * 1000
+                            llm_span.attributes["ttft_ms"] = round(ttft_ms, 2)
+                        pieces.append(text)
+                        await emit(text)
+                finally:
+                    llm_span.tokens_in = usage.input_tokens
+                    llm_span.tokens_out = usage.output_tokens
+                    llm_span.cost = usage_cost(endpoint, usage)
+                    llm_span.attributes["tokens_estimated"] = usage.estimated
+        except asyncio.CancelledError:
+            status, cancelled = Turn.Status.CANCELLED, True
+            root.error = ""
+        except ModelError as exc:
+            status, error = Turn.Status.FAILED, exc.user_message
+            root.attributes["error_detail"] = exc.detail
+            logger.warning("turn %s failed: %s", turn_id, exc.detail)
+        except Exception as exc:  # a bug of ours must still leave the turn recorded as failed
+            status, error = Turn.Status.FAILED, "Something went wrong on our side. Please try again."
+            root.attributes["error_detail"] = f"{type(exc).__name__}: {exc}"
+            logger.exception("turn %s crashed", turn_id)
+    answer = "".join(pieces)
+    result = services.TurnResult(
+        status=status,
+        answer=answer,
+        usage=usage,
+        cost=usage_cost(route.endpoint, usage) if route else Decimal(0),
+        ttft_ms=ttft_ms,
+        total_ms=(time.perf_counter() - started) * 1000,
+        error=error,
+        endpoint_id=route.endpoint.id if route else None,
+        route_reason=route.reason if route else "",
+    )
+    # Saving must finish even when the caller is being cancelled (a closed browser tab).
+    save = asyncio.ensure_future(
+        sync_to_async(services.turn_finish)(turn_id=turn_id, result=result, tracer=tracer)
+    )
+    try:
+        await asyncio.shield(save)
+    except asyncio.CancelledError:
+        await save
+        raise
+    if cancelled:
+        raise asyncio.CancelledError
+    return TurnOutcome(
+        turn_id=turn_id,
+        status=status,
+        answer=answer,
+        error=error,
+        endpoint_name=route.endpoint.name if route else "",
+        usage=usage,
+    )

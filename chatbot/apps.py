@@ -1,0 +1,18 @@
+from django.apps import AppConfig
+
+
+class ChatbotConfig(AppConfig):
+    name = "chatbot"
+    label = "chatbot"
+    verbose_name = "Support assistant"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from chatbot.accounts.services import roles_ensure
+
+        def _ensure_roles(sender: AppConfig, **kwargs: object) -> None:
+            if sender.label == self.label:
+                roles_ensure(using=str(kwargs.get("using", "default")))
+
+        post_migrate.connect(_ensure_roles, dispatch_uid="chatbot.roles_ensure")

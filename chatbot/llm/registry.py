@@ -1,0 +1,113 @@
+"""Providers: one entry each. Adding a provider is one function and one line in PROVIDERS.
+
+Everything a provider builds is a langchain-core model (`BaseChatModel` for chat style, `BaseLLM` for
+completion style), so the streaming code below has a single path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from langchain_core.language_models import BaseChatModel, BaseLLM
+
+from chatbot.llm.types import EndpointConfig, ModelError
+
+LangchainModel = BaseChatModel | BaseLLM
+ProviderBuilder = Callable[[EndpointConfig], LangchainModel]
+
+
+def _api_key(endpoint: EndpointConfig, *, required: bool) -> str:
+    if endpoint.api_key_name:
+        key = settings.MODEL_API_KEYS.get(endpoint.api_key_name, "")
+        if not key and required:
+            raise ModelError(
+                f"The model '{endpoint.name}' is not configured: its API key is missing.",
+                detail=f"environment variable {endpoint.api_key_name} is not set",
+            )
+        return key
+    # OpenAI-compatible local servers (llama.cpp, vLLM, Ollama) accept any key.
+    return "not-needed"
+
+
+def _openai(endpoint: EndpointConfig) -> LangchainModel:
+    from langchain_openai import ChatOpenAI, OpenAI
+
+    common: dict[str, Any] = {
+        "model": endpoint.model_id,
+        "api_key": _api_key(endpoint, required=False),
+        "base_url": endpoint.base_url or None,
+        "temperature": endpoint.temperature,
+        "max_tokens": endpoint.max_output_tokens,
+        "timeout": settings.MODEL_REQUEST_TIMEOUT_S,
+        # Retries hide an outage behind a long wait; the turn records the failure instead.
+        "max_retries": 0,
+    }
+    if endpoint.style == "completion":
+        stop = endpoint.options.get("stop", ["\nQuestion:", "\n\n\n"])
+        return OpenAI(**common, model_kwargs={"stop": stop}, streaming=True)
+    return ChatOpenAI(**common, streaming=True, stream_usage=True)
+
+
+def _anthropic(endpoint: EndpointConfig) -> LangchainModel:
+    from langchain_anthropic import ChatAnthropic
+
+    kwargs: dict[str, Any] = {
+        "model": endpoint.model_id,
+        "api_key": _api_key(endpoint, required=True),
+        "temperature": endpoint.temperature,
+        "max_tokens": endpoint.max_output_tokens,
+        "timeout": settings.MODEL_REQUEST_TIMEOUT_S,
+        "max_retries": 0,
+        "streaming": True,
+    }
+    if endpoint.base_url:
+        kwargs["base_url"] = endpoint.base_url
+    return ChatAnthropic(**kwargs)
+
+
+def _fake(endpoint: EndpointConfig) -> LangchainModel:
+    """langchain-core's fake chat model: the network edge stand-in for tests and offline demos.
+
+    options: {"responses": [...], "sleep": seconds per chunk, "error_on_chunk": n}
+    """
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    options = endpoint.options
+    return FakeListChatModel(
+        responses=list(options.get("responses") or ["This is a fake answer."]),
+        sleep=options.get("sleep"),
+        error_on_chunk_number=options.get("error_on_chunk"),
+    )
+
+
+PROVIDERS: dict[str, ProviderBuilder] = {
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "fake": _fake,
+}
+
+# Keyed by (id, version): an edited endpoint gets a fresh client, an unchanged one reuses its
+# connection pool, which saves a TCP and TLS handshake on every turn.
+_cache: dict[tuple[int, str], LangchainModel] = {}
+_CACHE_LIMIT = 64
+
+
+def model_for(endpoint: EndpointConfig) -> LangchainModel:
+    builder = PROVIDERS.get(endpoint.provider)
+    if builder is None:
+        raise ModelError(
+            f"The model '{endpoint.name}' uses an unknown provider.",
+            detail=f"unknown provider {endpoint.provider!r}",
+        )
+    if endpoint.provider == "fake":
+        # The fake keeps a cursor into its responses; a fresh one per call keeps tests independent.
+        return builder(endpoint)
+    key = (endpoint.id, endpoint.version)
+    model = _cache.get(key)
+    if model is None:
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()
+        model = _cache[key] = builder(endpoint)
+    return model

@@ -1,0 +1,100 @@
+"""Our own small types: the rest of the code speaks these, never a vendor SDK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from chatbot.models import ModelEndpoint
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the model is asked: messages in order, the last one the user's question."""
+
+    messages: tuple[Message, ...]
+
+    @property
+    def question(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+    @property
+    def text_length(self) -> int:
+        return sum(len(m.content) for m in self.messages)
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    # True when the server gave no counts and we counted ourselves.
+    estimated: bool = False
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """A frozen snapshot of a catalogue row, safe to use from async code without the ORM."""
+
+    id: int
+    name: str
+    provider: str
+    base_url: str
+    model_id: str
+    api_key_name: str
+    style: str
+    prompt_template: str
+    price_input_per_mtok: Decimal
+    price_output_per_mtok: Decimal
+    context_window: int
+    max_output_tokens: int
+    temperature: float
+    region: str
+    options: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+
+    @classmethod
+    def from_model(cls, endpoint: ModelEndpoint) -> EndpointConfig:
+        return cls(
+            id=endpoint.pk,
+            name=endpoint.name,
+            provider=endpoint.provider,
+            base_url=endpoint.base_url,
+            model_id=endpoint.model_id,
+            api_key_name=endpoint.api_key_name,
+            style=endpoint.style,
+            prompt_template=endpoint.prompt_template,
+            price_input_per_mtok=endpoint.price_input_per_mtok,
+            price_output_per_mtok=endpoint.price_output_per_mtok,
+            context_window=endpoint.context_window,
+            max_output_tokens=endpoint.max_output_tokens,
+            temperature=endpoint.temperature,
+            region=endpoint.region,
+            options=dict(endpoint.options or {}),
+            version=endpoint.updated_at.isoformat() if endpoint.updated_at else "",
+        )
+
+
+class ModelError(Exception):
+    """A model call failed; `user_message` is safe and plain enough to show to a person."""
+
+    def __init__(self, user_message: str, *, detail: str = "") -> None:
+        super().__init__(detail or user_message)
+        self.user_message = user_message
+        self.detail = detail or user_message
+
+
+class NoModelAvailable(ModelError):
+    pass

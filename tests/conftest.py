@@ -1,0 +1,105 @@
+"""The test setup starts the real services (embedded Postgres with pgvector and Redis, or the ones
+`DATABASE_URL` / `REDIS_URL` name) and provides the fixed cast: alice (agent), rita (reviewer),
+adam (admin) and nora (no role)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from chatbot.accounts.services import demo_users_ensure
+from chatbot.models import ModelEndpoint
+from chatbot.runtime.embedded import ensure_services
+
+PASSWORD = "cast-password-1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _services() -> None:
+    ensure_services()
+    redis.Redis.from_url(settings.TEST_REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    # Runs before pytest-django creates the test database: the server must be up by then.
+    ensure_services()
+
+
+@pytest.fixture
+def cast(db: None) -> dict[str, User]:
+    return {u.username: u for u in demo_users_ensure(password=PASSWORD)}
+
+
+@pytest.fixture
+def alice(cast: dict[str, User]) -> User:
+    return cast["alice"]
+
+
+@pytest.fixture
+def rita(cast: dict[str, User]) -> User:
+    return cast["rita"]
+
+
+@pytest.fixture
+def adam(cast: dict[str, User]) -> User:
+    return cast["adam"]
+
+
+@pytest.fixture
+def nora(cast: dict[str, User]) -> User:
+    return cast["nora"]
+
+
+@pytest.fixture
+def client_as() -> Callable[[User], Client]:
+    def make(user: User) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def fake_endpoint(db: None) -> Callable[..., ModelEndpoint]:
+    """A catalogue entry backed by langchain-core's fake chat model (the network-edge fake)."""
+
+    def make(
+        responses: list[str] | None = None,
+        *,
+        name: str = "fake-model",
+        default: bool = True,
+        sleep: float | None = None,
+        error_on_chunk: int | None = None,
+        **fields: Any,
+    ) -> ModelEndpoint:
+        options: dict[str, Any] = {"responses": responses or ["Hello **world**."]}
+        if sleep is not None:
+            options["sleep"] = sleep
+        if error_on_chunk is not None:
+            options["error_on_chunk"] = error_on_chunk
+        if default:
+            ModelEndpoint.objects.filter(is_default=True).update(is_default=False)
+        endpoint, _ = ModelEndpoint.objects.update_or_create(
+            name=name,
+            defaults={
+                "provider": ModelEndpoint.Provider.FAKE,
+                "model_id": "fake-list-chat",
+                "style": ModelEndpoint.Style.CHAT,
+                "is_default": default,
+                "options": options,
+                "price_input_per_mtok": fields.pop("price_input_per_mtok", 1),
+                "price_output_per_mtok": fields.pop("price_output_per_mtok", 2),
+                **fields,
+            },
+        )
+        return endpoint
+
+    return make

@@ -1,0 +1,20 @@
+"""Test settings: the same real services as development, on a separate Redis database."""
+
+from urllib.parse import urlsplit, urlunsplit
+
+from chatbot.settings import *  # noqa: F403
+from chatbot.settings import CACHES, CHANNEL_LAYERS, REDIS_URL
+
+
+def _redis_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+TEST_REDIS_URL = _redis_db(REDIS_URL, 15)
+CACHES["default"]["LOCATION"] = TEST_REDIS_URL
+CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [TEST_REDIS_URL], "prefix": "testchan"}
+CELERY_BROKER_URL = TEST_REDIS_URL
+CELERY_RESULT_BACKEND = TEST_REDIS_URL
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+WHITENOISE_AUTOREFRESH = True
