@@ -142,6 +142,9 @@ else:
         "CONN_HEALTH_CHECKS": True,
     }
 _db.setdefault("OPTIONS", {})
+# Parallel test runs (several developers or helpers on one machine) each take their own database.
+_db["TEST"] = {"NAME": _env("TEST_DATABASE_NAME") or None}
+TEST_REDIS_DB = _env_int("TEST_REDIS_DB", 15)
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -23,7 +23,7 @@ PASSWORD = "cast-password-1"
 @pytest.fixture(scope="session", autouse=True)
 def _services() -> None:
     ensure_services()
-    redis.Redis.from_url(settings.TEST_REDIS_URL).flushdb()
+    redis.Redis.from_url(settings.CACHES["default"]["LOCATION"]).flushdb()
 
 
 @pytest.fixture(scope="session")

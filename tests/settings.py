@@ -3,7 +3,7 @@
 from urllib.parse import urlsplit, urlunsplit
 
 from chatbot.settings import *  # noqa: F403
-from chatbot.settings import CACHES, CHANNEL_LAYERS, REDIS_URL
+from chatbot.settings import CACHES, CHANNEL_LAYERS, REDIS_URL, TEST_REDIS_DB
 
 
 def _redis_db(url: str, db: int) -> str:
@@ -11,7 +11,7 @@ def _redis_db(url: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
-TEST_REDIS_URL = _redis_db(REDIS_URL, 15)
+TEST_REDIS_URL = _redis_db(REDIS_URL, TEST_REDIS_DB)
 CACHES["default"]["LOCATION"] = TEST_REDIS_URL
 CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [TEST_REDIS_URL], "prefix": "testchan"}
 CELERY_BROKER_URL = TEST_REDIS_URL

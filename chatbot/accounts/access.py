@@ -15,7 +15,9 @@ def no_access(request: HttpRequest) -> HttpResponse:
     return render(request, "no_access.html", status=403)
 
 
-def permission_required(perm: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+def permission_required(
+    perm: str,
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """Anonymous users go to the login page; signed-in users without the permission get a polite 403."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -7,7 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser, Group, Permission, User
+from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
@@ -66,7 +66,7 @@ class NewApiKey:
     plaintext: str
 
 
-def api_key_create(*, user: AbstractBaseUser, name: str = "default") -> NewApiKey:
+def api_key_create(*, user: User, name: str = "default") -> NewApiKey:
     """Make a key; the plaintext is returned once and only its hash is kept."""
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)

@@ -39,7 +39,9 @@ class TurnOutcome:
     usage: Usage
 
 
-def _prepare(turn_id: int, requested_model: str | None, prompt: Prompt | None) -> tuple[Route, Prompt]:
+def _prepare(
+    turn_id: int, requested_model: str | None, prompt: Prompt | None
+) -> tuple[Route, Prompt]:
     turn = Turn.objects.select_related("conversation").get(pk=turn_id)
     route = route_choose(requested=requested_model)
     services.turn_mark_streaming(
@@ -70,8 +72,12 @@ async def turn_run(
             endpoint = route.endpoint
             root.attributes.update(route=route.reason, endpoint=endpoint.name)
             with tracer.span(
-                "llm", endpoint.name, model=endpoint.model_id, provider=endpoint.provider,
-                style=endpoint.style, region=endpoint.region,
+                "llm",
+                endpoint.name,
+                model=endpoint.model_id,
+                provider=endpoint.provider,
+                style=endpoint.style,
+                region=endpoint.region,
             ) as llm_span:
                 try:
                     async for text in astream_text(endpoint, prompt, usage):
@@ -93,7 +99,10 @@ async def turn_run(
             root.attributes["error_detail"] = exc.detail
             logger.warning("turn %s failed: %s", turn_id, exc.detail)
         except Exception as exc:  # a bug of ours must still leave the turn recorded as failed
-            status, error = Turn.Status.FAILED, "Something went wrong on our side. Please try again."
+            status, error = (
+                Turn.Status.FAILED,
+                "Something went wrong on our side. Please try again.",
+            )
             root.attributes["error_detail"] = f"{type(exc).__name__}: {exc}"
             logger.exception("turn %s crashed", turn_id)
     answer = "".join(pieces)

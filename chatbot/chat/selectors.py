@@ -28,7 +28,9 @@ def conversation_get_for(user: AnyUser, conversation_id: object) -> Conversation
 
 def turns_for(conversation: Conversation, user: AnyUser) -> QuerySet[Turn]:
     return conversation.turns.select_related("endpoint").prefetch_related(
-        Prefetch("feedback", queryset=Feedback.objects.filter(user_id=user.pk), to_attr="my_feedback")
+        Prefetch(
+            "feedback", queryset=Feedback.objects.filter(user_id=user.pk or 0), to_attr="my_feedback"
+        )
     )
 
 
@@ -44,7 +46,9 @@ def prompt_for_turn(turn: Turn) -> Prompt:
     """System prompt, the last few finished exchanges of the conversation, then the question."""
     history = list(
         Turn.objects.filter(
-            conversation_id=turn.conversation_id, status=Turn.Status.DONE, created_at__lt=turn.created_at
+            conversation_id=turn.conversation_id,
+            status=Turn.Status.DONE,
+            created_at__lt=turn.created_at,
         )
         .order_by("-created_at")
         .values_list("user_text", "answer")[: settings.CHAT_HISTORY_TURNS]

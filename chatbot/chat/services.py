@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -38,7 +38,10 @@ def message_validate(text: object) -> str:
 
 
 def conversation_create(
-    *, owner: AbstractBaseUser | AnonymousUser, title: str = "", channel: str = Conversation.Channel.WEB
+    *,
+    owner: User,
+    title: str = "",
+    channel: str = Conversation.Channel.WEB,
 ) -> Conversation:
     return Conversation.objects.create(owner=owner, title=title.strip()[:200], channel=channel)
 
@@ -102,9 +105,7 @@ def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
     spans_save(turn_id=turn_id, tracer=tracer)
 
 
-def feedback_set(
-    *, turn: Turn, user: AbstractBaseUser | AnonymousUser, rating: object, comment: object = ""
-) -> Feedback:
+def feedback_set(*, turn: Turn, user: User, rating: object, comment: object = "") -> Feedback:
     """One thumbs per person per answer; sending again changes it."""
     try:
         value = int(rating)  # type: ignore[call-overload]

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
 
 from chatbot.llm.pricing import estimate_tokens
 from chatbot.llm.prompts import render_completion
@@ -32,7 +38,9 @@ def _error_for(endpoint: EndpointConfig, exc: Exception) -> ModelError:
     elif "ratelimit" in name.lower() or "429" in text:
         msg = f"The model '{endpoint.name}' is busy (rate limited). Please try again shortly."
     elif "auth" in name.lower() or "401" in text or "403" in text:
-        msg = f"The model '{endpoint.name}' refused our credentials. An admin needs to check its key."
+        msg = (
+            f"The model '{endpoint.name}' refused our credentials. An admin needs to check its key."
+        )
     elif "context" in text and ("length" in text or "window" in text):
         msg = "The conversation is too long for this model. Please start a new conversation."
     else:
@@ -64,6 +72,7 @@ async def astream_text(
         reported = False
         pieces = 0
         produced: list[str] = []
+        stream: AsyncIterator[object]
         if isinstance(model, BaseChatModel):
             stream = model.astream(to_langchain(prompt.messages))
             prompt_text = "\n".join(m.content for m in prompt.messages)
@@ -71,7 +80,11 @@ async def astream_text(
             prompt_text = render_completion(endpoint.prompt_template, prompt)
             stream = model.astream(prompt_text)
         async for chunk in stream:
-            meta = getattr(chunk, "usage_metadata", None) if isinstance(chunk, AIMessageChunk) else None
+            meta = (
+                getattr(chunk, "usage_metadata", None)
+                if isinstance(chunk, AIMessageChunk)
+                else None
+            )
             if meta:
                 usage.input_tokens += int(meta.get("input_tokens", 0))
                 usage.output_tokens += int(meta.get("output_tokens", 0))
@@ -85,9 +98,7 @@ async def astream_text(
             usage.input_tokens = estimate_tokens(prompt_text)
             # OpenAI-compatible servers stream about one token a chunk; a fake streams characters.
             answer = "".join(produced)
-            usage.output_tokens = (
-                estimate_tokens(answer) if endpoint.provider == "fake" else pieces
-            )
+            usage.output_tokens = estimate_tokens(answer) if endpoint.provider == "fake" else pieces
             usage.estimated = True
     except ModelError:
         raise

@@ -9,7 +9,6 @@ from pgvector.django import VectorExtension
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -19,149 +18,354 @@ class Migration(migrations.Migration):
     operations = [
         VectorExtension(),
         migrations.CreateModel(
-            name='Capability',
+            name="Capability",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
             ],
             options={
-                'permissions': [('use_chat', 'Can chat with the assistant'), ('view_knowledge', 'Can search and read the knowledge base'), ('manage_knowledge', 'Can manage knowledge-base sources'), ('review_answers', 'Can review answers'), ('view_dashboard', 'Can read the dashboard and traces'), ('manage_settings', 'Can manage models, routing, policies and users')],
-                'managed': False,
-                'default_permissions': (),
+                "permissions": [
+                    ("use_chat", "Can chat with the assistant"),
+                    ("view_knowledge", "Can search and read the knowledge base"),
+                    ("manage_knowledge", "Can manage knowledge-base sources"),
+                    ("review_answers", "Can review answers"),
+                    ("view_dashboard", "Can read the dashboard and traces"),
+                    ("manage_settings", "Can manage models, routing, policies and users"),
+                ],
+                "managed": False,
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(default='default', max_length=100)),
-                ('prefix', models.CharField(max_length=16, unique=True)),
-                ('hashed_secret', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_keys', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(default="default", max_length=100)),
+                ("prefix", models.CharField(max_length=16, unique=True)),
+                ("hashed_secret", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_keys",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(blank=True, max_length=200)),
-                ('channel', models.CharField(choices=[('web', 'Web'), ('api', 'API')], default='web', max_length=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(blank=True, max_length=200)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[("web", "Web"), ("api", "API")], default="web", max_length=10
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at'],
+                "ordering": ["-updated_at"],
             },
         ),
         migrations.CreateModel(
-            name='ModelEndpoint',
+            name="ModelEndpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=80, unique=True)),
-                ('provider', models.CharField(choices=[('openai', 'OpenAI-compatible (llama.cpp, vLLM, Ollama, OpenAI)'), ('anthropic', 'Anthropic'), ('fake', 'Fake (tests and demos)')], max_length=20)),
-                ('base_url', models.URLField(blank=True, help_text="Blank uses the provider's default.")),
-                ('model_id', models.CharField(max_length=200)),
-                ('api_key_name', models.CharField(blank=True, help_text='Name of the environment variable holding the key.', max_length=100)),
-                ('style', models.CharField(choices=[('chat', 'Chat messages'), ('completion', 'Completion with a prompt template')], default='chat', max_length=20)),
-                ('prompt_template', models.TextField(blank=True, help_text='For completion style: uses {system}, {history} and {question}.')),
-                ('price_input_per_mtok', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=12)),
-                ('price_output_per_mtok', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=12)),
-                ('context_window', models.PositiveIntegerField(default=4096)),
-                ('max_output_tokens', models.PositiveIntegerField(default=512)),
-                ('temperature', models.FloatField(default=0.2)),
-                ('region', models.CharField(default='local', max_length=50)),
-                ('enabled', models.BooleanField(default=True)),
-                ('is_default', models.BooleanField(default=False)),
-                ('options', models.JSONField(blank=True, default=dict, help_text='Provider-specific settings.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=80, unique=True)),
+                (
+                    "provider",
+                    models.CharField(
+                        choices=[
+                            ("openai", "OpenAI-compatible (llama.cpp, vLLM, Ollama, OpenAI)"),
+                            ("anthropic", "Anthropic"),
+                            ("fake", "Fake (tests and demos)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "base_url",
+                    models.URLField(blank=True, help_text="Blank uses the provider's default."),
+                ),
+                ("model_id", models.CharField(max_length=200)),
+                (
+                    "api_key_name",
+                    models.CharField(
+                        blank=True,
+                        help_text="Name of the environment variable holding the key.",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "style",
+                    models.CharField(
+                        choices=[
+                            ("chat", "Chat messages"),
+                            ("completion", "Completion with a prompt template"),
+                        ],
+                        default="chat",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "prompt_template",
+                    models.TextField(
+                        blank=True,
+                        help_text="For completion style: uses {system}, {history} and {question}.",
+                    ),
+                ),
+                (
+                    "price_input_per_mtok",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=12),
+                ),
+                (
+                    "price_output_per_mtok",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=12),
+                ),
+                ("context_window", models.PositiveIntegerField(default=4096)),
+                ("max_output_tokens", models.PositiveIntegerField(default=512)),
+                ("temperature", models.FloatField(default=0.2)),
+                ("region", models.CharField(default="local", max_length=50)),
+                ("enabled", models.BooleanField(default=True)),
+                ("is_default", models.BooleanField(default=False)),
+                (
+                    "options",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Provider-specific settings."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_default', True)), fields=('is_default',), name='one_default_model_endpoint')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_default", True)),
+                        fields=("is_default",),
+                        name="one_default_model_endpoint",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Turn',
+            name="Turn",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_text', models.TextField()),
-                ('answer', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('streaming', 'Streaming'), ('done', 'Done'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=12)),
-                ('route_reason', models.CharField(blank=True, max_length=200)),
-                ('tokens_in', models.PositiveIntegerField(default=0)),
-                ('tokens_out', models.PositiveIntegerField(default=0)),
-                ('tokens_estimated', models.BooleanField(default=False)),
-                ('cost', models.DecimalField(decimal_places=8, default=Decimal('0'), max_digits=14)),
-                ('ttft_ms', models.FloatField(blank=True, null=True)),
-                ('total_ms', models.FloatField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='turns', to='chatbot.conversation')),
-                ('endpoint', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='turns', to='chatbot.modelendpoint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("user_text", models.TextField()),
+                ("answer", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("streaming", "Streaming"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=12,
+                    ),
+                ),
+                ("route_reason", models.CharField(blank=True, max_length=200)),
+                ("tokens_in", models.PositiveIntegerField(default=0)),
+                ("tokens_out", models.PositiveIntegerField(default=0)),
+                ("tokens_estimated", models.BooleanField(default=False)),
+                (
+                    "cost",
+                    models.DecimalField(decimal_places=8, default=Decimal("0"), max_digits=14),
+                ),
+                ("ttft_ms", models.FloatField(blank=True, null=True)),
+                ("total_ms", models.FloatField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="turns",
+                        to="chatbot.conversation",
+                    ),
+                ),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="turns",
+                        to="chatbot.modelendpoint",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Span',
+            name="Span",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('kind', models.CharField(choices=[('llm', 'Model call'), ('retrieval', 'Retrieval'), ('tool', 'Tool call'), ('judge', 'Judge'), ('cache', 'Cache'), ('agent', 'Agent step')], max_length=12)),
-                ('name', models.CharField(max_length=200)),
-                ('started_at', models.DateTimeField()),
-                ('duration_ms', models.FloatField(default=0)),
-                ('tokens_in', models.PositiveIntegerField(default=0)),
-                ('tokens_out', models.PositiveIntegerField(default=0)),
-                ('cost', models.DecimalField(decimal_places=8, default=Decimal('0'), max_digits=14)),
-                ('attributes', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True)),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='children', to='chatbot.span')),
-                ('turn', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='spans', to='chatbot.turn')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("llm", "Model call"),
+                            ("retrieval", "Retrieval"),
+                            ("tool", "Tool call"),
+                            ("judge", "Judge"),
+                            ("cache", "Cache"),
+                            ("agent", "Agent step"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("started_at", models.DateTimeField()),
+                ("duration_ms", models.FloatField(default=0)),
+                ("tokens_in", models.PositiveIntegerField(default=0)),
+                ("tokens_out", models.PositiveIntegerField(default=0)),
+                (
+                    "cost",
+                    models.DecimalField(decimal_places=8, default=Decimal("0"), max_digits=14),
+                ),
+                ("attributes", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True)),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="children",
+                        to="chatbot.span",
+                    ),
+                ),
+                (
+                    "turn",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="spans",
+                        to="chatbot.turn",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['started_at'],
+                "ordering": ["started_at"],
             },
         ),
         migrations.CreateModel(
-            name='Feedback',
+            name="Feedback",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rating', models.SmallIntegerField(choices=[(-1, 'Thumbs down'), (1, 'Thumbs up')])),
-                ('comment', models.TextField(blank=True, max_length=2000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='feedback', to=settings.AUTH_USER_MODEL)),
-                ('turn', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='feedback', to='chatbot.turn')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "rating",
+                    models.SmallIntegerField(choices=[(-1, "Thumbs down"), (1, "Thumbs up")]),
+                ),
+                ("comment", models.TextField(blank=True, max_length=2000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="feedback",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "turn",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="feedback",
+                        to="chatbot.turn",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['owner', '-updated_at'], name='chatbot_con_owner_i_b82d5f_idx'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["owner", "-updated_at"], name="chatbot_con_owner_i_b82d5f_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='turn',
-            index=models.Index(fields=['conversation', 'created_at'], name='chatbot_tur_convers_c43398_idx'),
+            model_name="turn",
+            index=models.Index(
+                fields=["conversation", "created_at"], name="chatbot_tur_convers_c43398_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='turn',
-            index=models.Index(fields=['status', 'created_at'], name='chatbot_tur_status_6c78f5_idx'),
+            model_name="turn",
+            index=models.Index(
+                fields=["status", "created_at"], name="chatbot_tur_status_6c78f5_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='span',
-            index=models.Index(fields=['turn', 'started_at'], name='chatbot_spa_turn_id_abc6ec_idx'),
+            model_name="span",
+            index=models.Index(
+                fields=["turn", "started_at"], name="chatbot_spa_turn_id_abc6ec_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='span',
-            index=models.Index(fields=['kind', 'started_at'], name='chatbot_spa_kind_4ed050_idx'),
+            model_name="span",
+            index=models.Index(fields=["kind", "started_at"], name="chatbot_spa_kind_4ed050_idx"),
         ),
         migrations.AddConstraint(
-            model_name='feedback',
-            constraint=models.UniqueConstraint(fields=('turn', 'user'), name='one_feedback_per_user'),
+            model_name="feedback",
+            constraint=models.UniqueConstraint(
+                fields=("turn", "user"), name="one_feedback_per_user"
+            ),
         ),
     ]

@@ -22,11 +22,16 @@ class Capability(models.Model):
             ("manage_settings", "Can manage models, routing, policies and users"),
         ]
 
+    def __str__(self) -> str:
+        return "capability"
+
 
 class ApiKey(models.Model):
     """A key for programs. Only a hash of the secret is stored; the prefix finds the row."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
     name = models.CharField(max_length=100, default="default")
     prefix = models.CharField(max_length=16, unique=True)
     hashed_secret = models.CharField(max_length=64)

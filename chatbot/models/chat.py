@@ -42,7 +42,11 @@ class Turn(models.Model):
     answer = models.TextField(blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     endpoint = models.ForeignKey(
-        "chatbot.ModelEndpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="turns"
+        "chatbot.ModelEndpoint",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="turns",
     )
     route_reason = models.CharField(max_length=200, blank=True)
     tokens_in = models.PositiveIntegerField(default=0)
@@ -76,14 +80,18 @@ class Feedback(models.Model):
         UP = 1, "Thumbs up"
 
     turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="feedback")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback"
+    )
     rating = models.SmallIntegerField(choices=Rating.choices)
     comment = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["turn", "user"], name="one_feedback_per_user")]
+        constraints = [
+            models.UniqueConstraint(fields=["turn", "user"], name="one_feedback_per_user")
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_rating_display()} on turn {self.turn_id}"

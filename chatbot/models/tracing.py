@@ -34,7 +34,10 @@ class Span(models.Model):
 
     class Meta:
         ordering = ["started_at"]
-        indexes = [models.Index(fields=["turn", "started_at"]), models.Index(fields=["kind", "started_at"])]
+        indexes = [
+            models.Index(fields=["turn", "started_at"]),
+            models.Index(fields=["kind", "started_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"

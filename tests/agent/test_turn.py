@@ -13,12 +13,12 @@ from chatbot.models import ModelEndpoint, Span, Turn
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def _new_turn(user, text: str = "How long is the reset link valid?") -> Turn:  # type: ignore[no-untyped-def]
+async def _new_turn(user, text: str = "How long is the reset link valid?") -> Turn:
     conversation = await sync_to_async(services.conversation_create)(owner=user)
     return await sync_to_async(services.turn_create)(conversation=conversation, user_text=text)
 
 
-async def test_it_streams_the_answer_and_records_the_turn(alice, fake_endpoint) -> None:  # type: ignore[no-untyped-def]
+async def test_it_streams_the_answer_and_records_the_turn(alice, fake_endpoint) -> None:
     endpoint = await sync_to_async(fake_endpoint)(["The link expires after 30 minutes."])
     turn = await _new_turn(alice)
     pieces: list[str] = []
@@ -49,7 +49,7 @@ async def test_it_streams_the_answer_and_records_the_turn(alice, fake_endpoint) 
     assert "ttft_ms" in llm.attributes
 
 
-async def test_it_records_a_model_error_in_plain_words(alice, fake_endpoint) -> None:  # type: ignore[no-untyped-def]
+async def test_it_records_a_model_error_in_plain_words(alice, fake_endpoint) -> None:
     await sync_to_async(fake_endpoint)(["abcdefgh"], error_on_chunk=3)
     turn = await _new_turn(alice)
 
@@ -67,7 +67,7 @@ async def test_it_records_a_model_error_in_plain_words(alice, fake_endpoint) -> 
     assert "FakeListChatModelError" in root.attributes["error_detail"]
 
 
-async def test_it_keeps_the_partial_answer_when_cancelled(alice, fake_endpoint) -> None:  # type: ignore[no-untyped-def]
+async def test_it_keeps_the_partial_answer_when_cancelled(alice, fake_endpoint) -> None:
     await sync_to_async(fake_endpoint)(["x" * 200], sleep=0.01)
     turn = await _new_turn(alice)
     received: list[str] = []
@@ -88,7 +88,7 @@ async def test_it_keeps_the_partial_answer_when_cancelled(alice, fake_endpoint) 
     assert saved.answer == "".join(received)
 
 
-async def test_it_fails_clearly_when_no_model_is_enabled(alice) -> None:  # type: ignore[no-untyped-def]
+async def test_it_fails_clearly_when_no_model_is_enabled(alice) -> None:
     await ModelEndpoint.objects.all().aupdate(enabled=False)
     turn = await _new_turn(alice)
 
@@ -100,11 +100,15 @@ async def test_it_fails_clearly_when_no_model_is_enabled(alice) -> None:  # type
     assert "No model is available" in outcome.error
 
 
-async def test_it_reports_an_unreachable_model_server(alice, fake_endpoint) -> None:  # type: ignore[no-untyped-def]
+async def test_it_reports_an_unreachable_model_server(alice, fake_endpoint) -> None:
     # A real OpenAI-compatible client pointed at a closed port: the network edge fails for real.
     await sync_to_async(ModelEndpoint.objects.create)(
-        name="down", provider="openai", base_url="http://127.0.0.1:9/v1", model_id="m",
-        style="completion", is_default=False,
+        name="down",
+        provider="openai",
+        base_url="http://127.0.0.1:9/v1",
+        model_id="m",
+        style="completion",
+        is_default=False,
     )
     turn = await _new_turn(alice)
 

@@ -12,29 +12,31 @@ from chatbot.models import Conversation, Feedback, Turn
 
 @pytest.mark.django_db
 class TestTurnCreate:
-    def test_it_saves_the_question_and_titles_the_conversation(self, alice) -> None:  # type: ignore[no-untyped-def]
+    def test_it_saves_the_question_and_titles_the_conversation(self, alice) -> None:
         conversation = services.conversation_create(owner=alice)
-        turn = services.turn_create(conversation=conversation, user_text="  How do I reset a password?  ")
+        turn = services.turn_create(
+            conversation=conversation, user_text="  How do I reset a password?  "
+        )
         assert turn.status == Turn.Status.PENDING
         assert turn.user_text == "How do I reset a password?"
         conversation.refresh_from_db()
         assert conversation.title == "How do I reset a password?"
 
-    def test_it_refuses_an_empty_message(self, alice) -> None:  # type: ignore[no-untyped-def]
+    def test_it_refuses_an_empty_message(self, alice) -> None:
         conversation = services.conversation_create(owner=alice)
         with pytest.raises(services.InvalidInput, match="empty"):
             services.turn_create(conversation=conversation, user_text="   ")
         assert not Turn.objects.exists()
 
     @override_settings(CHAT_MAX_MESSAGE_CHARS=10)
-    def test_it_refuses_a_message_over_the_limit(self, alice) -> None:  # type: ignore[no-untyped-def]
+    def test_it_refuses_a_message_over_the_limit(self, alice) -> None:
         conversation = services.conversation_create(owner=alice)
         with pytest.raises(services.InvalidInput, match="too long"):
             services.turn_create(conversation=conversation, user_text="x" * 11)
 
 
 @pytest.mark.django_db
-def test_it_hides_another_users_conversation(alice, rita) -> None:  # type: ignore[no-untyped-def]
+def test_it_hides_another_users_conversation(alice, rita) -> None:
     conversation = services.conversation_create(owner=alice)
     with pytest.raises(Conversation.DoesNotExist):
         selectors.conversation_get_for(rita, conversation.pk)
@@ -44,7 +46,7 @@ def test_it_hides_another_users_conversation(alice, rita) -> None:  # type: igno
 
 
 @pytest.mark.django_db
-def test_it_builds_the_prompt_from_recent_finished_turns(alice) -> None:  # type: ignore[no-untyped-def]
+def test_it_builds_the_prompt_from_recent_finished_turns(alice) -> None:
     conversation = services.conversation_create(owner=alice)
     first = services.turn_create(conversation=conversation, user_text="first question")
     Turn.objects.filter(pk=first.pk).update(status=Turn.Status.DONE, answer="first answer")
@@ -64,14 +66,14 @@ def test_it_builds_the_prompt_from_recent_finished_turns(alice) -> None:  # type
 
 @pytest.mark.django_db
 class TestFeedback:
-    def _done_turn(self, user) -> Turn:  # type: ignore[no-untyped-def]
+    def _done_turn(self, user) -> Turn:
         conversation = services.conversation_create(owner=user)
         turn = services.turn_create(conversation=conversation, user_text="q")
         Turn.objects.filter(pk=turn.pk).update(status=Turn.Status.DONE, answer="a")
         turn.refresh_from_db()
         return turn
 
-    def test_it_stores_one_rating_per_person_and_updates_it(self, alice) -> None:  # type: ignore[no-untyped-def]
+    def test_it_stores_one_rating_per_person_and_updates_it(self, alice) -> None:
         turn = self._done_turn(alice)
         services.feedback_set(turn=turn, user=alice, rating=1)
         services.feedback_set(turn=turn, user=alice, rating="-1", comment="wrong link")
@@ -79,14 +81,14 @@ class TestFeedback:
         assert feedback.rating == -1 and feedback.comment == "wrong link"
 
     @pytest.mark.parametrize("rating", [0, 2, "up", None])
-    def test_it_refuses_a_bad_rating(self, alice, rating) -> None:  # type: ignore[no-untyped-def]
+    def test_it_refuses_a_bad_rating(self, alice, rating) -> None:
         turn = self._done_turn(alice)
         with pytest.raises(services.InvalidInput):
             services.feedback_set(turn=turn, user=alice, rating=rating)
 
 
 @pytest.mark.django_db
-def test_it_closes_turns_left_streaming_by_a_dead_process(alice) -> None:  # type: ignore[no-untyped-def]
+def test_it_closes_turns_left_streaming_by_a_dead_process(alice) -> None:
     conversation = services.conversation_create(owner=alice)
     stale = services.turn_create(conversation=conversation, user_text="old")
     fresh = services.turn_create(conversation=conversation, user_text="new")

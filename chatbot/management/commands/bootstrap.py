@@ -13,7 +13,9 @@ class Command(BaseCommand):
     help = "Create the roles, the local model's catalogue entry and (with --demo) the demo users."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--demo", action="store_true", help="Create alice, rita, adam and nora.")
+        parser.add_argument(
+            "--demo", action="store_true", help="Create alice, rita, adam and nora."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         roles_ensure()
