@@ -17,10 +17,10 @@ from decimal import Decimal
 from asgiref.sync import sync_to_async
 
 from chatbot.chat import selectors, services
-from chatbot.llm.pricing import usage_cost
+from chatbot.llm.pricing import estimate_tokens, usage_cost
 from chatbot.llm.router import Route, route_choose
 from chatbot.llm.stream import astream_text
-from chatbot.llm.types import ModelError, Prompt, Usage
+from chatbot.llm.types import ModelError, Overrides, Prompt, Usage
 from chatbot.models import Turn
 from observability.tracing import Tracer
 
@@ -56,6 +56,7 @@ async def turn_run(
     emit: Emit,
     requested_model: str | None = None,
     prompt: Prompt | None = None,
+    overrides: Overrides | None = None,
 ) -> TurnOutcome:
     """Run one saved turn to its end. Returns how it ended; re-raises cancellation after saving."""
     tracer = Tracer()
@@ -80,13 +81,20 @@ async def turn_run(
                 region=endpoint.region,
             ) as llm_span:
                 try:
-                    async for text in astream_text(endpoint, prompt, usage):
+                    async for text in astream_text(endpoint, prompt, usage, overrides=overrides):
                         if ttft_ms is None:
                             ttft_ms = (time.perf_counter() - started) * 1000
                             llm_span.attributes["ttft_ms"] = round(ttft_ms, 2)
                         pieces.append(text)
                         await emit(text)
                 finally:
+                    if pieces and not (usage.input_tokens or usage.output_tokens):
+                        # Stopped mid-stream: the server's counts never came, estimate them.
+                        usage.input_tokens = estimate_tokens(
+                            "".join(m.content for m in prompt.messages)
+                        )
+                        usage.output_tokens = estimate_tokens("".join(pieces))
+                        usage.estimated = True
                     llm_span.tokens_in = usage.input_tokens
                     llm_span.tokens_out = usage.output_tokens
                     llm_span.cost = usage_cost(endpoint, usage)

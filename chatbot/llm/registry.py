@@ -88,9 +88,9 @@ PROVIDERS: dict[str, ProviderBuilder] = {
     "fake": _fake,
 }
 
-# Keyed by (id, version): an edited endpoint gets a fresh client, an unchanged one reuses its
+# Keyed by the fields that shape the client: an edited endpoint gets a fresh one, an unchanged one reuses its
 # connection pool, which saves a TCP and TLS handshake on every turn.
-_cache: dict[tuple[int, str], LangchainModel] = {}
+_cache: dict[tuple[object, ...], LangchainModel] = {}
 _CACHE_LIMIT = 64
 
 
@@ -104,7 +104,15 @@ def model_for(endpoint: EndpointConfig) -> LangchainModel:
     if endpoint.provider == "fake":
         # The fake keeps a cursor into its responses; a fresh one per call keeps tests independent.
         return builder(endpoint)
-    key = (endpoint.id, endpoint.version)
+    key = (
+        endpoint.id,
+        endpoint.version,
+        endpoint.provider,
+        endpoint.base_url,
+        endpoint.model_id,
+        endpoint.style,
+        endpoint.api_key_name,
+    )
     model = _cache.get(key)
     if model is None:
         if len(_cache) >= _CACHE_LIMIT:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -16,7 +17,7 @@ from langchain_core.messages import (
 from chatbot.llm.pricing import estimate_tokens
 from chatbot.llm.prompts import render_completion
 from chatbot.llm.registry import model_for
-from chatbot.llm.types import EndpointConfig, Message, ModelError, Prompt, Usage
+from chatbot.llm.types import EndpointConfig, Message, ModelError, Overrides, Prompt, Usage
 
 
 def to_langchain(messages: tuple[Message, ...]) -> list[BaseMessage]:
@@ -60,13 +61,30 @@ def _chunk_text(chunk: object) -> str:
     )
 
 
+def _call_kwargs(endpoint: EndpointConfig, overrides: Overrides | None) -> dict[str, Any]:
+    """A caller may ask for fewer output tokens than the catalogue allows, never more."""
+    kwargs: dict[str, Any] = {}
+    if overrides is None:
+        return kwargs
+    if overrides.max_tokens is not None:
+        kwargs["max_tokens"] = min(overrides.max_tokens, endpoint.max_output_tokens)
+    if overrides.temperature is not None:
+        kwargs["temperature"] = overrides.temperature
+    return kwargs
+
+
 async def astream_text(
-    endpoint: EndpointConfig, prompt: Prompt, usage: Usage
+    endpoint: EndpointConfig,
+    prompt: Prompt,
+    usage: Usage,
+    *,
+    overrides: Overrides | None = None,
 ) -> AsyncIterator[str]:
     """Yield the answer's text pieces as they arrive; fill `usage` when the stream ends.
 
     Counts come from the server when it reports them; otherwise they are estimated and marked so.
     """
+    kwargs = _call_kwargs(endpoint, overrides)
     try:
         model = model_for(endpoint)
         reported = False
@@ -74,11 +92,11 @@ async def astream_text(
         produced: list[str] = []
         stream: AsyncIterator[object]
         if isinstance(model, BaseChatModel):
-            stream = model.astream(to_langchain(prompt.messages))
+            stream = model.astream(to_langchain(prompt.messages), **kwargs)
             prompt_text = "\n".join(m.content for m in prompt.messages)
         else:
             prompt_text = render_completion(endpoint.prompt_template, prompt)
-            stream = model.astream(prompt_text)
+            stream = model.astream(prompt_text, **kwargs)
         async for chunk in stream:
             meta = (
                 getattr(chunk, "usage_metadata", None)

@@ -36,6 +36,14 @@ class Prompt:
         return sum(len(m.content) for m in self.messages)
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """Per-request generation settings a caller may ask for (the OpenAI-compatible API)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
 @dataclass
 class Usage:
     input_tokens: int = 0

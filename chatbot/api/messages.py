@@ -1,0 +1,90 @@
+"""Asking a question in a conversation: a JSON answer, or the answer streamed as server-sent events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Router, Status
+
+from chatbot.agent.turn import turn_run
+from chatbot.api.auth import caller
+from chatbot.api.schemas import ErrorOut, MessageIn, MessageOut, message_out, requested_model
+from chatbot.api.streaming import Crashed, Piece, emit_nothing, sse_event, sse_response, turn_events
+from chatbot.chat import selectors, services
+from chatbot.llm.router import route_choose
+from chatbot.models import Turn
+
+router = Router(tags=["messages"])
+
+STREAM_DOC = """
+Saves the question as a turn first (so nothing is lost), then asks the model.
+
+**`stream: false`** answers with JSON: `200` when the answer is done; `502` when the model failed,
+with the same body, `status: "failed"` and `error` saying why in plain words (the turn is kept).
+
+**`stream: true`** answers `200` with `text/event-stream`:
+
+- `event: start` `data: {"turn_id": 12}`
+- `event: token` `data: {"text": "Hel"}` as many times as the model sends text
+- `event: done` (or `event: error` when the model failed) with the same body as the JSON answer.
+
+If the client disconnects, the turn ends `cancelled` with the part of the answer that was sent.
+"""
+
+
+def _turn_start(user: User, conversation_id: int, message: str, model: str | None) -> Turn:
+    conversation = selectors.conversation_get_for(user, conversation_id)
+    if model:
+        # An unknown or disabled model is the caller's mistake: refused before anything is saved.
+        route_choose(requested=model)
+    return services.turn_create(conversation=conversation, user_text=message)
+
+
+async def _sse(turn_id: int, model: str | None) -> AsyncIterator[str]:
+    yield sse_event("start", {"turn_id": turn_id})
+    async with aclosing(turn_events(turn_id=turn_id, requested_model=model)) as events:
+        async for event in events:
+            if isinstance(event, Piece):
+                yield sse_event("token", {"text": event.text})
+            elif isinstance(event, Crashed):
+                yield sse_event(
+                    "error", {"turn_id": turn_id, "status": "failed", "error": event.error}
+                )
+            else:
+                body = message_out(event.outcome).model_dump()
+                yield sse_event("done" if body["status"] == Turn.Status.DONE else "error", body)
+
+
+@router.post(
+    "/conversations/{conversation_id}/messages",
+    response={200: MessageOut, 400: ErrorOut, 404: ErrorOut, 502: MessageOut},
+    summary="Ask a question (JSON or server-sent events)",
+    description=STREAM_DOC,
+    openapi_extra={
+        "responses": {
+            "200": {
+                "content": {
+                    "text/event-stream": {
+                        "schema": {"type": "string", "description": "When stream is true."}
+                    }
+                }
+            }
+        }
+    },
+)
+async def message_send(
+    request: HttpRequest, conversation_id: int, payload: MessageIn
+) -> Status[MessageOut] | StreamingHttpResponse:
+    model = requested_model(payload.model)
+    turn = await sync_to_async(_turn_start)(
+        caller(request), conversation_id, payload.message, model
+    )
+    if payload.stream:
+        return sse_response(_sse(turn.pk, model))
+    outcome = await turn_run(turn_id=turn.pk, emit=emit_nothing, requested_model=model)
+    status = 200 if outcome.status == Turn.Status.DONE else 502
+    return Status(status, message_out(outcome))

@@ -1,0 +1,139 @@
+"""Request and response shapes of /api/, which are also its OpenAPI documentation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ninja import Field, Schema
+
+from chatbot.agent.turn import TurnOutcome
+from chatbot.models import Conversation, Feedback, Turn
+
+
+class ErrorOut(Schema):
+    detail: str = Field(description="What went wrong, in words a person can act on.")
+
+
+class ValidationErrorOut(ErrorOut):
+    errors: list[dict[str, str]] = Field(description="One entry per bad field: field, message.")
+
+
+class ConversationIn(Schema):
+    title: str = Field("", max_length=200, description="Optional; the first message names it.")
+
+
+class ConversationOut(Schema):
+    id: int
+    title: str
+    channel: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class FeedbackOut(Schema):
+    rating: int = Field(description="1 thumbs up, -1 thumbs down.")
+    comment: str
+
+
+class TurnOut(Schema):
+    id: int
+    user_text: str
+    answer: str
+    status: str = Field(description="pending, streaming, done, failed or cancelled.")
+    model: str | None = Field(description="Name of the catalogue endpoint that answered.")
+    tokens_in: int
+    tokens_out: int
+    tokens_estimated: bool
+    cost: float
+    ttft_ms: float | None
+    total_ms: float | None
+    error: str
+    created_at: datetime
+    feedback: FeedbackOut | None = Field(description="The caller's own rating, if any.")
+
+
+class ConversationDetailOut(ConversationOut):
+    turns: list[TurnOut]
+
+
+class MessageIn(Schema):
+    message: str = Field(description="The question. Must not be empty; the length is limited.")
+    stream: bool = Field(False, description="true: answer as server-sent events.")
+    model: str | None = Field(
+        None, description='A catalogue endpoint name; leave out (or "default") for the default.'
+    )
+
+
+class UsageOut(Schema):
+    input_tokens: int
+    output_tokens: int
+
+
+class MessageOut(Schema):
+    turn_id: int
+    status: str = Field(description="done, or failed with `error` saying why.")
+    answer: str
+    error: str
+    model: str
+    usage: UsageOut
+
+
+class FeedbackIn(Schema):
+    rating: int = Field(description="1 (thumbs up) or -1 (thumbs down).")
+    comment: str | None = Field(None, description="Optional, up to 2,000 characters.")
+
+
+class FeedbackSavedOut(FeedbackOut):
+    turn_id: int
+
+
+DEFAULT_NAMES = {"", "default"}
+
+
+def requested_model(name: str | None) -> str | None:
+    """The endpoint name to ask the router for; None asks for its default."""
+    cleaned = (name or "").strip()
+    return None if cleaned.lower() in DEFAULT_NAMES else cleaned
+
+
+def conversation_out(conversation: Conversation) -> ConversationOut:
+    return ConversationOut(
+        id=conversation.pk,
+        title=conversation.title,
+        channel=conversation.channel,
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+    )
+
+
+def turn_out(turn: Turn) -> TurnOut:
+    mine: list[Feedback] = getattr(turn, "my_feedback", [])
+    return TurnOut(
+        id=turn.pk,
+        user_text=turn.user_text,
+        answer=turn.answer,
+        status=turn.status,
+        model=turn.endpoint.name if turn.endpoint else None,
+        tokens_in=turn.tokens_in,
+        tokens_out=turn.tokens_out,
+        tokens_estimated=turn.tokens_estimated,
+        cost=float(turn.cost),
+        ttft_ms=turn.ttft_ms,
+        total_ms=turn.total_ms,
+        error=turn.error,
+        created_at=turn.created_at,
+        feedback=FeedbackOut(rating=mine[0].rating, comment=mine[0].comment) if mine else None,
+    )
+
+
+def message_out(outcome: TurnOutcome) -> MessageOut:
+    return MessageOut(
+        turn_id=outcome.turn_id,
+        status=outcome.status,
+        answer=outcome.answer,
+        error=outcome.error,
+        model=outcome.endpoint_name,
+        usage=UsageOut(
+            input_tokens=outcome.usage.input_tokens, output_tokens=outcome.usage.output_tokens
+        ),
+    )

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from chatbot.llm.prompts import TemplateError, template_validate
+from chatbot.llm.registry import PROVIDERS
+from chatbot.models import ModelEndpoint
+
+
+class ModelEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
+    # Model servers on a private network are usually plain http; never guess https.
+    base_url = forms.URLField(required=False, assume_scheme="http", help_text="Blank uses the provider's default.")
+    options = forms.JSONField(
+        required=False,
+        initial=dict,
+        help_text='Provider settings as JSON, e.g. {"stop": ["\\nQuestion:"]}.',
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+
+    class Meta:
+        model = ModelEndpoint
+        fields = [
+            "name",
+            "provider",
+            "base_url",
+            "model_id",
+            "api_key_name",
+            "style",
+            "prompt_template",
+            "price_input_per_mtok",
+            "price_output_per_mtok",
+            "context_window",
+            "max_output_tokens",
+            "temperature",
+            "region",
+            "enabled",
+            "options",
+        ]
+        widgets = {"prompt_template": forms.Textarea(attrs={"rows": 4})}
+
+    def clean_options(self) -> dict[str, Any]:
+        value = self.cleaned_data.get("options") or {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Options must be a JSON object, such as {"stop": []}.')
+        return value
+
+    def clean_temperature(self) -> float:
+        value = float(self.cleaned_data["temperature"])
+        if not 0 <= value <= 2:
+            raise forms.ValidationError("Temperature must be between 0 and 2.")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        provider = data.get("provider")
+        if provider and provider not in PROVIDERS:
+            self.add_error("provider", "This provider is not available.")
+        if data.get("style") == ModelEndpoint.Style.COMPLETION:
+            try:
+                template_validate(data.get("prompt_template") or "")
+            except TemplateError as exc:
+                self.add_error("prompt_template", str(exc))
+        if provider == ModelEndpoint.Provider.ANTHROPIC and not data.get("api_key_name"):
+            self.add_error("api_key_name", "Anthropic needs the name of the variable holding its key.")
+        if (
+            provider == ModelEndpoint.Provider.OPENAI
+            and not data.get("base_url")
+            and not data.get("api_key_name")
+        ):
+            self.add_error(
+                "base_url", "Give the server's URL, or an API key name to use OpenAI's own service."
+            )
+        return data

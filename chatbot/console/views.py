@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from chatbot.accounts import roles
+from chatbot.accounts.access import permission_required
+from chatbot.console import services
+from chatbot.console.forms import ModelEndpointForm
+from chatbot.models import ModelEndpoint
+
+
+def _endpoint(pk: int) -> ModelEndpoint:
+    try:
+        return ModelEndpoint.objects.get(pk=pk)
+    except ModelEndpoint.DoesNotExist:
+        raise Http404("No such model.") from None
+
+
+@permission_required(roles.MANAGE_SETTINGS)
+def models_list(request: HttpRequest) -> HttpResponse:
+    endpoints = ModelEndpoint.objects.order_by("-is_default", "name")
+    return render(request, "console/models.html", {"endpoints": endpoints})
+
+
+@permission_required(roles.MANAGE_SETTINGS)
+def model_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    endpoint = _endpoint(pk) if pk is not None else None
+    form = ModelEndpointForm(request.POST or None, instance=endpoint)
+    if request.method == "POST" and form.is_valid():
+        saved = services.endpoint_save(endpoint=endpoint, data=form.cleaned_data)
+        messages.success(request, f"Saved model “{saved.name}”.")
+        return redirect("console:models")
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request, "console/model_form.html", {"form": form, "endpoint": endpoint}, status=status
+    )
+
+
+@require_POST
+@permission_required(roles.MANAGE_SETTINGS)
+def model_make_default(request: HttpRequest, pk: int) -> HttpResponse:
+    endpoint = _endpoint(pk)
+    try:
+        services.endpoint_set_default(endpoint=endpoint)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"“{endpoint.name}” now answers by default.")
+    return redirect("console:models")

@@ -1,0 +1,53 @@
+"""Fake HTTP peers: tiny real HTTP servers on loopback that speak a provider's wire format."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Handler = Callable[[str, dict[str, Any]], tuple[int, list[bytes], str]]
+
+
+@contextmanager
+def fake_peer(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Serve `handler(path, json_body) -> (status, chunks, content_type)`; yield (base URL, requests seen)."""
+    seen: list[dict[str, Any]] = []
+
+    class _Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            seen.append({"path": self.path, "body": body, "headers": headers})
+            status, chunks, content_type = handler(self.path, body)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def sse(events: list[tuple[str | None, dict[str, Any] | str]]) -> list[bytes]:
+    out = []
+    for event, data in events:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        prefix = f"event: {event}\n" if event else ""
+        out.append(f"{prefix}data: {payload}\n\n".encode())
+    return out
