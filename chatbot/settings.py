@@ -159,7 +159,9 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "chan"},
+        # redis-py's 5 s socket timeout equals channels_redis's blocking-receive timeout, so an
+        # idle consumer would crash with TimeoutError; give the socket more time than the wait.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "chan"},
     }
 }
 

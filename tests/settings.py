@@ -13,7 +13,10 @@ def _redis_db(url: str, db: int) -> str:
 
 TEST_REDIS_URL = _redis_db(REDIS_URL, TEST_REDIS_DB)
 CACHES["default"]["LOCATION"] = TEST_REDIS_URL
-CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [TEST_REDIS_URL], "prefix": "testchan"}
+CHANNEL_LAYERS["default"]["CONFIG"] = {
+    "hosts": [{"address": TEST_REDIS_URL, "socket_timeout": 30}],
+    "prefix": "testchan",
+}
 CELERY_BROKER_URL = TEST_REDIS_URL
 CELERY_RESULT_BACKEND = TEST_REDIS_URL
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -52,7 +52,7 @@ def _concrete(route: str, ids: dict[str, int]) -> str:
 
 
 @pytest.fixture
-def urls(alice) -> list[str]:  # type: ignore[no-untyped-def]
+def urls(alice) -> list[str]:
     conversation = services.conversation_create(owner=alice)
     turn = services.turn_create(conversation=conversation, user_text="q")
     Turn.objects.filter(pk=turn.pk).update(status=Turn.Status.DONE, answer="a")
@@ -71,7 +71,7 @@ def urls(alice) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db
-def test_it_discovers_the_products_routes(urls) -> None:  # type: ignore[no-untyped-def]
+def test_it_discovers_the_products_routes(urls) -> None:
     # Guard against the walk silently finding nothing.
     assert any(u.startswith("/chat/") for u in urls)
     assert any(u.startswith("/api/") for u in urls)
@@ -80,7 +80,7 @@ def test_it_discovers_the_products_routes(urls) -> None:  # type: ignore[no-unty
 
 
 @pytest.mark.django_db
-def test_it_refuses_nora_on_every_route(client_as, nora, urls) -> None:  # type: ignore[no-untyped-def]
+def test_it_refuses_nora_on_every_route(client_as, nora, urls) -> None:
     client = client_as(nora)
     client.raise_request_exception = True
     failures = []
@@ -93,7 +93,7 @@ def test_it_refuses_nora_on_every_route(client_as, nora, urls) -> None:  # type:
 
 
 @pytest.mark.django_db
-def test_it_refuses_anonymous_visitors_on_every_route(urls) -> None:  # type: ignore[no-untyped-def]
+def test_it_refuses_anonymous_visitors_on_every_route(urls) -> None:
     client = Client()
     failures = []
     for url in urls:

@@ -18,7 +18,7 @@ PROBE = (
 CLEARED = ("DATABASE_URL", "REDIS_URL", "LOCAL_MODEL_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
 
-def _settings(**env: str) -> dict:  # type: ignore[type-arg]
+def _settings(**env: str) -> dict:
     clean = {
         k: v for k, v in os.environ.items() if k not in CLEARED and not k.startswith("MODEL_KEY_")
     }
@@ -30,7 +30,7 @@ def _settings(**env: str) -> dict:  # type: ignore[type-arg]
         text=True,
         check=True,
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_it_uses_embedded_services_when_nothing_is_set() -> None:

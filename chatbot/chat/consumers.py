@@ -1,6 +1,171 @@
+"""The chat websocket: one connection per open conversation page, answers streamed as HTML.
+
+Protocol (the htmx ws extension on the page speaks it; benchmarks rely on it, keep it exact)
+
+Client -> server, JSON as htmx `ws-send` produces it (form fields, plus a "HEADERS" key that is
+ignored):
+    {"message": "question text"}   ask; the turn is saved before the model is called
+    {"action": "stop"}             stop the answer being written; the partial answer is kept
+
+Server -> client: every frame is an HTML fragment whose outermost element(s) carry htmx
+`hx-swap-oob` and `data-frame`:
+    data-frame="start"  the question and an empty answer bubble appended to `#thread`
+                        (plus the conversation's new title and a cleared input error)
+    data-frame="token"  one piece of answer text, HTML-escaped, appended to the bubble:
+                        <span id="answer-{turn_id}-text" hx-swap-oob="beforeend"
+                              data-frame="token">{text}</span>
+    data-frame="end"    `#answer-{turn_id}` replaced by the final answer (sanitised markdown) with
+                        feedback controls; a stopped answer is marked "Stopped"
+    data-frame="error"  either `#answer-{turn_id}` replaced by the model's failure in plain words
+                        (and the partial answer), or, for bad input or a second question while
+                        one is being answered, `#composer-error` showing the reason
+
+Refusals: the socket is accepted and then closed with 4401 (not signed in), 4403 (no chat
+permission) or 4404 (not your conversation, or no such one). Closing after accepting, rather than
+rejecting the handshake, lets the browser see the code: a rejected handshake reads as 1006, which
+the htmx extension takes as a network failure and retries forever.
+
+Closing the page (disconnect) cancels a running answer; `turn_run` saves it as cancelled with the
+partial answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth.models import AnonymousUser, User
+
+from chatbot.accounts import roles
+from chatbot.agent.turn import turn_run
+from chatbot.chat import frames, selectors
+from chatbot.chat.services import InvalidInput
+from chatbot.models import Conversation, Turn
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+BUSY_MESSAGE = "Please wait for the current answer or press Stop."
+UNREADABLE_MESSAGE = "That message could not be read. Reload the page and try again."
+GONE_MESSAGE = "This conversation no longer exists. Start a new one."
+
+
+def _refusal(user: User | AnonymousUser, conversation_id: int) -> int | None:
+    if not user.is_authenticated:
+        return CLOSE_UNAUTHENTICATED
+    if not user.has_perm(roles.USE_CHAT):
+        return CLOSE_FORBIDDEN
+    try:
+        selectors.conversation_get_for(user, conversation_id)
+    except Conversation.DoesNotExist:
+        return CLOSE_NOT_FOUND
+    return None
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("chat answer task crashed", exc_info=task.exception())
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    # Nothing reaches this consumer through the channel layer, so it does not subscribe to one
+    # (an alias that is not configured gives none): no Redis receive loop per open page.
+    channel_layer_alias = "unused-by-chat"
+
+    user: User | AnonymousUser
+    conversation_id: int
+    allowed = False
+    task: asyncio.Task[None] | None = None
+    turn_id: int | None = None
+
     async def connect(self) -> None:
-        await self.close(code=4403)
+        self.user = self.scope.get("user") or AnonymousUser()
+        self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
+        refusal = await database_sync_to_async(_refusal)(self.user, self.conversation_id)
+        await self.accept()
+        if refusal is not None:
+            await self.close(code=refusal)
+            return
+        self.allowed = True
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        if not self.allowed:  # sent before the client saw the refusal
+            return
+        try:
+            content = json.loads(text_data) if text_data else None
+        except ValueError:
+            content = None
+        if not isinstance(content, dict):
+            await self.send(text_data=frames.input_error_frame(UNREADABLE_MESSAGE))
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        action = content.get("action")
+        if action == "stop":
+            await self._stop()
+            return
+        if action is not None:
+            await self.send(text_data=frames.input_error_frame(UNREADABLE_MESSAGE))
+            return
+        if self.task is not None and not self.task.done():
+            await self.send(text_data=frames.input_error_frame(BUSY_MESSAGE))
+            return
+        try:
+            turn, start = await database_sync_to_async(frames.turn_start)(
+                self.user, self.conversation_id, content.get("message")
+            )
+        except InvalidInput as exc:
+            await self.send(text_data=frames.input_error_frame(str(exc)))
+            return
+        except Conversation.DoesNotExist:
+            await self.send(text_data=frames.input_error_frame(GONE_MESSAGE))
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.send(text_data=start)
+        self.turn_id = turn.pk
+        self.task = asyncio.create_task(self._answer(turn.pk))
+        self.task.add_done_callback(_log_crash)
+
+    async def _answer(self, turn_id: int) -> None:
+        prefix = frames.token_prefix(turn_id)
+        send = self.send
+
+        async def emit(text: str) -> None:
+            await send(text_data=frames.token_frame(prefix, text))
+
+        outcome = await turn_run(turn_id=turn_id, emit=emit)
+        kind = "end" if outcome.status == Turn.Status.DONE else "error"
+        try:
+            html = await database_sync_to_async(frames.answer_frame)(self.user, turn_id, kind)
+        except Exception:  # the answer is saved; only its final rendering failed
+            logger.exception("rendering the end of turn %s failed", turn_id)
+            html = frames.input_error_frame("The answer is saved but could not be shown. Reload.")
+        await self.send(text_data=html)
+
+    async def _cancel(self) -> bool:
+        """Cancel the running answer and wait until its partial answer is saved."""
+        task = self.task
+        if task is None or task.done():
+            return False
+        task.cancel()
+        # wait() rather than `await task`: the task's CancelledError must not look like our own.
+        await asyncio.wait({task})
+        return task.cancelled()
+
+    async def _stop(self) -> None:
+        if await self._cancel() and self.turn_id is not None:
+            html = await database_sync_to_async(frames.answer_frame)(self.user, self.turn_id, "end")
+            await self.send(text_data=html)
+
+    async def disconnect(self, code: int) -> None:
+        await self._cancel()

@@ -29,7 +29,9 @@ def conversation_get_for(user: AnyUser, conversation_id: object) -> Conversation
 def turns_for(conversation: Conversation, user: AnyUser) -> QuerySet[Turn]:
     return conversation.turns.select_related("endpoint").prefetch_related(
         Prefetch(
-            "feedback", queryset=Feedback.objects.filter(user_id=user.pk or 0), to_attr="my_feedback"
+            "feedback",
+            queryset=Feedback.objects.filter(user_id=user.pk or 0),
+            to_attr="my_feedback",
         )
     )
 

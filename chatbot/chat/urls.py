@@ -5,4 +5,8 @@ from chatbot.chat import views
 app_name = "chat"
 urlpatterns = [
     path("", views.index, name="index"),
+    path("new/", views.conversation_new, name="new"),
+    path("<int:conversation_id>/", views.conversation_detail, name="conversation"),
+    path("<int:conversation_id>/delete/", views.conversation_delete, name="delete"),
+    path("turns/<int:turn_id>/feedback/", views.feedback, name="feedback"),
 ]

@@ -1,9 +1,99 @@
-from django.http import HttpRequest, HttpResponse
+"""Chat pages: the conversation list, a conversation's thread, and feedback on answers.
+
+Streaming happens over the websocket (`chatbot.chat.consumers`); these views only render and
+record. Another user's conversation or turn is a 404, never a 403, so ids reveal nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.models import User
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.chat import selectors, services
+from chatbot.models import Conversation, Turn
+
+# The sidebar shows the most recent conversations; older ones stay in the database.
+SIDEBAR_LIMIT = 50
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)  # permission_required has let only signed-in users through
+    return user
+
+
+def _conversation_or_404(request: HttpRequest, conversation_id: int) -> Conversation:
+    try:
+        return selectors.conversation_get_for(request.user, conversation_id)
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation.") from None
+
+
+def _page_context(request: HttpRequest, current: Conversation | None) -> dict[str, Any]:
+    return {
+        "conversations": list(selectors.conversations_for(request.user)[:SIDEBAR_LIMIT]),
+        "current": current,
+        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
 
 
 @permission_required(roles.USE_CHAT)
+@require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("chat")
+    return render(request, "chat/index.html", _page_context(request, None))
+
+
+@permission_required(roles.USE_CHAT)
+@require_POST
+def conversation_new(request: HttpRequest) -> HttpResponse:
+    conversation = services.conversation_create(owner=_user(request))
+    return redirect("chat:conversation", conversation_id=conversation.pk)
+
+
+@permission_required(roles.USE_CHAT)
+@require_GET
+def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = _conversation_or_404(request, conversation_id)
+    context = _page_context(request, conversation)
+    context["turns"] = list(selectors.turns_for(conversation, request.user))
+    return render(request, "chat/conversation.html", context)
+
+
+@permission_required(roles.USE_CHAT)
+@require_POST
+def conversation_delete(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = _conversation_or_404(request, conversation_id)
+    title = str(conversation)
+    services.conversation_delete(conversation=conversation)
+    messages.success(request, f"Deleted the conversation “{title}”.")
+    return redirect("chat:index")
+
+
+@permission_required(roles.USE_CHAT)
+@require_POST
+def feedback(request: HttpRequest, turn_id: int) -> HttpResponse:
+    """Thumbs up or down with an optional comment; htmx swaps in the saved state."""
+    try:
+        turn = selectors.turn_get_for(request.user, turn_id)
+    except Turn.DoesNotExist:
+        raise Http404("No such answer.") from None
+    comment = request.POST.get("comment", "")
+    try:
+        saved = services.feedback_set(
+            turn=turn, user=_user(request), rating=request.POST.get("rating"), comment=comment
+        )
+    except services.InvalidInput as exc:
+        context = {"turn": turn, "feedback": None, "error": str(exc), "comment": comment}
+        return render(request, "chat/_feedback.html", context, status=400)
+    if request.headers.get("HX-Request") != "true":
+        messages.success(request, "Thanks — your feedback is saved.")
+        return redirect("chat:conversation", conversation_id=turn.conversation_id)
+    return render(request, "chat/_feedback.html", {"turn": turn, "feedback": saved, "saved": True})

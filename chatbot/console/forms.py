@@ -9,9 +9,11 @@ from chatbot.llm.registry import PROVIDERS
 from chatbot.models import ModelEndpoint
 
 
-class ModelEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
+class ModelEndpointForm(forms.ModelForm):
     # Model servers on a private network are usually plain http; never guess https.
-    base_url = forms.URLField(required=False, assume_scheme="http", help_text="Blank uses the provider's default.")
+    base_url = forms.URLField(
+        required=False, assume_scheme="http", help_text="Blank uses the provider's default."
+    )
     options = forms.JSONField(
         required=False,
         initial=dict,
@@ -63,7 +65,9 @@ class ModelEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
             except TemplateError as exc:
                 self.add_error("prompt_template", str(exc))
         if provider == ModelEndpoint.Provider.ANTHROPIC and not data.get("api_key_name"):
-            self.add_error("api_key_name", "Anthropic needs the name of the variable holding its key.")
+            self.add_error(
+                "api_key_name", "Anthropic needs the name of the variable holding its key."
+            )
         if (
             provider == ModelEndpoint.Provider.OPENAI
             and not data.get("base_url")

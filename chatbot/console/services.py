@@ -25,7 +25,7 @@ def endpoint_set_default(*, endpoint: ModelEndpoint) -> None:
     """Exactly one default; a disabled endpoint cannot be it."""
     if not endpoint.enabled:
         raise ValueError("Enable the model before making it the default.")
-    ModelEndpoint.objects.select_for_update().filter(is_default=True).exclude(pk=endpoint.pk).update(
-        is_default=False
-    )
+    ModelEndpoint.objects.select_for_update().filter(is_default=True).exclude(
+        pk=endpoint.pk
+    ).update(is_default=False)
     ModelEndpoint.objects.filter(pk=endpoint.pk).update(is_default=True)

@@ -69,7 +69,7 @@ def _openai_chat_stream(path: str, body: dict[str, Any]) -> tuple[int, list[byte
         "choices": [],
         "usage": {"prompt_tokens": 42, "completion_tokens": 3, "total_tokens": 45},
     }
-    events = [
+    events: list[tuple[str | None, dict[str, Any] | str]] = [
         (None, chunk({"role": "assistant", "content": ""})),
         (None, chunk({"content": "Thirty"})),
         (None, chunk({"content": " minutes"})),

@@ -1,0 +1,60 @@
+"""The HTML fragments the chat websocket sends; see `ChatConsumer` for the protocol.
+
+Start and end frames are rendered from the same templates as the page, so a streamed answer and
+a reloaded one look the same. Token frames are built by string concatenation: they are the hot
+path (one per model chunk), so no template and no database touch them.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.template.loader import render_to_string
+from django.utils.html import format_html
+
+from chatbot.chat import selectors, services
+from chatbot.models import Conversation, Turn
+
+FRAME_END = "</span>"
+
+
+def token_prefix(turn_id: int) -> str:
+    """Computed once per turn; each token frame is then prefix + escaped text + suffix."""
+    return f'<span id="answer-{turn_id}-text" hx-swap-oob="beforeend" data-frame="token">'
+
+
+def token_frame(prefix: str, text: str) -> str:
+    # Element content only: escaping &, < and > is enough, and quote=False keeps frames short.
+    return prefix + escape(text, quote=False) + FRAME_END
+
+
+def input_error_frame(message: str) -> str:
+    """A problem with what the person sent; shown above the input, the thread is untouched."""
+    return str(
+        format_html(
+            '<div id="composer-error" class="composer-error" role="alert" '
+            'hx-swap-oob="true" data-frame="error">{}</div>',
+            message,
+        )
+    )
+
+
+def turn_start(user: User | AnonymousUser, conversation_id: int, text: object) -> tuple[Turn, str]:
+    """Save the question (raising InvalidInput for bad text) and render its start frame.
+
+    The conversation is looked up again so a conversation deleted in another tab since the
+    socket opened raises Conversation.DoesNotExist instead of failing on a foreign key.
+    """
+    conversation: Conversation = selectors.conversation_get_for(user, conversation_id)
+    turn = services.turn_create(conversation=conversation, user_text=text)
+    html = render_to_string(
+        "chat/_frame_start.html", {"turn": turn, "conversation": conversation, "live": True}
+    )
+    return turn, html
+
+
+def answer_frame(user: User | AnonymousUser, turn_id: int, frame: str) -> str:
+    """The finished answer (done, failed or stopped) as saved, replacing the streaming bubble."""
+    turn = selectors.turn_get_for(user, turn_id)
+    return render_to_string("chat/_answer.html", {"turn": turn, "frame": frame})
