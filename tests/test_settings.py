@@ -20,7 +20,9 @@ CLEARED = ("DATABASE_URL", "REDIS_URL", "LOCAL_MODEL_URL", "OPENAI_API_KEY", "AN
 
 def _settings(**env: str) -> dict:
     clean = {
-        k: v for k, v in os.environ.items() if k not in CLEARED and not k.startswith("MODEL_KEY_")
+        k: v
+        for k, v in os.environ.items()
+        if k not in CLEARED and not k.startswith(("MODEL_KEY_", "EMBEDDED_", "LOCAL_MODEL_"))
     }
     result = subprocess.run(
         [sys.executable, "-c", PROBE],

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -42,12 +43,9 @@ class TurnOutcome:
 def _prepare(
     turn_id: int, requested_model: str | None, prompt: Prompt | None
 ) -> tuple[Route, Prompt]:
-    turn = Turn.objects.select_related("conversation").get(pk=turn_id)
+    # Two queries, both needed before the model can be called; nothing else goes here.
     route = route_choose(requested=requested_model)
-    services.turn_mark_streaming(
-        turn_id=turn_id, endpoint_id=route.endpoint.id, route_reason=route.reason
-    )
-    return route, prompt or selectors.prompt_for_turn(turn)
+    return route, prompt or selectors.prompt_for_turn(turn_id)
 
 
 async def turn_run(
@@ -67,10 +65,17 @@ async def turn_run(
     route: Route | None = None
     status, error = Turn.Status.DONE, ""
     cancelled = False
+    marking: asyncio.Future[None] | None = None
     with tracer.span("agent", "turn") as root:
         try:
             route, prompt = await sync_to_async(_prepare)(turn_id, requested_model, prompt)
             endpoint = route.endpoint
+            # Recorded while the model works on its first token, not before asking it.
+            marking = asyncio.ensure_future(
+                sync_to_async(services.turn_mark_streaming)(
+                    turn_id=turn_id, endpoint_id=endpoint.id, route_reason=route.reason
+                )
+            )
             root.attributes.update(route=route.reason, endpoint=endpoint.name)
             with tracer.span(
                 "llm",
@@ -125,10 +130,16 @@ async def turn_run(
         endpoint_id=route.endpoint.id if route else None,
         route_reason=route.reason if route else "",
     )
+
+    async def _save() -> None:
+        if marking is not None:
+            # Ordered before the final write, so "streaming" can never overwrite the outcome.
+            with suppress(Exception):
+                await marking
+        await sync_to_async(services.turn_finish)(turn_id=turn_id, result=result, tracer=tracer)
+
     # Saving must finish even when the caller is being cancelled (a closed browser tab).
-    save = asyncio.ensure_future(
-        sync_to_async(services.turn_finish)(turn_id=turn_id, result=result, tracer=tracer)
-    )
+    save = asyncio.ensure_future(_save())
     try:
         await asyncio.shield(save)
     except asyncio.CancelledError:

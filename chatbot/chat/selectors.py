@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet, Subquery
 
 from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
 from chatbot.llm.types import Message, Prompt
@@ -44,19 +44,22 @@ def turn_get_for(user: AnyUser, turn_id: object) -> Turn:
     return Turn.objects.select_related("conversation").get(pk=pk, conversation__owner_id=user.pk)
 
 
-def prompt_for_turn(turn: Turn) -> Prompt:
-    """System prompt, the last few finished exchanges of the conversation, then the question."""
-    history = list(
-        Turn.objects.filter(
-            conversation_id=turn.conversation_id,
-            status=Turn.Status.DONE,
-            created_at__lt=turn.created_at,
-        )
-        .order_by("-created_at")
-        .values_list("user_text", "answer")[: settings.CHAT_HISTORY_TURNS]
+def prompt_for_turn(turn_id: int) -> Prompt:
+    """System prompt, the last few finished exchanges of the conversation, then the question.
+
+    One query (the turn itself and its history together): it runs before every model call.
+    """
+    conversation = Turn.objects.filter(pk=turn_id).values("conversation_id")
+    rows = list(
+        Turn.objects.filter(conversation_id=Subquery(conversation[:1]), pk__lte=turn_id)
+        .filter(Q(pk=turn_id) | Q(status=Turn.Status.DONE))
+        .order_by("-pk")
+        .values_list("pk", "user_text", "answer")[: settings.CHAT_HISTORY_TURNS + 1]
     )
+    if not rows or rows[0][0] != turn_id:
+        raise Turn.DoesNotExist(f"turn {turn_id} does not exist")
     messages: list[Message] = [Message("system", DEFAULT_SYSTEM_PROMPT)]
-    for question, answer in reversed(history):
+    for _, question, answer in reversed(rows[1:]):
         messages += [Message("user", question), Message("assistant", answer)]
-    messages.append(Message("user", turn.user_text))
+    messages.append(Message("user", rows[0][1]))
     return Prompt(tuple(messages))

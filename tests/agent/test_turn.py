@@ -118,3 +118,21 @@ async def test_it_reports_an_unreachable_model_server(alice, fake_endpoint) -> N
     outcome = await turn_run(turn_id=turn.pk, emit=emit, requested_model="down")
     assert outcome.status == "failed"
     assert "could not be reached" in outcome.error
+
+
+def test_it_reads_only_twice_before_calling_the_model(
+    alice, fake_endpoint, django_assert_num_queries
+) -> None:
+    """Everything before the model call is on the time-to-first-token path: route + prompt."""
+    from chatbot.agent.turn import _prepare
+
+    fake_endpoint()
+    conversation = services.conversation_create(owner=alice)
+    for n in range(3):
+        done = services.turn_create(conversation=conversation, user_text=f"earlier {n}")
+        Turn.objects.filter(pk=done.pk).update(status=Turn.Status.DONE, answer=f"answer {n}")
+    turn = services.turn_create(conversation=conversation, user_text="now")
+    with django_assert_num_queries(2):
+        route, prompt = _prepare(turn.pk, None, None)
+    assert route.endpoint.name == "fake-model"
+    assert prompt.question == "now" and len(prompt.messages) == 1 + 2 * 3 + 1

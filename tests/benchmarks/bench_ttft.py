@@ -1,0 +1,319 @@
+"""Time to first token: our websocket stack versus the same model server called directly.
+
+    .venv/bin/python tests/benchmarks/bench_ttft.py [--rounds 30]
+
+Uses the dev database (embedded services) and the local model server (reused when it answers at
+settings.LOCAL_MODEL_URL, else started). Starts daphne on a free port, logs in through the login form
+as a benchmark agent, then, interleaved, for each round and the same question:
+  ours:     open ws://.../ws/chat/<new conversation>/, send {"message": q}, time to the first frame
+            with data-frame="token" (the connection is opened before the clock starts, as a browser
+            holds it open);
+  baseline: POST the same rendered prompt to the model server's /v1/completions with stream=true,
+            time to the first SSE chunk with text.
+Both drain the whole answer, so each request starts on an idle model server, and another question
+is sent before each measured one so neither side finds its question in the server's prompt cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import httpx  # noqa: E402
+from asgiref.sync import sync_to_async  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
+from websockets.typing import Origin  # noqa: E402
+
+from chatbot.accounts.roles import AGENT  # noqa: E402
+from chatbot.accounts.services import user_create  # noqa: E402
+from chatbot.chat import selectors, services  # noqa: E402
+from chatbot.llm.catalogue import local_endpoint_ensure  # noqa: E402
+from chatbot.llm.prompts import render_completion  # noqa: E402
+from chatbot.models import Conversation, ModelEndpoint, Turn  # noqa: E402
+from chatbot.runtime import model_server  # noqa: E402
+from chatbot.runtime.embedded import ensure_services, port_open  # noqa: E402
+
+BENCH_USER = "bench-agent"
+BENCH_PASSWORD = "bench-password-1"
+FLUSH_QUESTION = "Which team owns the billing system?"
+QUESTIONS = [
+    "How long is the password reset link valid?",
+    "How do I unlock a customer's account after too many failed logins?",
+    "Where can a customer download last month's invoice?",
+    "What should I do when the VPN client says the certificate has expired?",
+    "How do I change the email address on an account?",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextmanager
+def model_server_running(url: str) -> Iterator[None]:
+    if model_server.is_ready(url):
+        print(f"reusing the model server at {url}")
+        yield
+        return
+    port = settings.LOCAL_MODEL_PORT
+    if url != settings.LOCAL_MODEL_URL or port_open("127.0.0.1", port):
+        raise SystemExit(f"the catalogue's local model at {url} does not answer; start `make run`")
+    log = Path(settings.VAR_DIR) / "log" / "bench-model-server.log"
+    process = model_server.start(
+        model_path=Path(settings.LOCAL_MODEL_PATH),
+        port=port,
+        log_path=log,
+        n_ctx=settings.LOCAL_MODEL_CONTEXT,
+    )
+    try:
+        model_server.wait_ready(url, process=process)
+        print(f"started the model server at {url} (log {log})")
+        yield
+    finally:
+        model_server.stop(process)
+
+
+@contextmanager
+def daphne_running(port: int) -> Iterator[None]:
+    log = Path(settings.VAR_DIR) / "log" / "bench-daphne.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "chatbot.asgi:application"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"daphne did not start; see {log}")
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def local_endpoint_as_default() -> Iterator[ModelEndpoint]:
+    """The turn router picks the default endpoint: make it the local model for the run only."""
+    endpoint = local_endpoint_ensure()
+    previous = ModelEndpoint.objects.filter(is_default=True).exclude(pk=endpoint.pk).first()
+    was_enabled = endpoint.enabled
+    if previous is not None:
+        ModelEndpoint.objects.filter(pk=previous.pk).update(is_default=False)
+    ModelEndpoint.objects.filter(pk=endpoint.pk).update(is_default=True, enabled=True)
+    try:
+        yield endpoint
+    finally:
+        ModelEndpoint.objects.filter(pk=endpoint.pk).update(
+            is_default=previous is None, enabled=was_enabled
+        )
+        if previous is not None:
+            ModelEndpoint.objects.filter(pk=previous.pk).update(is_default=True)
+
+
+def login(base: str) -> str:
+    """Log in through the real form; returns the session cookie."""
+    with httpx.Client(base_url=base) as client:
+        page = client.get("/accounts/login/")
+        page.raise_for_status()
+        match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        if match is None:
+            raise SystemExit("no CSRF token on the login page")
+        reply = client.post(
+            "/accounts/login/",
+            data={"username": BENCH_USER, "password": BENCH_PASSWORD,
+                  "csrfmiddlewaretoken": match.group(1)},
+            headers={"Referer": f"{base}/accounts/login/"},
+        )  # fmt: skip
+        session = client.cookies.get("sessionid")
+        if reply.status_code != 302 or not session:
+            raise SystemExit(f"login failed ({reply.status_code})")
+        return session
+
+
+async def ours(port: int, session: str, user: User, question: str) -> tuple[float, Turn]:
+    """Seconds from sending the question to the first token frame, and the finished turn."""
+    conversation = await sync_to_async(services.conversation_create)(owner=user)
+    uri = f"ws://127.0.0.1:{port}/ws/chat/{conversation.pk}/"
+    origin = Origin(f"http://127.0.0.1:{port}")
+    headers = {"Cookie": f"sessionid={session}"}
+    async with connect(uri, origin=origin, additional_headers=headers) as ws:
+        started = time.perf_counter()
+        await ws.send(json.dumps({"message": question}))
+        ttft: float | None = None
+        async for frame in ws:
+            text = frame if isinstance(frame, str) else frame.decode()
+            if ttft is None and 'data-frame="token"' in text:
+                ttft = time.perf_counter() - started
+            if 'data-frame="error"' in text:
+                raise SystemExit(f"the stack answered with an error frame: {text[:300]}")
+            if 'data-frame="end"' in text:
+                break
+    if ttft is None:
+        raise SystemExit("the answer ended without a token frame")
+    turn = await Turn.objects.filter(conversation=conversation).order_by("-created_at").afirst()
+    assert turn is not None
+    return ttft, turn
+
+
+async def baseline(client: httpx.AsyncClient, endpoint: ModelEndpoint, prompt: str) -> float:
+    body: dict[str, Any] = {
+        "model": endpoint.model_id,
+        "prompt": prompt,
+        "stream": True,
+        "max_tokens": endpoint.max_output_tokens,
+        "temperature": endpoint.temperature,
+        "stop": (endpoint.options or {}).get("stop"),
+    }
+    started = time.perf_counter()
+    ttft: float | None = None
+    async with client.stream("POST", f"{endpoint.base_url}/completions", json=body) as reply:
+        reply.raise_for_status()
+        async for line in reply.aiter_lines():
+            if ttft is not None or not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            if json.loads(line[6:])["choices"][0].get("text"):
+                ttft = time.perf_counter() - started
+    if ttft is None:
+        raise SystemExit("the model server streamed no text")
+    return ttft
+
+
+async def flush(client: httpx.AsyncClient, endpoint: ModelEndpoint, prompt: str) -> None:
+    """Leave the server's prompt cache holding another question after the same system prompt.
+
+    llama.cpp keeps the last prompt's evaluated tokens and skips them when the next prompt starts
+    the same way. Without this, whichever side asked second would skip the prompt evaluation that
+    dominates time to first token on a CPU; with it, both evaluate the question, as every real
+    turn does (the shared system prompt stays cached).
+    """
+    body = {"model": endpoint.model_id, "prompt": prompt, "max_tokens": 1}
+    reply = await client.post(f"{endpoint.base_url}/completions", json=body)
+    reply.raise_for_status()
+
+
+def _rendered_prompt(turn_id: int, endpoint: ModelEndpoint) -> str:
+    return render_completion(endpoint.prompt_template, selectors.prompt_for_turn(turn_id))
+
+
+def _probe_prompt(user: User, question: str, endpoint: ModelEndpoint) -> str:
+    """The prompt our stack renders for this question in a fresh conversation."""
+    conversation = services.conversation_create(owner=user)
+    turn = services.turn_create(conversation=conversation, user_text=question)
+    try:
+        return _rendered_prompt(turn.pk, endpoint)
+    finally:
+        services.conversation_delete(conversation=conversation)
+
+
+async def bench(rounds: int, warmup: int, port: int, session: str, endpoint: ModelEndpoint) -> None:
+    user = await User.objects.aget(username=BENCH_USER)
+    prompts = {q: await sync_to_async(_probe_prompt)(user, q, endpoint) for q in QUESTIONS}
+    other = await sync_to_async(_probe_prompt)(user, FLUSH_QUESTION, endpoint)
+    ours_ms: list[float] = []
+    base_ms: list[float] = []
+    inside_ms: list[float] = []
+    ours_first: list[bool] = []
+    async with httpx.AsyncClient(timeout=120) as client:
+        for i in range(warmup + rounds):
+            question = QUESTIONS[i % len(QUESTIONS)]
+            # Alternate which goes first so neither always meets a just-used server.
+            if i % 2 == 0:
+                await flush(client, endpoint, other)
+                t_ours, turn = await ours(port, session, user, question)
+                await flush(client, endpoint, other)
+                t_base = await baseline(client, endpoint, prompts[question])
+            else:
+                await flush(client, endpoint, other)
+                t_base = await baseline(client, endpoint, prompts[question])
+                await flush(client, endpoint, other)
+                t_ours, turn = await ours(port, session, user, question)
+            sent = await sync_to_async(_rendered_prompt)(turn.pk, endpoint)
+            if sent != prompts[question]:
+                raise SystemExit("the baseline's prompt differs from what our stack sent")
+            if i >= warmup:
+                ours_ms.append(t_ours * 1000)
+                base_ms.append(t_base * 1000)
+                inside_ms.append(turn.ttft_ms or 0.0)
+                ours_first.append(i % 2 == 0)
+    _report(ours_ms, base_ms, inside_ms, ours_first)
+
+
+def _report(
+    ours_ms: list[float], base_ms: list[float], inside_ms: list[float], ours_first: list[bool]
+) -> None:
+    def line(name: str, values: list[float]) -> str:
+        return (
+            f"{name:<28} median {statistics.median(values):7.1f} ms   "
+            f"p90 {_percentile(values, 0.9):7.1f} ms"
+        )
+
+    overhead = [o - b for o, b in zip(ours_ms, base_ms, strict=True)]
+    median_ours, median_base = statistics.median(ours_ms), statistics.median(base_ms)
+    print(f"\nTime to first token over {len(ours_ms)} interleaved rounds")
+    print(line("model server directly", base_ms))
+    print(line("our stack (websocket)", ours_ms))
+    print(line("  of which inside turn_run", inside_ms))
+    print(f"median overhead (paired)     {statistics.median(overhead):7.1f} ms")
+    # What is left of the order effect after `flush` (it should be small).
+    for flag, label in ((True, "our stack first"), (False, "baseline first")):
+        subset = [d for d, first in zip(overhead, ours_first, strict=True) if first is flag]
+        if subset:
+            print(f"  rounds with {label:<16} {statistics.median(subset):7.1f} ms")
+    print(f"ratio of medians             {median_ours / median_base:7.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    ensure_services()
+    user = user_create(
+        username=BENCH_USER, password=BENCH_PASSWORD, role=AGENT, full_name="Bench Agent"
+    )
+    # The previous run's turns stay until now for inspection; they must not pile up.
+    Conversation.objects.filter(owner=user).delete()
+    port = _free_port()
+    with local_endpoint_as_default() as endpoint:
+        endpoint.refresh_from_db()
+        with model_server_running(endpoint.base_url), daphne_running(port):
+            session = login(f"http://127.0.0.1:{port}")
+            asyncio.run(bench(args.rounds, args.warmup, port, session, endpoint))
+
+
+if __name__ == "__main__":
+    main()

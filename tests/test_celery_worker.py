@@ -1,0 +1,56 @@
+"""A real Celery worker, over the test Redis, runs our tasks against the test database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from celery.contrib.testing.worker import TestWorkController, start_worker
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from chatbot.celery import app
+from chatbot.chat import services
+from chatbot.chat.tasks import turns_expire_stale
+from chatbot.models import Turn
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def worker() -> Iterator[TestWorkController]:
+    assert app.conf.broker_url == settings.CELERY_BROKER_URL, "the worker must use the test Redis"
+    with start_worker(app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
+        yield w
+
+
+def _turn(user: User, *, status: str, age: timedelta) -> Turn:
+    conversation = services.conversation_create(owner=user)
+    turn = services.turn_create(conversation=conversation, user_text="Is the VPN down?")
+    # created_at is auto_now_add: age the row the way a dead process would have left it.
+    Turn.objects.filter(pk=turn.pk).update(status=status, created_at=timezone.now() - age)
+    return turn
+
+
+def test_it_expires_stale_turns_in_a_real_worker(alice: User, worker: TestWorkController) -> None:
+    stale = _turn(alice, status=Turn.Status.STREAMING, age=timedelta(hours=1))
+    fresh = _turn(alice, status=Turn.Status.STREAMING, age=timedelta(seconds=5))
+
+    expired = turns_expire_stale.delay().get(timeout=60)
+
+    assert expired == 1
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stale.status == Turn.Status.FAILED
+    assert stale.error == services.STALE_MESSAGE
+    assert stale.finished_at is not None
+    assert fresh.status == Turn.Status.STREAMING, "a turn still streaming is left alone"
+
+
+def test_it_schedules_the_stale_turn_sweep_in_beat() -> None:
+    tasks = {entry["task"] for entry in app.conf.beat_schedule.values()}
+
+    assert "chat.turns_expire_stale" in tasks
+    assert "chat.turns_expire_stale" in app.tasks
