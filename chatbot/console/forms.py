@@ -12,7 +12,10 @@ from chatbot.models import ModelEndpoint
 class ModelEndpointForm(forms.ModelForm):
     # Model servers on a private network are usually plain http; never guess https.
     base_url = forms.URLField(
-        required=False, assume_scheme="http", help_text="Blank uses the provider's default."
+        label="Base URL",
+        required=False,
+        assume_scheme="http",
+        help_text="Blank uses the provider's default.",
     )
     options = forms.JSONField(
         required=False,
@@ -41,6 +44,15 @@ class ModelEndpointForm(forms.ModelForm):
             "options",
         ]
         widgets = {"prompt_template": forms.Textarea(attrs={"rows": 4})}
+        labels = {
+            "base_url": "Base URL",
+            "model_id": "Model ID (as the server names it)",
+            "api_key_name": "API key variable",
+            "price_input_per_mtok": "Input price per 1M tokens",
+            "price_output_per_mtok": "Output price per 1M tokens",
+            "context_window": "Context window (tokens)",
+            "max_output_tokens": "Max output tokens",
+        }
 
     def clean_options(self) -> dict[str, Any]:
         value = self.cleaned_data.get("options") or {}

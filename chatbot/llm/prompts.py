@@ -30,7 +30,8 @@ def template_validate(template: str) -> None:
     unknown = fields - TEMPLATE_FIELDS
     if unknown:
         allowed = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS))
-        raise TemplateError(f"Unknown field(s) {sorted(unknown)}; use only {allowed}.")
+        named = ", ".join("{" + f + "}" for f in sorted(unknown))
+        raise TemplateError(f"Unknown field(s) {named}; use only {allowed}.")
     if "question" not in fields:
         raise TemplateError("The template must contain {question}.")
 
