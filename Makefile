@@ -17,6 +17,14 @@ INSTALLED := $(VENV)/.installed
 TORCH := torch==2.13.0
 TORCH_PIP_ARGS ?=
 PORT ?= 8000
+# llama.cpp is compiled here, for a portable x86-64 baseline (AVX2), not with -march=native: on a
+# CPU that reports AMX inside a VM that does not enable it, a native build dies with a general
+# protection fault on the first matrix multiply. The wheel is kept in a cache named after the
+# version and the flags, so a new .venv reuses it instead of compiling again (about 5 minutes).
+LLAMA_PIN := $(shell grep -E '^llama[-_]cpp[-_]python==' requirements.lock)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+WHEEL_CACHE ?= $(HOME)/.cache/support-assistant/wheels
+LLAMA_WHEELS := $(WHEEL_CACHE)/$(shell echo '$(LLAMA_PIN) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-16)
 
 .PHONY: help run test install model chromium lint pytest lock bench clean
 
@@ -40,10 +48,16 @@ $(PY):
 	  { echo "Python 3.11 is needed (found: $$($(PYTHON) --version 2>&1)). Set PYTHON=/path/to/python3.11." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, on its own, so nothing in the lock can pull a CUDA build. llama-cpp-python builds
-# from source the first time (about 5 minutes); pip caches the wheel for later runs.
+# torch first, on its own, so nothing in the lock can pull a CUDA build; then our own build of
+# llama-cpp-python (see LLAMA_CMAKE_ARGS), so the lock finds it already installed.
 $(INSTALLED): requirements.lock | $(PY)
 	$(PIP) install $(TORCH_PIP_ARGS) $(TORCH)
+	@if ! ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1; then \
+	  echo "Building $(LLAMA_PIN) for a portable CPU baseline (about 5 minutes, once)"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-cache-dir --no-deps -w $(LLAMA_WHEELS).tmp $(LLAMA_PIN); \
+	  mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); \
+	fi
+	$(PIP) install --force-reinstall --no-deps $(LLAMA_WHEELS)/*.whl
 	$(PIP) install -r requirements.lock
 	touch $@
 

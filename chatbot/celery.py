@@ -8,8 +8,24 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 
 app = Celery("chatbot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["chatbot.chat", "evaluation", "observability"])
+app.autodiscover_tasks(
+    [
+        "chatbot.chat",
+        "chatbot.knowledge",
+        "evaluation",
+        "evaluation.datasets",
+        "evaluation.exports",
+        "observability",
+    ]
+)
 
 app.conf.beat_schedule = {
     "turns-expire-stale": {"task": "chat.turns_expire_stale", "schedule": 300.0},
+    "rollups-update": {"task": "observability.rollups_update", "schedule": 60.0},
+    "rollups-recompute-recent": {
+        "task": "observability.rollups_recompute_recent",
+        "schedule": 86400.0,
+    },
+    "alerts-evaluate": {"task": "observability.alerts_evaluate", "schedule": 60.0},
+    "turns-judge-sweep": {"task": "evaluation.turns_judge_sweep", "schedule": 600.0},
 }

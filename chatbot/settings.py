@@ -83,11 +83,32 @@ KB_UPLOAD_DIR = VAR_DIR / "uploads"
 KB_MAX_FILE_BYTES = _env_int("KB_MAX_FILE_BYTES", 20 * 1024 * 1024)
 KB_CHUNK_WORDS = _env_int("KB_CHUNK_WORDS", 200)
 KB_CHUNK_OVERLAP_WORDS = _env_int("KB_CHUNK_OVERLAP_WORDS", 50)
+# Grounding before an admin saves the assistant settings: required, preferred or off.
+ASSISTANT_GROUNDING_DEFAULT = _env("ASSISTANT_GROUNDING_DEFAULT", "required")
+
+# --- Evaluation ---------------------------------------------------------------------------------
+# Training exports are written here; at scale, a volume shared by the workers and the web processes.
+EXPORTS_DIR = Path(_env("EXPORTS_DIR", str(VAR_DIR / "exports")))
 
 # --- Product limits ----------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = _env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_HISTORY_TURNS = _env_int("CHAT_HISTORY_TURNS", 6)
 DEMO_PASSWORD = _env("DEMO_PASSWORD", "support-demo-2026")
+# A reviewer's hold on a queue item; an abandoned item returns to the queue after it.
+REVIEW_HOLD_MINUTES = _env_int("REVIEW_HOLD_MINUTES", 30)
+
+# --- Observability -----------------------------------------------------------------------------
+# Personal data in the questions, answers and tool inputs trace pages show: "redact" (typed tags
+# such as <EMAIL_ADDRESS> for everyone), "admins" (admins see it as written) or "show".
+TRACE_PII_POLICY = _env("TRACE_PII_POLICY", "redact")
+# /metrics: a scraper sends "Authorization: Bearer <token>"; blank allows signed-in admins only.
+METRICS_TOKEN = _env("METRICS_TOKEN")
+# OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); blank turns the export off.
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+OTEL_SERVICE_NAME = _env("OTEL_SERVICE_NAME", "support-assistant")
+ALERT_WEBHOOK_TIMEOUT_S = float(_env("ALERT_WEBHOOK_TIMEOUT_S", "5"))
+# "plain" lines for people, or "json" lines (with the turn id) for a log pipeline.
+LOG_FORMAT = _env("LOG_FORMAT", "plain")
 
 # --- Django ------------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -110,6 +131,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "observability.middleware.request_metrics",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -214,8 +236,22 @@ SECURE_REFERRER_POLICY = "same-origin"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {
+            "()": "observability.logs.PlainFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {"()": "observability.logs.json_formatter"},
+    },
+    # Every record carries the id of the turn it was logged during (observability.logs).
+    "filters": {"turn": {"()": "observability.logs.TurnContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["turn"],
+        }
+    },
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from chatbot import views
 from chatbot.api import api, openai_api
+from observability.metrics import metrics_view
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -15,6 +16,10 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("chat/", include("chatbot.chat.urls")),
     path("console/", include("chatbot.console.urls")),
+    path("knowledge/", include("chatbot.knowledge.urls")),
+    path("review/", include("evaluation.urls")),
+    path("dashboard/", include("observability.urls", namespace="dashboard")),
+    path("metrics", metrics_view, name="metrics"),
     path("api/", api.urls),
     path("v1/", openai_api.urls),
 ]

@@ -14,6 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from chatbot.models import Span
@@ -81,3 +83,9 @@ class Tracer:
 def spans_save(*, turn_id: int, tracer: Tracer) -> None:
     # Parents come first in `records`, so one ordered bulk insert satisfies the foreign keys.
     Span.objects.bulk_create(tracer.to_models(turn_id))
+    if settings.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and tracer.records:
+        from observability.otel import spans_export
+
+        records = list(tracer.records)
+        # After the commit, so a rolled-back turn exports nothing; the SDK sends in the background.
+        transaction.on_commit(lambda: spans_export(turn_id=turn_id, records=records), robust=True)

@@ -26,6 +26,14 @@ def _services() -> None:
     redis.Redis.from_url(settings.CACHES["default"]["LOCATION"]).flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _grounding_off_unless_asked(settings: Any) -> None:
+    """Most tests exercise streaming, routing and storage, not the knowledge base: they run with
+    grounding off. Tests of grounded answers save `AssistantSettings` with the mode they need
+    (see tests/agent/test_grounded.py); production defaults to "required"."""
+    settings.ASSISTANT_GROUNDING_DEFAULT = "off"
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings() -> None:
     # Runs before pytest-django creates the test database: the server must be up by then.

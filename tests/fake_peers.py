@@ -20,9 +20,13 @@ def fake_peer(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     class _Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:  # e.g. OTLP's protobuf: the handler reads `raw` from `seen`
+                body = {}
             headers = {k.lower(): v for k, v in self.headers.items()}
-            seen.append({"path": self.path, "body": body, "headers": headers})
+            seen.append({"path": self.path, "body": body, "raw": raw, "headers": headers})
             status, chunks, content_type = handler(self.path, body)
             self.send_response(status)
             self.send_header("Content-Type", content_type)

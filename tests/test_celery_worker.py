@@ -54,3 +54,22 @@ def test_it_schedules_the_stale_turn_sweep_in_beat() -> None:
 
     assert "chat.turns_expire_stale" in tasks
     assert "chat.turns_expire_stale" in app.tasks
+
+
+def test_every_process_sends_tasks_to_the_configured_broker() -> None:
+    """A web or manage.py process that never imports chatbot.celery itself must still queue to
+    our Redis, not to Celery's default broker on localhost (tasks would vanish there)."""
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    code = (
+        "import django; django.setup();"
+        "from chatbot.knowledge.tasks import source_ingest_task as t;"
+        "print(t.app.main, t.app.conf.broker_url)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    assert out == ["chatbot", settings.CELERY_BROKER_URL]

@@ -15,6 +15,12 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
     if user.is_authenticated:
         if user.has_perm(roles.USE_CHAT):
             areas.append({"key": "chat", "label": "Chat", "url": "/chat/"})
+        if user.has_perm(roles.VIEW_KNOWLEDGE):
+            areas.append({"key": "knowledge", "label": "Knowledge", "url": "/knowledge/"})
+        if user.has_perm(roles.REVIEW_ANSWERS):
+            areas.append({"key": "review", "label": "Review", "url": "/review/"})
+        if user.has_perm(roles.VIEW_DASHBOARD):
+            areas.append({"key": "dashboard", "label": "Dashboard", "url": "/dashboard/"})
         if user.has_perm(roles.MANAGE_SETTINGS):
             areas.append({"key": "console", "label": "Models", "url": "/console/models/"})
     for area in areas:

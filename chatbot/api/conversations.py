@@ -12,6 +12,8 @@ from chatbot.api.schemas import (
     ConversationIn,
     ConversationOut,
     ErrorOut,
+    EscalationIn,
+    EscalationOut,
     FeedbackIn,
     FeedbackSavedOut,
     conversation_out,
@@ -79,3 +81,21 @@ def feedback_set(request: HttpRequest, turn_id: int, payload: FeedbackIn) -> Fee
         turn=turn, user=user, rating=payload.rating, comment=payload.comment
     )
     return FeedbackSavedOut(turn_id=turn.pk, rating=feedback.rating, comment=feedback.comment)
+
+
+@router.post(
+    "/turns/{turn_id}/escalate",
+    response={200: EscalationOut, 400: ErrorOut, **NOT_FOUND},
+    summary="Hand an answer over to a human",
+)
+def escalate(request: HttpRequest, turn_id: int, payload: EscalationIn) -> EscalationOut:
+    """Marks the answer "needs a human". Asking again keeps the first request."""
+    user = caller(request)
+    turn = selectors.turn_get_for(user, turn_id)
+    escalation = services.escalation_create(turn=turn, user=user, reason=payload.reason)
+    return EscalationOut(
+        turn_id=turn.pk,
+        status=escalation.status,
+        reason=escalation.reason,
+        created_at=escalation.created_at,
+    )

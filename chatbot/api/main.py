@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from chatbot.api import conversations, messages
+from chatbot.api import conversations, messages, search
 from chatbot.api.auth import API_AUTH, BAD_KEY, NO_CREDENTIALS, credentials_sent
 from chatbot.api.errors import (
     BAD_JSON,
@@ -34,6 +34,7 @@ api = NinjaAPI(
 )
 api.add_router("/", conversations.router)
 api.add_router("/", messages.router)
+api.add_router("/", search.router)
 
 
 def _detail(request: HttpRequest, message: str, status: int) -> HttpResponse:

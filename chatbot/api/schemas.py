@@ -35,6 +35,15 @@ class FeedbackOut(Schema):
     comment: str
 
 
+class CitationOut(Schema):
+    number: int = Field(description="The [n] the answer uses for this passage.")
+    cited: bool = Field(description="Whether the answer cites it.")
+    chunk_id: int
+    external_id: str = Field(description="The document's id in its source.")
+    title: str
+    url: str
+
+
 class TurnOut(Schema):
     id: int
     user_text: str
@@ -50,6 +59,9 @@ class TurnOut(Schema):
     error: str
     created_at: datetime
     feedback: FeedbackOut | None = Field(description="The caller's own rating, if any.")
+    no_answer: bool = Field(description="True when the knowledge base had nothing relevant.")
+    escalated: bool = Field(description="True when someone asked for a human to take over.")
+    citations: list[CitationOut] = Field(description="The passages the answer was given.")
 
 
 class ConversationDetailOut(ConversationOut):
@@ -85,6 +97,17 @@ class FeedbackIn(Schema):
 
 class FeedbackSavedOut(FeedbackOut):
     turn_id: int
+
+
+class EscalationIn(Schema):
+    reason: str | None = Field(None, description="What a colleague should know; optional.")
+
+
+class EscalationOut(Schema):
+    turn_id: int
+    status: str = Field(description="open or resolved.")
+    reason: str
+    created_at: datetime
 
 
 DEFAULT_NAMES = {"", "default"}
@@ -123,6 +146,19 @@ def turn_out(turn: Turn) -> TurnOut:
         error=turn.error,
         created_at=turn.created_at,
         feedback=FeedbackOut(rating=mine[0].rating, comment=mine[0].comment) if mine else None,
+        no_answer=turn.no_answer,
+        escalated=turn.escalation_or_none is not None,
+        citations=[
+            CitationOut(
+                number=c.number,
+                cited=c.cited,
+                chunk_id=c.chunk_id,
+                external_id=c.chunk.document.external_id,
+                title=c.chunk.document.title,
+                url=c.chunk.document.url,
+            )
+            for c in turn.citations.all()
+        ],
     )
 
 

@@ -55,6 +55,11 @@ def turn_start(user: User | AnonymousUser, conversation_id: int, text: object) -
 
 
 def answer_frame(user: User | AnonymousUser, turn_id: int, frame: str) -> str:
-    """The finished answer (done, failed or stopped) as saved, replacing the streaming bubble."""
-    turn = selectors.turn_get_for(user, turn_id)
-    return render_to_string("chat/_answer.html", {"turn": turn, "frame": frame})
+    """The finished answer (done, failed or stopped) as saved, replacing the streaming bubble;
+    when it used the knowledge base, the sources panel switches to its passages."""
+    turn = selectors.turn_with_sources(selectors.turn_get_for(user, turn_id))
+    html: str = render_to_string("chat/_answer.html", {"turn": turn, "frame": frame})
+    if turn.citations.all():
+        panel = render_to_string("chat/_sources.html", {"sources_turn": turn})
+        html += f'<div id="sources-panel" hx-swap-oob="true">{panel}</div>'
+    return html

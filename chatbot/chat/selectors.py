@@ -8,13 +8,15 @@ from django.db.models import Prefetch, Q, QuerySet, Subquery
 
 from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
 from chatbot.llm.types import Message, Prompt
-from chatbot.models import Conversation, Feedback, Turn
+from chatbot.models import Citation, Conversation, Escalation, Feedback, Turn
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
 
 def conversations_for(user: AnyUser) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner_id=user.pk).order_by("-updated_at")
+    # Replays (observability) re-ask a person's questions in conversations of their own: not theirs
+    # to see or continue.
+    return Conversation.objects.filter(owner_id=user.pk, is_replay=False).order_by("-updated_at")
 
 
 def conversation_get_for(user: AnyUser, conversation_id: object) -> Conversation:
@@ -23,17 +25,37 @@ def conversation_get_for(user: AnyUser, conversation_id: object) -> Conversation
         pk = int(conversation_id)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise Conversation.DoesNotExist from None
-    return Conversation.objects.get(pk=pk, owner_id=user.pk)
+    return Conversation.objects.get(pk=pk, owner_id=user.pk, is_replay=False)
+
+
+def _citations() -> Prefetch:
+    return Prefetch(
+        "citations",
+        queryset=Citation.objects.select_related("chunk__document").order_by("number"),
+    )
 
 
 def turns_for(conversation: Conversation, user: AnyUser) -> QuerySet[Turn]:
-    return conversation.turns.select_related("endpoint").prefetch_related(
+    return conversation.turns.select_related("endpoint", "escalation").prefetch_related(
         Prefetch(
             "feedback",
             queryset=Feedback.objects.filter(user_id=user.pk or 0),
             to_attr="my_feedback",
-        )
+        ),
+        _citations(),
     )
+
+
+def turn_with_sources(turn: Turn) -> Turn:
+    """The same turn with its citations (and their chunks and documents) loaded."""
+    return Turn.objects.select_related("escalation").prefetch_related(_citations()).get(pk=turn.pk)
+
+
+def escalations_count(*, status: str | None = Escalation.Status.OPEN) -> int:
+    queryset = Escalation.objects.all()
+    if status is not None:
+        queryset = queryset.filter(status=status)
+    return queryset.count()
 
 
 def turn_get_for(user: AnyUser, turn_id: object) -> Turn:
@@ -41,7 +63,9 @@ def turn_get_for(user: AnyUser, turn_id: object) -> Turn:
         pk = int(turn_id)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise Turn.DoesNotExist from None
-    return Turn.objects.select_related("conversation").get(pk=pk, conversation__owner_id=user.pk)
+    return Turn.objects.select_related("conversation").get(
+        pk=pk, conversation__owner_id=user.pk, is_replay=False
+    )
 
 
 def prompt_for_turn(turn_id: int) -> Prompt:

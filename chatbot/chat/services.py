@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chatbot.llm.types import Usage
-from chatbot.models import Conversation, Feedback, Turn
+from chatbot.models import Chunk, Citation, Conversation, Escalation, Feedback, Turn
 from observability.tracing import Tracer, spans_save
 
 
@@ -70,6 +70,15 @@ def turn_mark_streaming(*, turn_id: int, endpoint_id: int, route_reason: str) ->
     )
 
 
+@dataclass(frozen=True)
+class CitationRecord:
+    chunk_id: int
+    number: int
+    score: float
+    similarity: float | None
+    cited: bool
+
+
 @dataclass
 class TurnResult:
     status: str
@@ -81,6 +90,9 @@ class TurnResult:
     error: str = ""
     endpoint_id: int | None = None
     route_reason: str = ""
+    no_answer: bool = False
+    kb_versions: dict[str, int] = field(default_factory=dict)
+    citations: list[CitationRecord] = field(default_factory=list)
 
 
 @transaction.atomic
@@ -96,13 +108,64 @@ def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
         "ttft_ms": result.ttft_ms,
         "total_ms": result.total_ms,
         "error": result.error,
+        "no_answer": result.no_answer,
+        "kb_versions": result.kb_versions,
         "finished_at": timezone.now(),
     }
     if result.endpoint_id is not None:
         fields["endpoint_id"] = result.endpoint_id
-        fields["route_reason"] = result.route_reason
+    if result.route_reason:
+        fields["route_reason"] = result.route_reason[:200]
     Turn.objects.filter(pk=turn_id).update(**fields)
     spans_save(turn_id=turn_id, tracer=tracer)
+    _citations_save(turn_id=turn_id, citations=result.citations)
+    if result.status == Turn.Status.DONE:
+        # Judges run in the background once the turn is committed; a broker outage is logged
+        # (robust) and never reaches the chat.
+        from evaluation.tasks import judge_turn_task
+
+        transaction.on_commit(lambda: judge_turn_task.delay(turn_id), robust=True)
+
+
+def _citations_save(*, turn_id: int, citations: list[CitationRecord]) -> None:
+    if not citations:
+        return
+    # A source deleted while the answer streamed took its chunks with it: cite only what is left.
+    alive = set(
+        Chunk.objects.filter(pk__in=[c.chunk_id for c in citations]).values_list("pk", flat=True)
+    )
+    Citation.objects.bulk_create(
+        Citation(
+            turn_id=turn_id,
+            chunk_id=c.chunk_id,
+            number=c.number,
+            score=c.score,
+            similarity=c.similarity,
+            cited=c.cited,
+        )
+        for c in citations
+        if c.chunk_id in alive
+    )
+
+
+ESCALATION_REASON_LIMIT = 2000
+
+
+def escalation_create(*, turn: Turn, user: User, reason: object = "") -> Escalation:
+    """Mark a finished answer as needing a human. Asking again keeps the first request."""
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str):
+        raise InvalidInput("The reason must be text.")
+    if len(reason) > ESCALATION_REASON_LIMIT:
+        raise InvalidInput("The reason is too long; the limit is 2,000 characters.")
+    if not turn.is_finished:
+        raise InvalidInput("Wait for the answer to finish, or stop it, before asking for a human.")
+    escalation, _ = Escalation.objects.get_or_create(
+        turn=turn, defaults={"requested_by": user, "reason": reason.strip()}
+    )
+    _flag_for_review(turn.pk)
+    return escalation
 
 
 def feedback_set(*, turn: Turn, user: User, rating: object, comment: object = "") -> Feedback:
@@ -124,7 +187,17 @@ def feedback_set(*, turn: Turn, user: User, rating: object, comment: object = ""
     feedback, _ = Feedback.objects.update_or_create(
         turn=turn, user=user, defaults={"rating": value, "comment": comment.strip()}
     )
+    if value == Feedback.Rating.DOWN:
+        _flag_for_review(turn.pk)
     return feedback
+
+
+def _flag_for_review(turn_id: int) -> None:
+    """Put the turn in the review queue once this write is committed. Flagging logs its own
+    failures, so a problem there never reaches the person rating or escalating."""
+    from evaluation.review.flagging import turn_flag_quietly
+
+    transaction.on_commit(lambda: turn_flag_quietly(turn_id))
 
 
 STALE_AFTER = timedelta(minutes=10)

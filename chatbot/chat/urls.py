@@ -9,4 +9,6 @@ urlpatterns = [
     path("<int:conversation_id>/", views.conversation_detail, name="conversation"),
     path("<int:conversation_id>/delete/", views.conversation_delete, name="delete"),
     path("turns/<int:turn_id>/feedback/", views.feedback, name="feedback"),
+    path("turns/<int:turn_id>/escalate/", views.escalate, name="escalate"),
+    path("turns/<int:turn_id>/sources/", views.sources, name="sources"),
 ]

@@ -1,4 +1,4 @@
-"""Chat pages: the conversation list, a conversation's thread, and feedback on answers.
+"""Chat pages: the conversation list, a conversation's thread, feedback, escalation and sources.
 
 Streaming happens over the websocket (`chatbot.chat.consumers`); these views only render and
 record. Another user's conversation or turn is a 404, never a 403, so ids reveal nothing.
@@ -63,7 +63,10 @@ def conversation_new(request: HttpRequest) -> HttpResponse:
 def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
     conversation = _conversation_or_404(request, conversation_id)
     context = _page_context(request, conversation)
-    context["turns"] = list(selectors.turns_for(conversation, request.user))
+    turns = list(selectors.turns_for(conversation, request.user))
+    context["turns"] = turns
+    # The sources panel starts on the latest answer that used the knowledge base.
+    context["sources_turn"] = next((t for t in reversed(turns) if t.citations.all()), None)
     return render(request, "chat/conversation.html", context)
 
 
@@ -97,3 +100,35 @@ def feedback(request: HttpRequest, turn_id: int) -> HttpResponse:
         messages.success(request, "Thanks — your feedback is saved.")
         return redirect("chat:conversation", conversation_id=turn.conversation_id)
     return render(request, "chat/_feedback.html", {"turn": turn, "feedback": saved, "saved": True})
+
+
+def _turn_or_404(request: HttpRequest, turn_id: int) -> Turn:
+    try:
+        return selectors.turn_get_for(request.user, turn_id)
+    except Turn.DoesNotExist:
+        raise Http404("No such answer.") from None
+
+
+@permission_required(roles.USE_CHAT)
+@require_POST
+def escalate(request: HttpRequest, turn_id: int) -> HttpResponse:
+    """Needs a human: recorded once per answer; htmx swaps in the confirmation."""
+    turn = _turn_or_404(request, turn_id)
+    reason = request.POST.get("reason", "")
+    try:
+        escalation = services.escalation_create(turn=turn, user=_user(request), reason=reason)
+    except services.InvalidInput as exc:
+        context = {"turn": turn, "error": str(exc), "reason": reason}
+        return render(request, "chat/_escalate.html", context, status=400)
+    if request.headers.get("HX-Request") != "true":
+        messages.success(request, "Escalated: a colleague will take it from here.")
+        return redirect("chat:conversation", conversation_id=turn.conversation_id)
+    return render(request, "chat/_escalate.html", {"turn": turn, "escalation": escalation})
+
+
+@permission_required(roles.USE_CHAT)
+@require_GET
+def sources(request: HttpRequest, turn_id: int) -> HttpResponse:
+    """The chunks an answer was given, for the sources panel."""
+    turn = selectors.turn_with_sources(_turn_or_404(request, turn_id))
+    return render(request, "chat/_sources.html", {"sources_turn": turn})

@@ -6,7 +6,7 @@ from django import forms
 
 from chatbot.llm.prompts import TemplateError, template_validate
 from chatbot.llm.registry import PROVIDERS
-from chatbot.models import ModelEndpoint
+from chatbot.models import AssistantSettings, ModelEndpoint
 
 
 class ModelEndpointForm(forms.ModelForm):
@@ -89,3 +89,35 @@ class ModelEndpointForm(forms.ModelForm):
                 "base_url", "Give the server's URL, or an API key name to use OpenAI's own service."
             )
         return data
+
+
+class AssistantSettingsForm(forms.ModelForm):
+    retrieval_k = forms.IntegerField(
+        label="Passages per answer",
+        min_value=1,
+        max_value=20,
+        help_text="How many knowledge-base passages the model is given as numbered context.",
+    )
+    min_similarity = forms.FloatField(
+        label="Relevance threshold",
+        min_value=0.0,
+        max_value=1.0,
+        help_text="Cosine similarity (0-1) from which a passage counts as relevant. When no "
+        "passage reaches it, the assistant says it doesn't know and offers a human. "
+        "Around 0.3 suits all-MiniLM-L6-v2.",
+    )
+
+    class Meta:
+        model = AssistantSettings
+        fields = ["grounding", "retrieval_k", "min_similarity", "no_answer_message"]
+        widgets = {
+            "grounding": forms.RadioSelect,
+            "no_answer_message": forms.Textarea(attrs={"rows": 3}),
+        }
+        labels = {"grounding": "Grounding", "no_answer_message": "When nothing is relevant, say"}
+
+    def clean_no_answer_message(self) -> str:
+        message = str(self.cleaned_data["no_answer_message"]).strip()
+        if not message:
+            raise forms.ValidationError("Write what the assistant says when it doesn't know.")
+        return message

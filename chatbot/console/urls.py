@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chatbot.console import views
+from chatbot.console import judges, rules, views
 
 app_name = "console"
 urlpatterns = [
@@ -8,4 +8,13 @@ urlpatterns = [
     path("models/new/", views.model_edit, name="model_new"),
     path("models/<int:pk>/", views.model_edit, name="model_edit"),
     path("models/<int:pk>/default/", views.model_make_default, name="model_default"),
+    path("assistant/", views.assistant, name="assistant"),
+    path("rules/", rules.rules_list, name="rules"),
+    path("rules/new/", rules.rule_edit, name="rule_new"),
+    path("rules/<int:pk>/", rules.rule_edit, name="rule_edit"),
+    path("rules/<int:pk>/toggle/", rules.rule_toggle, name="rule_toggle"),
+    path("judges/", judges.judges_list, name="judges"),
+    path("judges/rejudge/", judges.judges_rejudge, name="judges_rejudge"),
+    path("judges/<int:pk>/", judges.judge_edit, name="judge_edit"),
+    path("judges/<int:pk>/toggle/", judges.judge_toggle, name="judge_toggle"),
 ]

@@ -7,8 +7,9 @@ from django.views.decorators.http import require_POST
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.agent.grounding import assistant_settings
 from chatbot.console import services
-from chatbot.console.forms import ModelEndpointForm
+from chatbot.console.forms import AssistantSettingsForm, ModelEndpointForm
 from chatbot.models import ModelEndpoint
 
 
@@ -50,3 +51,15 @@ def model_make_default(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"“{endpoint.name}” now answers by default.")
     return redirect("console:models")
+
+
+@permission_required(roles.MANAGE_SETTINGS)
+def assistant(request: HttpRequest) -> HttpResponse:
+    """How answers are grounded in the knowledge base; one set of settings for the product."""
+    form = AssistantSettingsForm(request.POST or None, instance=assistant_settings())
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Saved the assistant settings; the next answer uses them.")
+        return redirect("console:assistant")
+    status = 400 if form.errors else 200
+    return render(request, "console/assistant.html", {"form": form}, status=status)

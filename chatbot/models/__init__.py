@@ -1,21 +1,61 @@
 """The one data model of the product, one file per area."""
 
 from chatbot.models.accounts import ApiKey, Capability
+from chatbot.models.assistant import AssistantSettings
 from chatbot.models.catalogue import ModelEndpoint
-from chatbot.models.chat import Conversation, Feedback, Turn
+from chatbot.models.chat import Citation, Conversation, Escalation, Feedback, Turn
+from chatbot.models.datasets import (
+    Dataset,
+    DatasetItem,
+    Experiment,
+    ExperimentResult,
+    Export,
+    RewardModel,
+)
+from chatbot.models.evaluation import Judge, JudgeScore
 from chatbot.models.knowledge import Chunk, Collection, Document, Source
+from chatbot.models.observability import (
+    AlertFiring,
+    AlertRule,
+    Replay,
+    RollupRun,
+    TurnRollup,
+    UserDay,
+)
+from chatbot.models.review import FlagRule, Review, ReviewAssignment, ReviewItem
 from chatbot.models.tracing import Span
 
 __all__ = [
+    "AlertFiring",
+    "AlertRule",
     "ApiKey",
+    "AssistantSettings",
     "Capability",
     "Chunk",
+    "Citation",
     "Collection",
     "Conversation",
+    "Dataset",
+    "DatasetItem",
     "Document",
+    "Escalation",
+    "Experiment",
+    "ExperimentResult",
+    "Export",
     "Feedback",
+    "FlagRule",
+    "Judge",
+    "JudgeScore",
     "ModelEndpoint",
+    "Replay",
+    "Review",
+    "ReviewAssignment",
+    "ReviewItem",
+    "RewardModel",
+    "RollupRun",
     "Source",
     "Span",
     "Turn",
+    "TurnRollup",
+    "UserDay",
 ]

@@ -16,6 +16,8 @@ class Conversation(models.Model):
     )
     title = models.CharField(max_length=200, blank=True)
     channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.WEB)
+    # Holds the turns of a replay (observability): never listed among the owner's conversations.
+    is_replay = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -56,6 +58,16 @@ class Turn(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True)
     total_ms = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # True when retrieval found nothing relevant enough and the assistant said it doesn't know.
+    no_answer = models.BooleanField(default=False)
+    # {collection id: version} of every collection the turn could read, at the moment it read.
+    kb_versions = models.JSONField(default=dict, blank=True)
+    # A replay re-asks a past turn (observability.replay): kept out of production metrics. Deleting
+    # the original deletes its replays, since they repeat the person's question.
+    is_replay = models.BooleanField(default=False)
+    replay_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replays"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -64,6 +76,7 @@ class Turn(models.Model):
         indexes = [
             models.Index(fields=["conversation", "created_at"]),
             models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["created_at"]),
         ]
 
     def __str__(self) -> str:
@@ -72,6 +85,18 @@ class Turn(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED}
+
+    @property
+    def escalation_or_none(self) -> Escalation | None:
+        try:
+            return self.escalation
+        except Escalation.DoesNotExist:
+            return None
+
+    @property
+    def answer_cites_any(self) -> bool:
+        """Whether the answer cited any of its sources (uses prefetched citations)."""
+        return any(c.cited for c in self.citations.all())
 
 
 class Feedback(models.Model):
@@ -95,3 +120,51 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_rating_display()} on turn {self.turn_id}"
+
+
+class Citation(models.Model):
+    """A chunk given to the model as numbered context [number]; `cited` when the answer used it.
+
+    Deleting a source deletes its chunks and, through them, these rows: nothing derived from a
+    deleted source survives.
+    """
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="citations")
+    chunk = models.ForeignKey("chatbot.Chunk", on_delete=models.CASCADE, related_name="citations")
+    number = models.PositiveSmallIntegerField()
+    score = models.FloatField()
+    similarity = models.FloatField(null=True, blank=True)
+    cited = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["turn", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["turn", "number"], name="one_citation_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.number}] of turn {self.turn_id}"
+
+
+class Escalation(models.Model):
+    """A person asked for a human to take over a turn ("needs a human")."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, related_name="escalation")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="escalations"
+    )
+    reason = models.TextField(blank=True, max_length=2000)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Escalation of turn {self.turn_id} ({self.status})"

@@ -120,11 +120,13 @@ async def test_it_reports_an_unreachable_model_server(alice, fake_endpoint) -> N
     assert "could not be reached" in outcome.error
 
 
-def test_it_reads_only_twice_before_calling_the_model(
+def test_it_reads_three_times_before_calling_the_model_without_grounding(
     alice, fake_endpoint, django_assert_num_queries
 ) -> None:
-    """Everything before the model call is on the time-to-first-token path: route + prompt."""
+    """Everything before the model call is on the time-to-first-token path: prompt, assistant
+    settings, route (grounded turns add retrieval: see tests/agent/test_grounded.py)."""
     from chatbot.agent.turn import _prepare
+    from observability.tracing import Tracer
 
     fake_endpoint()
     conversation = services.conversation_create(owner=alice)
@@ -132,7 +134,8 @@ def test_it_reads_only_twice_before_calling_the_model(
         done = services.turn_create(conversation=conversation, user_text=f"earlier {n}")
         Turn.objects.filter(pk=done.pk).update(status=Turn.Status.DONE, answer=f"answer {n}")
     turn = services.turn_create(conversation=conversation, user_text="now")
-    with django_assert_num_queries(2):
-        route, prompt = _prepare(turn.pk, None, None)
-    assert route.endpoint.name == "fake-model"
+    with django_assert_num_queries(3):
+        prepared = _prepare(turn.pk, None, None, Tracer())
+    route, prompt = prepared.route, prepared.prompt
+    assert route is not None and route.endpoint.name == "fake-model"
     assert prompt.question == "now" and len(prompt.messages) == 1 + 2 * 3 + 1

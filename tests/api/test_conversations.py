@@ -87,8 +87,9 @@ def test_it_reads_a_conversation_with_its_turns_and_the_callers_feedback(
     services.feedback_set(turn=turns[0], user=alice, rating=-1, comment="Too vague")
     client = client_as(alice)
 
-    # session, user, 2 for permissions, conversation, turns with endpoints, the caller's feedback
-    with django_assert_max_num_queries(7):
+    # session, user, 2 for permissions, conversation, turns with endpoints and escalations, the
+    # caller's feedback, citations with their documents
+    with django_assert_max_num_queries(8):
         response = client.get(f"/api/conversations/{conversation.pk}")
 
     assert response.status_code == 200
@@ -224,3 +225,29 @@ def test_it_publishes_the_openapi_schema_and_docs(client) -> None:
     } <= set(paths)
     assert "text/event-stream" in json.dumps(paths["/api/conversations/{conversation_id}/messages"])
     assert docs.status_code == 200
+
+
+def test_it_escalates_an_answer_once_and_shows_it_on_the_turn(
+    alice, rita, alice_by_key, client_as
+) -> None:
+    conversation = services.conversation_create(owner=alice)
+    turn = finished_turn(conversation)
+
+    first = _post(alice_by_key, f"/api/turns/{turn.pk}/escalate", {"reason": "Angry customer"})
+    again = _post(alice_by_key, f"/api/turns/{turn.pk}/escalate", {})
+    others = _post(client_as(rita), f"/api/turns/{turn.pk}/escalate", {})
+
+    assert first.status_code == 200 and again.status_code == 200
+    assert first.json()["status"] == "open" and again.json()["reason"] == "Angry customer"
+    assert others.status_code == 404
+    read = alice_by_key.get(f"/api/conversations/{conversation.pk}").json()
+    assert read["turns"][0]["escalated"] is True
+    assert read["turns"][0]["no_answer"] is False and read["turns"][0]["citations"] == []
+
+
+def test_it_refuses_to_escalate_an_unfinished_answer(alice, alice_by_key) -> None:
+    conversation = services.conversation_create(owner=alice)
+    turn = services.turn_create(conversation=conversation, user_text="Still thinking?")
+    response = _post(alice_by_key, f"/api/turns/{turn.pk}/escalate", {"reason": "x"})
+    assert response.status_code == 400
+    assert "Wait for the answer" in response.json()["detail"]

@@ -8,8 +8,13 @@ as a benchmark agent, then, interleaved, for each round and the same question:
   ours:     open ws://.../ws/chat/<new conversation>/, send {"message": q}, time to the first frame
             with data-frame="token" (the connection is opened before the clock starts, as a browser
             holds it open);
-  baseline: POST the same rendered prompt to the model server's /v1/completions with stream=true,
-            time to the first SSE chunk with text.
+  baseline: POST the same rendered prompt (with the same numbered knowledge-base passages our stack
+            retrieved for it) to the model server's /v1/completions with stream=true, time to the
+            first SSE chunk with text.
+So "ours" includes everything a grounded answer costs before the model: the question saved, the
+history read, the query embedded, the hybrid search, the route. The run seeds the demo knowledge
+base (deploy/demo-kb) when missing and sets grounding to "preferred" for its duration, so every
+question reaches the model (a "don't know" answer would skip it and flatter our figure).
 Both drain the whole answer, so each request starts on an idle model server, and another question
 is sent before each measured one so neither side finds its question in the server's prompt cache.
 """
@@ -48,12 +53,23 @@ from websockets.typing import Origin  # noqa: E402
 
 from chatbot.accounts.roles import AGENT  # noqa: E402
 from chatbot.accounts.services import user_create  # noqa: E402
+from chatbot.agent.grounding import assistant_settings  # noqa: E402
+from chatbot.agent.turn import _prepare  # noqa: E402
 from chatbot.chat import selectors, services  # noqa: E402
+from chatbot.knowledge.demo import demo_knowledge_ensure  # noqa: E402
+from chatbot.knowledge.services import source_ingest  # noqa: E402
 from chatbot.llm.catalogue import local_endpoint_ensure  # noqa: E402
 from chatbot.llm.prompts import render_completion  # noqa: E402
-from chatbot.models import Conversation, ModelEndpoint, Turn  # noqa: E402
+from chatbot.models import (  # noqa: E402
+    AssistantSettings,
+    Conversation,
+    ModelEndpoint,
+    Source,
+    Turn,
+)
 from chatbot.runtime import model_server  # noqa: E402
 from chatbot.runtime.embedded import ensure_services, port_open  # noqa: E402
+from observability.tracing import Tracer  # noqa: E402
 
 BENCH_USER = "bench-agent"
 BENCH_PASSWORD = "bench-password-1"
@@ -61,9 +77,9 @@ FLUSH_QUESTION = "Which team owns the billing system?"
 QUESTIONS = [
     "How long is the password reset link valid?",
     "How do I unlock a customer's account after too many failed logins?",
-    "Where can a customer download last month's invoice?",
+    "Who approves a refund of 500 EUR?",
     "What should I do when the VPN client says the certificate has expired?",
-    "How do I change the email address on an account?",
+    "How quickly does the second line answer a P2 ticket?",
 ]
 
 
@@ -225,7 +241,28 @@ async def flush(client: httpx.AsyncClient, endpoint: ModelEndpoint, prompt: str)
 
 
 def _rendered_prompt(turn_id: int, endpoint: ModelEndpoint) -> str:
-    return render_completion(endpoint.prompt_template, selectors.prompt_for_turn(turn_id))
+    """What our stack sends the model for this turn: history, then retrieval and its passages."""
+    prepared = _prepare(turn_id, None, selectors.prompt_for_turn(turn_id), Tracer())
+    return render_completion(endpoint.prompt_template, prepared.prompt)
+
+
+@contextmanager
+def grounding_preferred() -> Iterator[None]:
+    """Demo knowledge base in place, and every question answered by the model, for the run."""
+    demo_knowledge_ensure()
+    for source in Source.objects.exclude(status=Source.Status.DONE):
+        source_ingest(source_id=source.pk)
+    saved = AssistantSettings.objects.filter(pk=1).first()
+    config = assistant_settings()
+    config.grounding = AssistantSettings.Grounding.PREFERRED
+    config.save()
+    try:
+        yield
+    finally:
+        if saved is None:
+            AssistantSettings.objects.filter(pk=1).delete()
+        else:
+            saved.save()
 
 
 def _probe_prompt(user: User, question: str, endpoint: ModelEndpoint) -> str:
@@ -308,7 +345,7 @@ def main() -> None:
     # The previous run's turns stay until now for inspection; they must not pile up.
     Conversation.objects.filter(owner=user).delete()
     port = _free_port()
-    with local_endpoint_as_default() as endpoint:
+    with local_endpoint_as_default() as endpoint, grounding_preferred():
         endpoint.refresh_from_db()
         with model_server_running(endpoint.base_url), daphne_running(port):
             session = login(f"http://127.0.0.1:{port}")

@@ -107,7 +107,7 @@ class TestPages:
         assert 'hx-ext="ws"' in html and "ws-send" in html
         assert 'name="message"' in html
         assert "The link expires after 30 minutes." in html
-        assert "Sources appear here when an answer cites the knowledge base" in html
+        assert "Sources appear here when an answer uses the knowledge base" in html
         assert reverse("chat:feedback", args=[turn.pk]) in html
 
     def test_it_creates_a_conversation_and_opens_it(self, alice, client_as):
@@ -150,9 +150,9 @@ class TestPages:
             turn = _finished_turn(conversation)
             services.feedback_set(turn=turn, user=alice, rating=1)
         url = reverse("chat:conversation", args=[conversation.pk])
-        # session, user, permissions (user + group), sidebar, conversation, turns, feedback:
-        # the same 8 whatever the number of turns.
-        with django_assert_max_num_queries(8):
+        # session, user, permissions (user + group), sidebar, conversation, turns, feedback,
+        # citations: the same 9 whatever the number of turns.
+        with django_assert_max_num_queries(9):
             assert client.get(url).status_code == 200
 
     def test_it_shows_a_failed_and_a_stopped_answer_plainly(self, alice, client_as, conversation):

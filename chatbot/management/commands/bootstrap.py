@@ -6,22 +6,40 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from chatbot.accounts.services import demo_users_ensure, roles_ensure
+from chatbot.knowledge.demo import demo_knowledge_ensure
+from chatbot.knowledge.services import sources_queue_pending
 from chatbot.llm.catalogue import local_endpoint_ensure
+from evaluation.review.flagging import rules_ensure
+from evaluation.services import judges_ensure
 
 
 class Command(BaseCommand):
-    help = "Create the roles, the local model's catalogue entry and (with --demo) the demo users."
+    help = (
+        "Create the roles, the local model's catalogue entry and (with --demo) the demo users "
+        "and the demo knowledge base."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--demo", action="store_true", help="Create alice, rita, adam and nora."
+            "--demo",
+            action="store_true",
+            help="Create alice, rita, adam and nora, and the demo knowledge base.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         roles_ensure()
         endpoint = local_endpoint_ensure()
         self.stdout.write(f"model catalogue: {endpoint.name} at {endpoint.base_url}")
+        judges = ", ".join(f"{j}{'' if j.enabled else ' (off)'}" for j in judges_ensure())
+        self.stdout.write(f"judges: {judges}")
+        rules = ", ".join(f"{r}{'' if r.enabled else ' (off)'}" for r in rules_ensure())
+        self.stdout.write(f"review rules: {rules}")
         if options["demo"]:
             users = demo_users_ensure(password=settings.DEMO_PASSWORD)
             names = ", ".join(u.username for u in users)
             self.stdout.write(f"demo users: {names} (password: {settings.DEMO_PASSWORD})")
+            for collection in demo_knowledge_ensure():
+                self.stdout.write(f"demo knowledge base: {collection.name} (ingesting)")
+        waiting = sources_queue_pending()
+        if waiting:
+            self.stdout.write(f"knowledge base: queued {waiting} sources waiting to be ingested")

@@ -1,0 +1,160 @@
+"""Grounding a turn in the knowledge base: retrieve, decide whether anything is relevant enough,
+and build the prompt from numbered context the answer cites as [1], [2].
+
+Retrieval runs as the conversation's owner, so a turn can only ever read chunks its person may
+see (`chatbot.retrieval.search`), and it records which version of each collection it read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from chatbot.knowledge.selectors import collections_visible_to
+from chatbot.llm.pricing import estimate_tokens
+from chatbot.llm.types import Message, Prompt
+from chatbot.models import AssistantSettings
+from chatbot.retrieval.search import SearchHit, hybrid_search
+from observability.tracing import Tracer
+
+GROUNDING_INSTRUCTIONS = (
+    "Answer only from the numbered sources below. After each fact, cite its source as [1], [2]. "
+    "If the sources do not answer the question, say that you don't know."
+)
+# Room kept for the instructions, the question and the answer when trimming context to fit.
+PROMPT_RESERVE_TOKENS = 256
+_CITATION = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
+
+
+def assistant_settings() -> AssistantSettings:
+    """The saved settings, or the defaults (with the deployment's grounding mode) before any."""
+    saved = AssistantSettings.objects.filter(pk=1).first()
+    if saved is not None:
+        return saved
+    return AssistantSettings(pk=1, grounding=settings.ASSISTANT_GROUNDING_DEFAULT)
+
+
+@dataclass
+class Grounding:
+    mode: str
+    hits: list[SearchHit] = field(default_factory=list)  # the numbered context, [1] first
+    no_answer: bool = False
+    no_answer_message: str = ""
+    reason: str = ""
+    kb_versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def used(self) -> bool:
+        return bool(self.hits)
+
+
+def ground(
+    *,
+    user: Callable[[], User],
+    question: str,
+    tracer: Tracer,
+    config: AssistantSettings | None = None,
+    collection_ids: list[int] | None = None,
+) -> Grounding:
+    """Retrieve for `question` as the person `user()` loads (only when grounding is on) and
+    decide: numbered context, or "I don't know".
+
+    `config` replaces the saved settings for this call only: offline runs (experiments,
+    eval_answers) try other settings beside production chat without saving them.
+    `collection_ids` narrows retrieval to those collections (never widens what `user` sees).
+    """
+    config = config or assistant_settings()
+    if config.grounding == AssistantSettings.Grounding.OFF:
+        return Grounding(mode=config.grounding, reason="grounding is off")
+    reader = user()
+    with tracer.span(
+        "retrieval",
+        "hybrid_search",
+        k=config.retrieval_k,
+        min_similarity=config.min_similarity,
+    ) as span:
+        result = hybrid_search(
+            user=reader, query=question, k=config.retrieval_k, collection_ids=collection_ids
+        )
+        relevant = [
+            hit
+            for hit in result.hits
+            if hit.similarity is not None and hit.similarity >= config.min_similarity
+        ]
+        read = collections_visible_to(reader)
+        if collection_ids is not None:
+            read = read.filter(pk__in=collection_ids)
+        versions = {str(pk): version for pk, version in read.values_list("pk", "version")}
+        top = max((h.similarity or 0.0 for h in result.hits), default=0.0)
+        span.attributes.update(
+            chunk_ids=[h.chunk_id for h in result.hits],
+            scores=[round(h.score, 6) for h in result.hits],
+            similarities=[
+                None if h.similarity is None else round(h.similarity, 4) for h in result.hits
+            ],
+            relevant_chunk_ids=[h.chunk_id for h in relevant],
+            top_similarity=round(top, 4),
+            embed_ms=round(result.embed_ms, 2),
+            sql_ms=round(result.sql_ms, 2),
+            kb_versions=versions,
+        )
+    grounding = Grounding(mode=config.grounding, hits=relevant, kb_versions=versions)
+    if relevant:
+        grounding.reason = f"{len(relevant)} relevant chunks (top similarity {top:.2f})"
+    elif config.grounding == AssistantSettings.Grounding.REQUIRED:
+        grounding.no_answer = True
+        grounding.no_answer_message = config.no_answer_message
+        grounding.reason = (
+            f"nothing relevant in the knowledge base (top similarity {top:.2f} "
+            f"< {config.min_similarity:.2f})"
+        )
+    else:
+        grounding.reason = "nothing relevant in the knowledge base; answered without it"
+    return grounding
+
+
+def source_block(number: int, hit: SearchHit) -> str:
+    label = hit.title or hit.external_id
+    if hit.heading and hit.heading != hit.title:
+        label = f"{label} — {hit.heading}"
+    return f"[{number}] {label}\n{hit.text.strip()}"
+
+
+def context_fit(hits: list[SearchHit], *, prompt: Prompt, budget_tokens: int) -> list[SearchHit]:
+    """The best-ranked hits whose text fits the model's window beside the rest of the prompt."""
+    used = estimate_tokens("".join(m.content for m in prompt.messages)) + PROMPT_RESERVE_TOKENS
+    kept: list[SearchHit] = []
+    for number, hit in enumerate(hits, start=1):
+        cost = estimate_tokens(source_block(number, hit))
+        if kept and used + cost > budget_tokens:
+            break
+        kept.append(hit)
+        used += cost
+    return kept
+
+
+def grounded_prompt(prompt: Prompt, hits: list[SearchHit]) -> Prompt:
+    """The same conversation with the numbered sources added to the system message."""
+    if not hits:
+        return prompt
+    sources = "\n\n".join(source_block(n, hit) for n, hit in enumerate(hits, start=1))
+    context = Message("system", f"{GROUNDING_INSTRUCTIONS}\n\nSources:\n{sources}")
+    messages = list(prompt.messages)
+    last_system = max((i for i, m in enumerate(messages) if m.role == "system"), default=-1)
+    messages.insert(last_system + 1, context)
+    return Prompt(tuple(messages))
+
+
+def cited_numbers(answer: str, *, available: int) -> set[int]:
+    """The source numbers an answer cites, as [2] or [1, 3], among those it was given."""
+    numbers: set[int] = set()
+    for match in _CITATION.finditer(answer):
+        for part in match.group(1).split(","):
+            number = int(part)
+            if 1 <= number <= available:
+                numbers.add(number)
+    return numbers

@@ -1,0 +1,143 @@
+"""Admin console: the automatic judges. Editing a judge saves a new version (scores keep naming
+the version that made them); switching one on or off; judging recent turns again."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from chatbot.accounts import roles
+from chatbot.accounts.access import permission_required
+from chatbot.models import Judge, ModelEndpoint
+from evaluation import selectors, services
+
+PAGE_SIZE = 25
+STATS_DAYS = 30
+
+
+class JudgeForm(forms.Form):
+    threshold = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        help_text="Scores run 0-1 (1 = good); a score under the threshold flags the answer.",
+    )
+    enabled = forms.BooleanField(required=False, label="Runs on new answers")
+    options = forms.JSONField(
+        required=False,
+        help_text='Kind-specific settings as JSON, e.g. {"max_chars": 4000} for format.',
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    endpoint = forms.ModelChoiceField(
+        queryset=ModelEndpoint.objects.filter(enabled=True).order_by("name"),
+        required=False,
+        label="Judge model",
+        empty_label="The default model at the time the judge runs",
+    )
+    prompt_template = forms.CharField(
+        required=False,
+        label="Prompt template",
+        widget=forms.Textarea(attrs={"rows": 10}),
+        help_text="Uses {question}, {answer} and {context}; double other braces. It must ask "
+        'for a final line "Score: N" with N from 1 to 5. Blank uses the built-in prompt.',
+    )
+
+    def __init__(self, *args: Any, judge: Judge, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not judge.is_llm:
+            # Only LLM judges call a model with a prompt.
+            del self.fields["endpoint"]
+            del self.fields["prompt_template"]
+
+    def clean_options(self) -> dict[str, Any]:
+        value = self.cleaned_data.get("options") or {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Options must be a JSON object, such as {"json": true}.')
+        return value
+
+
+def _judge(pk: int) -> Judge:
+    try:
+        return Judge.objects.select_related("endpoint").get(pk=pk)
+    except Judge.DoesNotExist:
+        raise Http404("No such judge version.") from None
+
+
+def _list(request: HttpRequest, *, status: int = 200) -> HttpResponse:
+    since = timezone.now() - timedelta(days=STATS_DAYS)
+    page = Paginator(selectors.judges_with_stats(since=since), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "page": page,
+        "stats_days": STATS_DAYS,
+        "rejudge_max_days": services.REJUDGE_MAX_DAYS,
+        "rejudge_days": request.POST.get("days", "7"),
+    }
+    return render(request, "console/judges.html", context, status=status)
+
+
+@permission_required(roles.MANAGE_SETTINGS)
+def judges_list(request: HttpRequest) -> HttpResponse:
+    return _list(request)
+
+
+@permission_required(roles.MANAGE_SETTINGS)
+def judge_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    judge = _judge(pk)
+    initial = {
+        "threshold": judge.threshold,
+        "enabled": judge.enabled,
+        "options": judge.options,
+        "endpoint": judge.endpoint,
+        "prompt_template": judge.prompt_template,
+    }
+    form = JudgeForm(request.POST or None, initial=initial, judge=judge)
+    if request.method == "POST" and form.is_valid():
+        changes = dict(form.cleaned_data)
+        try:
+            new = services.judge_new_version(judge=judge, **changes)
+        except services.InvalidJudge as exc:
+            form.add_error(None, str(exc))
+        else:
+            state = "it runs on new answers" if new.enabled else "it is off"
+            messages.success(request, f"Saved {new.name} as version {new.version}; {state}.")
+            return redirect("console:judges")
+    status = 400 if request.method == "POST" else 200
+    context = {"form": form, "judge": judge}
+    return render(request, "console/judge_form.html", context, status=status)
+
+
+@require_POST
+@permission_required(roles.MANAGE_SETTINGS)
+def judge_toggle(request: HttpRequest, pk: int) -> HttpResponse:
+    judge = _judge(pk)
+    services.judge_set_enabled(judge=judge, enabled=not judge.enabled)
+    if judge.enabled:
+        messages.success(request, f"{judge} now runs on new answers; other versions are off.")
+    else:
+        messages.success(request, f"{judge} is off.")
+    return redirect("console:judges")
+
+
+@require_POST
+@permission_required(roles.MANAGE_SETTINGS)
+def judges_rejudge(request: HttpRequest) -> HttpResponse:
+    try:
+        days = services.turns_rejudge_queue(days=request.POST.get("days", ""))
+    except services.InvalidJudge as exc:
+        messages.error(request, str(exc))
+        return _list(request, status=400)
+    messages.success(
+        request,
+        f"Judging again the answers of the last {days} days that the current judge versions "
+        "have not scored; new scores appear as the workers get through them.",
+    )
+    return redirect("console:judges")

@@ -1,0 +1,1 @@
+"""The knowledge base: parsing, splitting and ingesting sources into collections."""

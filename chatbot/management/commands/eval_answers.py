@@ -1,0 +1,152 @@
+"""Measure grounded answers on an evaluation set: ingest most of its documents into a scratch
+collection, answer the questions about them through the real pipeline (token F1, containment of
+the gold answer, citations) and the questions about the held-out rest (how often the assistant
+refuses), print the figures, then delete the scratch collection, user and group.
+
+No chat turns are written, so the figures never reach production metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+
+from chatbot.agent.grounding import assistant_settings
+from chatbot.llm.router import route_choose
+from chatbot.llm.types import ModelError
+from chatbot.models import AssistantSettings
+from chatbot.retrieval.evaluation import BadEvalFile
+from evaluation.answers import (
+    Outcome,
+    RunSettings,
+    Scratch,
+    evaluate,
+    figures,
+    format_table,
+    load_documents,
+    load_gold_questions,
+)
+
+
+class Command(BaseCommand):
+    help = __doc__ or ""
+    _info: OutputWrapper
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--documents", required=True, type=Path, help="documents.jsonl")
+        parser.add_argument(
+            "--questions",
+            required=True,
+            type=Path,
+            help='questions.jsonl: {"id", "question", "answers": [...], "doc_id"} a line',
+        )
+        parser.add_argument(
+            "--endpoint", default=None, help="Catalogue endpoint name (default: the default one)."
+        )
+        parser.add_argument(
+            "--holdout",
+            type=float,
+            default=0.3,
+            help="Share of the documents NOT ingested; their questions test refusal (default 0.3).",
+        )
+        parser.add_argument("--limit", type=int, default=40, help="Questions per set (default 40).")
+        parser.add_argument(
+            "--k", type=int, default=None, help="Chunks given as context (default: saved setting)."
+        )
+        parser.add_argument(
+            "--min-similarity",
+            type=float,
+            default=None,
+            help="Cosine similarity below which retrieval says it doesn't know (default: saved).",
+        )
+        parser.add_argument(
+            "--grounding",
+            choices=AssistantSettings.Grounding.values,
+            default=None,
+            help="Grounding mode (default: saved setting).",
+        )
+        parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        run = self._settings(options)
+        holdout, limit = options["holdout"], options["limit"]
+        if not 0 <= holdout < 1:
+            raise CommandError("--holdout takes a share from 0 to below 1, e.g. 0.3.")
+        if limit < 1:
+            raise CommandError("--limit must be 1 or more.")
+        for option in ("documents", "questions"):
+            if not options[option].is_file():
+                raise CommandError(f"No {option} file at {options[option]}.")
+        try:
+            documents = load_documents(options["documents"])
+            questions = load_gold_questions(options["questions"])
+        except (OSError, UnicodeDecodeError, BadEvalFile) as exc:
+            raise CommandError(str(exc)) from None
+        if not documents:
+            raise CommandError(f"No documents in {options['documents']}.")
+        if not questions:
+            raise CommandError(f"No questions in {options['questions']}.")
+        try:
+            endpoint = route_choose(requested=options["endpoint"]).endpoint.name
+        except ModelError as exc:
+            raise CommandError(exc.user_message) from None
+
+        as_json = options["json"]
+        # With --json, stdout carries only the JSON object.
+        self._info = self.stderr if as_json else self.stdout
+        try:
+            report = evaluate(
+                documents=documents,
+                questions=questions,
+                run=run,
+                endpoint_name=endpoint,
+                holdout=holdout,
+                limit=limit,
+                on_ingested=self._ingested,
+                progress=self._progress,
+            )
+        except BadEvalFile as exc:
+            raise CommandError(str(exc)) from None
+        data = figures(report)
+        if as_json:
+            self.stdout.write(json.dumps(data, ensure_ascii=False))
+            return
+        if report.skipped_questions:
+            self.stdout.write(
+                f"Skipped {report.skipped_questions} questions whose doc_id is not a document."
+            )
+        self.stdout.write(format_table(data))
+
+    def _settings(self, options: dict[str, Any]) -> RunSettings:
+        saved = assistant_settings()
+        k = options["k"] if options["k"] is not None else saved.retrieval_k
+        threshold = options["min_similarity"]
+        threshold = threshold if threshold is not None else saved.min_similarity
+        if not 1 <= k <= 20:
+            raise CommandError("--k must be from 1 to 20.")
+        if not 0 <= threshold <= 1:
+            raise CommandError("--min-similarity takes a number from 0 to 1.")
+        return RunSettings(
+            grounding=options["grounding"] or saved.grounding, k=k, min_similarity=threshold
+        )
+
+    def _ingested(self, scratch: Scratch) -> None:
+        self._info.write(
+            f"Ingested {scratch.documents} documents ({scratch.chunks} chunks) in "
+            f"{scratch.ingest_s:.1f} s into scratch collection {scratch.name!r}."
+        )
+
+    def _progress(self, number: int, total: int, outcome: Outcome) -> None:
+        kind = "answerable" if outcome.answerable else "unanswerable"
+        if outcome.error:
+            verdict = f"error: {outcome.error}"
+        elif outcome.refused:
+            verdict = "no answer (retrieval)" if outcome.no_answer else "refused"
+        else:
+            verdict = f"F1 {outcome.f1:.2f}"
+        self.stderr.write(
+            f"question {number} of {total} ({kind} {outcome.id}): {verdict}, "
+            f"{outcome.latency_ms:.0f} ms"
+        )

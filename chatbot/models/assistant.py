@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class AssistantSettings(models.Model):
+    """How the assistant grounds its answers; one row (pk 1), edited by admins in the console."""
+
+    class Grounding(models.TextChoices):
+        REQUIRED = "required", "Required: answer only from the knowledge base, else say so"
+        PREFERRED = "preferred", "Preferred: use the knowledge base when it has something"
+        OFF = "off", "Off: the model answers on its own"
+
+    grounding = models.CharField(
+        max_length=10, choices=Grounding.choices, default=Grounding.REQUIRED
+    )
+    retrieval_k = models.PositiveSmallIntegerField(
+        default=5, help_text="How many chunks the model is given as numbered context (1-20)."
+    )
+    min_similarity = models.FloatField(
+        default=0.3,
+        help_text="A chunk counts as relevant from this cosine similarity to the question "
+        "(0-1). Below it for every chunk, the assistant says it doesn't know.",
+    )
+    no_answer_message = models.TextField(
+        default=(
+            "I couldn't find this in the knowledge base, so I won't guess. "
+            "Press “Needs a human” below and a colleague will take it from here."
+        ),
+        help_text="What the assistant says when the knowledge base has nothing relevant.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "assistant settings"
+
+    def __str__(self) -> str:
+        return "Assistant settings"

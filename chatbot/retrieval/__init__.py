@@ -1,0 +1,2 @@
+"""Retrieval: hybrid (dense + full-text) search over the knowledge base, filtered by what the
+caller may see."""

@@ -1,0 +1,176 @@
+"""Retrieval evaluation: doc-level recall@k, MRR and latency for the dense leg, the sparse leg
+and their fusion, side by side, so we see whether fusion beats the best single leg.
+
+A search returns chunks; a question is answered by documents. Each ranking is the chunk list
+(`candidates` deep) reduced to its documents in first-seen order.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.contrib.auth.models import User
+
+from chatbot.retrieval.search import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_DENSE_WEIGHT,
+    DEFAULT_SPARSE_WEIGHT,
+    DEFAULT_TEXT_WEIGHTS,
+    hybrid_search,
+)
+
+MODES = ("dense", "sparse", "fused")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    text: str
+    relevant: frozenset[str]
+
+
+class BadEvalFile(ValueError):
+    """A questions file the evaluation cannot read; the message says which line and why."""
+
+
+def load_questions(path: Path, *, limit: int | None = None) -> list[Question]:
+    """FAQ lines `{"id", "query", "relevant_doc_ids"}` or COVID-QA lines `{"id", "question",
+    "answers", "doc_id"}`; blank lines are skipped."""
+    questions: list[Question] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text = row.get("query") or row.get("question")
+                relevant = row.get("relevant_doc_ids") or (
+                    [row["doc_id"]] if "doc_id" in row else []
+                )
+            except (json.JSONDecodeError, AttributeError, KeyError) as exc:
+                raise BadEvalFile(f"{path}:{number}: not a JSON object ({exc})") from exc
+            if not isinstance(text, str) or not text.strip() or not relevant:
+                raise BadEvalFile(
+                    f"{path}:{number}: needs 'query' and 'relevant_doc_ids', "
+                    "or 'question' and 'doc_id'"
+                )
+            questions.append(
+                Question(str(row.get("id", number)), text, frozenset(map(str, relevant)))
+            )
+            if limit is not None and len(questions) >= limit:
+                break
+    return questions
+
+
+@dataclass
+class ModeReport:
+    mode: str
+    ks: tuple[int, ...]
+    hits_at: dict[int, int] = field(default_factory=dict)
+    reciprocal_ranks: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def questions(self) -> int:
+        return len(self.reciprocal_ranks)
+
+    def add(self, ranked_docs: list[str], relevant: frozenset[str], latency_ms: float) -> None:
+        first = next((i for i, doc in enumerate(ranked_docs, 1) if doc in relevant), None)
+        for k in self.ks:
+            self.hits_at[k] = self.hits_at.get(k, 0) + int(first is not None and first <= k)
+        # MRR is cut at the deepest k asked for, like recall.
+        self.reciprocal_ranks.append(1 / first if first and first <= max(self.ks) else 0.0)
+        self.latencies_ms.append(latency_ms)
+
+    def recall(self, k: int) -> float:
+        return self.hits_at.get(k, 0) / self.questions if self.questions else 0.0
+
+    def mrr(self) -> float:
+        return statistics.fmean(self.reciprocal_ranks) if self.reciprocal_ranks else 0.0
+
+    def latency(self, quantile: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, round(quantile * (len(ordered) - 1)))]
+
+
+@dataclass(frozen=True)
+class Levers:
+    """The general knobs; never tuned per question."""
+
+    candidates: int = DEFAULT_CANDIDATES
+    dense_weight: float = DEFAULT_DENSE_WEIGHT
+    sparse_weight: float = DEFAULT_SPARSE_WEIGHT
+    text_weights: tuple[float, float, float, float] = DEFAULT_TEXT_WEIGHTS
+
+    def weights(self, mode: str) -> tuple[float, float]:
+        return {
+            "dense": (1.0, 0.0),
+            "sparse": (0.0, 1.0),
+            "fused": (self.dense_weight, self.sparse_weight),
+        }[mode]
+
+
+def ranked_documents(external_ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(external_ids))
+
+
+def evaluate(
+    *,
+    user: User,
+    questions: list[Question],
+    collection_id: int,
+    ks: tuple[int, ...] = (1, 5, 10),
+    levers: Levers = Levers(),
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, ModeReport]:
+    reports = {mode: ModeReport(mode, ks) for mode in MODES}
+    depth = max(levers.candidates, max(ks))
+    for number, question in enumerate(questions, start=1):
+        for mode in MODES:
+            dense_weight, sparse_weight = levers.weights(mode)
+            result = hybrid_search(
+                user=user,
+                query=question.text,
+                k=depth,
+                collection_ids=[collection_id],
+                candidates=depth,
+                dense_weight=dense_weight,
+                sparse_weight=sparse_weight,
+                text_weights=levers.text_weights,
+            )
+            docs = ranked_documents(hit.external_id for hit in result.hits)
+            reports[mode].add(docs, question.relevant, result.duration_ms)
+        if progress is not None:
+            progress(number)
+    return reports
+
+
+def format_table(reports: dict[str, ModeReport]) -> str:
+    first = next(iter(reports.values()))
+    ks = first.ks
+    header = ["mode", *[f"recall@{k}" for k in ks], f"MRR@{max(ks)}", "p50 ms", "p95 ms"]
+    rows = [header]
+    for report in reports.values():
+        rows.append(
+            [
+                report.mode,
+                *[f"{report.recall(k):.3f}" for k in ks],
+                f"{report.mrr():.3f}",
+                f"{report.latency(0.5):.1f}",
+                f"{report.latency(0.95):.1f}",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )

@@ -1,0 +1,314 @@
+"""Writes for datasets (versioned items, jsonl import, items made from reviews) and experiments.
+
+Every change to a dataset's items bumps `Dataset.version` under a row lock, so two reviewers adding
+items at once get consecutive versions and an experiment's pinned version never changes under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import IntegrityError, transaction
+
+from chatbot.agent.grounding import assistant_settings
+from chatbot.knowledge.selectors import collections_visible_to
+from chatbot.llm.router import route_choose
+from chatbot.llm.types import ModelError
+from chatbot.models import (
+    AssistantSettings,
+    Citation,
+    Dataset,
+    DatasetItem,
+    Experiment,
+    ModelEndpoint,
+    Review,
+)
+from evaluation import metrics
+from evaluation.datasets import selectors
+from evaluation.datasets.jsonl import BadDatasetFile, ItemData, parse_lines
+
+
+class InvalidDataset(ValueError):
+    """A dataset change that cannot be made; the message is shown to the person as it is."""
+
+
+class InvalidExperiment(ValueError):
+    """An experiment that cannot be started; the message is shown to the person as it is."""
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+def _clean_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise InvalidDataset("Give the dataset a name.")
+    if len(name) > 120:
+        raise InvalidDataset("A dataset name has at most 120 characters.")
+    return name
+
+
+def dataset_create(
+    *, name: str, description: str = "", user: User | None = None, items: Iterable[ItemData] = ()
+) -> Dataset:
+    """A new dataset at version 1, holding `items` from the start."""
+    name = _clean_name(name)
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                name=name, description=description.strip(), version=1, created_by=user
+            )
+            _items_create(dataset, list(items), version=1)
+    except IntegrityError:
+        raise InvalidDataset(f"A dataset named “{name}” exists already.") from None
+    return dataset
+
+
+def _bump(dataset: Dataset) -> int:
+    """Move the dataset on one version; the caller is inside the transaction that uses it."""
+    locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
+    locked.version += 1
+    locked.save(update_fields=["version", "updated_at"])
+    dataset.version = locked.version
+    return locked.version
+
+
+def _item(dataset: Dataset, data: ItemData, version: int, **provenance: Any) -> DatasetItem:
+    return DatasetItem(
+        dataset=dataset,
+        external_id=data.external_id,
+        question=data.question,
+        context=data.context,
+        expected_answer=data.expected_answer,
+        answers=list(data.answers),
+        unanswerable=data.unanswerable,
+        metadata=data.metadata,
+        added_in=version,
+        **provenance,
+    )
+
+
+def _items_create(dataset: Dataset, items: Sequence[ItemData], version: int) -> list[DatasetItem]:
+    return DatasetItem.objects.bulk_create(
+        [_item(dataset, data, version) for data in items], batch_size=500
+    )
+
+
+@transaction.atomic
+def dataset_item_add(*, dataset: Dataset, data: ItemData, **provenance: Any) -> DatasetItem:
+    """Add one item as a new version of the dataset. `provenance`: source_turn, source_review."""
+    if not data.question.strip():
+        raise InvalidDataset("A dataset item needs a question.")
+    version = _bump(dataset)
+    item = _item(dataset, data, version, **provenance)
+    item.save()
+    return item
+
+
+@transaction.atomic
+def dataset_item_remove(*, item: DatasetItem) -> DatasetItem:
+    """Take the item out of the next version; earlier versions (and experiments on them) keep it."""
+    locked = DatasetItem.objects.select_for_update().get(pk=item.pk)
+    if locked.removed_in is not None:
+        raise InvalidDataset(f"This item was already removed in version {locked.removed_in}.")
+    locked.removed_in = _bump(item.dataset)
+    locked.save(update_fields=["removed_in"])
+    return locked
+
+
+@dataclass(frozen=True)
+class Imported:
+    dataset: Dataset
+    added: int
+    created: bool
+
+
+def dataset_import_jsonl(
+    *,
+    name: str,
+    path: Path | str | None = None,
+    file: IO[bytes] | None = None,
+    description: str = "",
+    user: User | None = None,
+) -> Imported:
+    """Import items from jsonl (see `evaluation.datasets.jsonl` for the shapes) into the dataset
+    called `name`, created when missing. The whole import is one version. Raises `BadDatasetFile`
+    with the line number of the first bad line; nothing is written then."""
+    if (path is None) == (file is None):
+        raise ValueError("Pass either path or file.")
+    if path is not None:
+        try:
+            with Path(path).open("rb") as handle:
+                items = parse_lines(handle)
+        except OSError as exc:
+            raise BadDatasetFile(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    else:
+        assert file is not None
+        items = parse_lines(file)
+    name = _clean_name(name)
+    with transaction.atomic():
+        existing = Dataset.objects.filter(name=name).first()
+        if existing is None:
+            dataset = dataset_create(name=name, description=description, user=user, items=items)
+            return Imported(dataset=dataset, added=len(items), created=True)
+        _items_create(existing, items, version=_bump(existing))
+    return Imported(dataset=existing, added=len(items), created=False)
+
+
+def _turn_context(turn_id: int) -> str:
+    """The chunks the turn was given, numbered as the model saw them."""
+    rows = (
+        Citation.objects.filter(turn_id=turn_id)
+        .order_by("number")
+        .values_list("number", "chunk__text")
+    )
+    return "\n\n".join(f"[{number}] {text.strip()}" for number, text in rows)
+
+
+def dataset_item_from_review(*, review: Review, dataset: Dataset) -> DatasetItem:
+    """One click: a reviewed turn becomes a regression test (question, the turn's retrieved
+    context, the corrected answer, or the answer itself when the reviewer approved it).
+
+    Clicking twice does not add the item twice: the live item already made from this review in
+    this dataset is returned as it is.
+    """
+    with transaction.atomic():
+        # Lock the dataset first, so two clicks at once cannot both find no item and add one.
+        dataset.version = Dataset.objects.select_for_update().get(pk=dataset.pk).version
+        existing = selectors.item_from_review(dataset=dataset, review_id=review.pk)
+        if existing is not None:
+            return existing
+        return dataset_item_add(
+            dataset=dataset,
+            data=_review_item_data(review),
+            source_turn=review.turn,
+            source_review=review,
+        )
+
+
+def _review_item_data(review: Review) -> ItemData:
+    turn = review.turn
+    corrected = review.corrected_answer.strip()
+    if not corrected and not review.approved:
+        raise InvalidDataset(
+            "This review has no corrected answer and did not approve the answer: write the "
+            "correct answer in the review first."
+        )
+    expected = corrected or turn.answer.strip()
+    # An approved "I don't know" is the right output for a question the knowledge base can't
+    # answer: the item tests that the assistant keeps refusing it.
+    unanswerable = not corrected and (turn.no_answer or metrics.is_refusal(turn.answer))
+    return ItemData(
+        question=turn.user_text.strip(),
+        expected_answer="" if unanswerable else expected,
+        answers=() if unanswerable else (expected,),
+        context=_turn_context(turn.pk),
+        unanswerable=unanswerable,
+        external_id=f"turn-{turn.pk}",
+        metadata={
+            "turn_id": turn.pk,
+            "review_id": review.pk,
+            "reviewer": review.reviewer.username,
+            "causes": list(review.causes or []),
+            "grades": review.grades,
+            "original_answer": turn.answer,
+            "kb_versions": turn.kb_versions,
+        },
+    )
+
+
+# --- experiments ---------------------------------------------------------------------------------
+
+
+def retrieval_settings(raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The experiment's retrieval settings, filled in from the saved assistant settings and
+    checked; `collections` is a list of collection ids or None (every collection visible)."""
+    saved = assistant_settings()
+    raw = dict(raw or {})
+    grounding = raw.get("grounding") or saved.grounding
+    if grounding not in AssistantSettings.Grounding.values:
+        raise InvalidExperiment(f"Unknown grounding mode {grounding!r}.")
+    try:
+        k = int(raw["k"] if raw.get("k") is not None else saved.retrieval_k)
+        floor = raw.get("min_similarity")
+        threshold = float(floor if floor is not None else saved.min_similarity)
+    except (TypeError, ValueError):
+        raise InvalidExperiment("k and min_similarity must be numbers.") from None
+    if not 1 <= k <= 20:
+        raise InvalidExperiment("k (chunks given as context) must be from 1 to 20.")
+    if not 0 <= threshold <= 1:
+        raise InvalidExperiment("The minimum similarity must be from 0 to 1.")
+    collections = raw.get("collections")
+    if collections is not None:
+        collections = sorted({int(pk) for pk in collections}) or None
+    return {"grounding": grounding, "k": k, "min_similarity": threshold, "collections": collections}
+
+
+def run_config(retrieval: dict[str, Any]) -> AssistantSettings:
+    """Settings for `ground`, never saved: an experiment must not touch production chat."""
+    config = assistant_settings()
+    config.grounding = retrieval["grounding"]
+    config.retrieval_k = retrieval["k"]
+    config.min_similarity = retrieval["min_similarity"]
+    return config
+
+
+def kb_versions_for(
+    user: User | AnonymousUser | None, collections: list[int] | None
+) -> dict[str, int]:
+    visible = collections_visible_to(user or AnonymousUser())
+    if collections is not None:
+        visible = visible.filter(pk__in=collections)
+    return {str(pk): version for pk, version in visible.values_list("pk", "version")}
+
+
+def _endpoint(endpoint: ModelEndpoint | None) -> ModelEndpoint:
+    try:
+        chosen = route_choose(requested=endpoint.name if endpoint else None)
+    except ModelError as exc:
+        raise InvalidExperiment(exc.user_message) from None
+    return ModelEndpoint.objects.get(pk=chosen.endpoint.id)
+
+
+def experiment_create(
+    *,
+    dataset: Dataset,
+    endpoint: ModelEndpoint | None = None,
+    prompt_template: str = "",
+    retrieval: dict[str, Any] | None = None,
+    name: str = "",
+    user: User | None = None,
+    queue: bool = True,
+) -> Experiment:
+    """Pin the dataset's current version and the knowledge base's versions, then (with `queue`)
+    run it in the background once the transaction commits. Retrieval runs as `user`."""
+    from evaluation.datasets.tasks import experiment_run_task
+
+    chosen = _endpoint(endpoint)
+    settings = retrieval_settings(retrieval)
+    if settings["grounding"] != AssistantSettings.Grounding.OFF and user is None:
+        raise InvalidExperiment("Grounded experiments retrieve as a person: name the user.")
+    total = selectors.dataset_items(dataset).count()
+    if total == 0:
+        raise InvalidExperiment(
+            f"The dataset “{dataset.name}” has no items yet: add or import some."
+        )
+    name = " ".join(name.split()) or f"{dataset.name} v{dataset.version} · {chosen.name}"
+    experiment = Experiment.objects.create(
+        name=name[:200],
+        dataset=dataset,
+        dataset_version=dataset.version,
+        endpoint=chosen,
+        prompt_template=prompt_template.strip(),
+        retrieval=settings,
+        kb_versions=kb_versions_for(user, settings["collections"]),
+        items_total=total,
+        created_by=user,
+    )
+    if queue:
+        transaction.on_commit(lambda: experiment_run_task.delay(experiment.pk))
+    return experiment

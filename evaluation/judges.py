@@ -1,0 +1,377 @@
+"""The built-in judges: pure functions from a `JudgeCase` to a `Verdict` (scores 0-1, 1 = good).
+
+They touch no database; `evaluation.services.judge_run` loads the case, runs the judge, and stores
+the score and its span. A judge that cannot give a score raises `JudgeError` with a message a
+person understands; one that does not apply to the turn returns a `Skip`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from chatbot.llm.pricing import usage_cost
+from chatbot.llm.stream import astream_text
+from chatbot.llm.types import EndpointConfig, Message, ModelError, Overrides, Prompt, Usage
+
+
+class JudgeError(Exception):
+    """The judge could not score the turn (model down, unparsable output, bad configuration)."""
+
+
+@dataclass(frozen=True)
+class JudgeCase:
+    """What a judge sees of a turn."""
+
+    question: str
+    answer: str
+    # (number, chunk text) of every chunk the turn was given as context.
+    contexts: tuple[tuple[int, str], ...] = ()
+    no_answer: bool = False
+
+    @property
+    def used_knowledge_base(self) -> bool:
+        return bool(self.contexts)
+
+    @property
+    def context_text(self) -> str:
+        return "\n\n".join(f"[{number}] {text}" for number, text in self.contexts)
+
+
+@dataclass
+class Verdict:
+    score: float
+    details: dict[str, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The judge does not apply to this turn (e.g. faithfulness with no retrieved context)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """The parts of a `Judge` row a judge function needs, free of the ORM."""
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    prompt_template: str = ""
+    endpoint: EndpointConfig | None = None
+
+
+# --- toxicity ------------------------------------------------------------------------------------
+
+
+def toxicity(spec: JudgeSpec, case: JudgeCase) -> Verdict:
+    """1 - the offline classifier's probability that the answer is offensive."""
+    from profanity_check import predict_prob  # loads a scikit-learn model: only where it is used
+
+    probability = float(predict_prob([case.answer])[0]) if case.answer.strip() else 0.0
+    return Verdict(score=1.0 - probability, details={"probability": round(probability, 4)})
+
+
+# --- personal data -------------------------------------------------------------------------------
+
+# IP addresses are left out on purpose: support answers name servers and gateways all the time.
+DEFAULT_PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN")
+DEFAULT_PII_MIN_SCORE = 0.4
+
+
+@lru_cache(maxsize=1)
+def _pii_recognizers() -> tuple[Any, ...]:
+    """presidio's pattern recognizers, called directly: no NLP engine, so no spaCy model to load.
+
+    The e-mail recognizer checks domains against the public suffix list; ours reads the copy
+    shipped with tldextract instead of fetching it over the network on first use.
+    """
+    import tldextract
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        PhoneRecognizer,
+        UsSsnRecognizer,
+    )
+
+    offline_tld = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return bool(offline_tld(pattern_text).fqdn)
+
+    return (
+        OfflineEmailRecognizer(),
+        PhoneRecognizer(),
+        CreditCardRecognizer(),
+        IbanRecognizer(),
+        UsSsnRecognizer(),
+    )
+
+
+def pii(spec: JudgeSpec, case: JudgeCase) -> Verdict:
+    """1 when no personal data is found in the answer, else 0. Details name the entity types,
+    their counts and positions, never the matched text."""
+    wanted = set(spec.options.get("entities") or DEFAULT_PII_ENTITIES)
+    min_score = float(spec.options.get("min_score", DEFAULT_PII_MIN_SCORE))
+    found: list[dict[str, Any]] = []
+    for recognizer in _pii_recognizers():
+        entities = [e for e in recognizer.supported_entities if e in wanted]
+        if not entities:
+            continue
+        for result in recognizer.analyze(case.answer, entities=entities, nlp_artifacts=None):
+            if result.score >= min_score:
+                found.append(
+                    {
+                        "type": result.entity_type,
+                        "start": result.start,
+                        "end": result.end,
+                        "confidence": round(float(result.score), 2),
+                    }
+                )
+    found.sort(key=lambda e: (e["start"], e["type"]))
+    counts = Counter(e["type"] for e in found)
+    return Verdict(
+        score=0.0 if found else 1.0,
+        details={"counts": dict(sorted(counts.items())), "entities": found},
+    )
+
+
+# --- format --------------------------------------------------------------------------------------
+
+DEFAULT_MAX_CHARS = 4000
+CITATION_MARK = re.compile(r"\[(\d{1,3})\]")
+
+
+def format_checks(spec: JudgeSpec, case: JudgeCase) -> Verdict:
+    """The share of format checks the answer passes.
+
+    Checks: not empty; at most `max_chars` characters; when the turn was given knowledge-base
+    context (and did answer), it cites at least one of the numbers it was given as [n]; with the
+    option `json: true`, the answer parses as JSON.
+    """
+    answer = case.answer.strip()
+    max_chars = int(spec.options.get("max_chars", DEFAULT_MAX_CHARS))
+    checks: list[dict[str, Any]] = [
+        {"check": "not_empty", "passed": bool(answer)},
+        {"check": "length", "passed": len(answer) <= max_chars, "chars": len(answer)},
+    ]
+    if case.used_knowledge_base and not case.no_answer:
+        given = {number for number, _ in case.contexts}
+        cited = sorted({int(n) for n in CITATION_MARK.findall(answer)} & given)
+        checks.append({"check": "cites_sources", "passed": bool(cited), "cited": cited})
+    if spec.options.get("json"):
+        try:
+            json.loads(answer)
+            valid = True
+        except ValueError:
+            valid = False
+        checks.append({"check": "valid_json", "passed": valid})
+    passed = sum(1 for c in checks if c["passed"])
+    return Verdict(score=passed / len(checks), details={"checks": checks})
+
+
+# --- faithfulness, word-overlap baseline ----------------------------------------------------------
+
+DEFAULT_MIN_WORD_SHARE = 0.6
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORD_TEXT = """
+a about above after again all also am an and any are as at be been before being below between
+both but by can could did do does doing down during each few for from further had has have
+having he her here hers him his how i if in into is it its itself just me more most my no nor
+not now of off on once only or other our ours out over own same she should so some such than
+that the their theirs them then there these they this those through to too under until up very
+was we were what when where which while who whom why will with would you your yours
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+def _normal(word: str) -> str:
+    # A crude stem (plural "s") so "passwords" in the answer matches "password" in the source.
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def content_words(text: str) -> list[str]:
+    return [_normal(w) for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in STOPWORDS]
+
+
+def faithfulness_overlap(spec: JudgeSpec, case: JudgeCase) -> Verdict | Skip:
+    """A cheap, model-free groundedness baseline.
+
+    The answer (citation marks [n] removed) is split into sentences at . ! ? and line breaks.
+    A sentence's content words are its lower-cased alphanumeric words of three or more letters
+    that are not stopwords, with a plural "s" stripped. A sentence with no content words is not
+    counted. A sentence is *supported* when at least `min_word_share` (default 0.6) of its
+    content words occur among the content words of all the chunks the turn was given.
+    Score = supported sentences / counted sentences (1.0 when no sentence is counted).
+    Turns without retrieved context and "I don't know" turns are skipped: there is nothing the
+    answer should be faithful to.
+    """
+    if case.no_answer:
+        return Skip("the assistant said it did not know")
+    if not case.used_knowledge_base:
+        return Skip("the turn used no knowledge-base context")
+    share = float(spec.options.get("min_word_share", DEFAULT_MIN_WORD_SHARE))
+    vocabulary = set(content_words(" ".join(text for _, text in case.contexts)))
+    sentences: list[dict[str, Any]] = []
+    for sentence in _SENTENCE_END.split(CITATION_MARK.sub(" ", case.answer)):
+        words = content_words(sentence)
+        if not words:
+            continue
+        found = sum(1 for w in words if w in vocabulary)
+        sentences.append(
+            {
+                "words": len(words),
+                "found": found,
+                "supported": found / len(words) >= share,
+                "unsupported_words": sorted({w for w in words if w not in vocabulary})[:20],
+            }
+        )
+    supported = sum(1 for s in sentences if s["supported"])
+    score = supported / len(sentences) if sentences else 1.0
+    return Verdict(
+        score=score,
+        details={"sentences": sentences, "supported": supported, "min_word_share": share},
+    )
+
+
+# --- LLM judges ----------------------------------------------------------------------------------
+
+FAITHFULNESS_PROMPT = """You are grading whether an answer is supported by its sources.
+
+Sources:
+{context}
+
+Question: {question}
+
+Answer: {answer}
+
+Is every claim in the answer supported by the sources? 1 means mostly unsupported or
+contradicted, 5 means every claim is supported. Explain in one or two sentences, then end with a
+line "Score: N" where N is 1, 2, 3, 4 or 5."""
+
+RELEVANCE_PROMPT = """You are grading whether an answer addresses the question that was asked.
+
+Question: {question}
+
+Answer: {answer}
+
+Does the answer address the question directly and usefully? 1 means off-topic, 5 means it fully
+addresses the question. Explain in one or two sentences, then end with a line "Score: N" where N
+is 1, 2, 3, 4 or 5."""
+
+JUDGE_MAX_TOKENS = 300
+_LABELLED = re.compile(
+    r"(?:score|rating|grade)\s*(?:is|of)?\s*[:=]?\s*\**\s*([0-9]+(?:\.[0-9]+)?)(?:\s*/\s*5)?",
+    re.IGNORECASE,
+)
+_OUT_OF_FIVE = re.compile(r"(?<![\d.])([0-9]+(?:\.[0-9]+)?)\s*/\s*5(?!\d)")
+_BARE = re.compile(r"\s*\**\s*([0-9]+(?:\.[0-9]+)?)\s*\**\s*\.?\s*")
+
+
+def parse_score(text: str) -> float:
+    """The 1-5 score in a judge model's output: the last "Score: N" (or "Rating", "Grade"),
+    else the last "N/5", else an output that is only a number. Raises `JudgeError` otherwise."""
+    for pattern in (_LABELLED, _OUT_OF_FIVE):
+        matches = pattern.findall(text)
+        if matches:
+            return _in_range(matches[-1], text)
+    bare = _BARE.fullmatch(text)
+    if bare:
+        return _in_range(bare.group(1), text)
+    raise JudgeError(f"The judge model's answer has no score from 1 to 5: {_excerpt(text)!r}")
+
+
+def _in_range(raw: str, text: str) -> float:
+    value = float(raw)
+    if not 1 <= value <= 5:
+        raise JudgeError(
+            f"The judge model gave {raw}, outside the 1 to 5 scale: {_excerpt(text)!r}"
+        )
+    return value
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_judge_prompt(template: str, case: JudgeCase) -> str:
+    try:
+        return template.format(
+            question=case.question, answer=case.answer, context=case.context_text
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise JudgeError(
+            "The judge's prompt template is invalid: use only {question}, {answer} and "
+            f"{{context}}, and double other braces ({type(exc).__name__}: {exc})."
+        ) from exc
+
+
+async def _ask(endpoint: EndpointConfig, prompt: Prompt, usage: Usage) -> str:
+    overrides = Overrides(max_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
+    return "".join([p async for p in astream_text(endpoint, prompt, usage, overrides=overrides)])
+
+
+def llm_judge(spec: JudgeSpec, case: JudgeCase) -> Verdict | Skip:
+    """Ask the judge model for a 1-5 score; normalise to 0-1 as (score - 1) / 4."""
+    if case.no_answer:
+        return Skip("the assistant said it did not know")
+    if spec.kind == "faithfulness_llm" and not case.used_knowledge_base:
+        return Skip("the turn used no knowledge-base context")
+    if spec.endpoint is None:
+        raise JudgeError("No model is available to run this judge. An admin needs to pick one.")
+    default = FAITHFULNESS_PROMPT if spec.kind == "faithfulness_llm" else RELEVANCE_PROMPT
+    text = render_judge_prompt(spec.prompt_template or default, case)
+    prompt = Prompt(messages=(Message(role="user", content=text),))
+    usage = Usage()
+    try:
+        output = async_to_sync(_ask)(spec.endpoint, prompt, usage)
+    except ModelError as exc:
+        raise JudgeError(exc.user_message) from exc
+    raw = parse_score(output)
+    return Verdict(
+        score=(raw - 1) / 4,
+        details={"raw_score": raw, "reasoning": output[:2000], "model": spec.endpoint.name},
+        usage=usage,
+        cost=usage_cost(spec.endpoint, usage),
+    )
+
+
+def reward_model(spec: JudgeSpec, case: JudgeCase) -> Verdict | Skip:
+    """The active reward model's probability that the answer is good. The one judge that reads
+    the database: it loads the trained model it runs (`evaluation.exports.reward`)."""
+    from evaluation.exports.reward import reward_score
+
+    return reward_score(case)
+
+
+JUDGES = {
+    "toxicity": toxicity,
+    "pii": pii,
+    "format": format_checks,
+    "faithfulness_overlap": faithfulness_overlap,
+    "faithfulness_llm": llm_judge,
+    "relevance_llm": llm_judge,
+    "reward_model": reward_model,
+}
+
+
+def judge_apply(spec: JudgeSpec, case: JudgeCase) -> Verdict | Skip:
+    try:
+        function = JUDGES[spec.kind]
+    except KeyError:
+        raise JudgeError(f"Unknown judge kind {spec.kind!r}.") from None
+    return function(spec, case)

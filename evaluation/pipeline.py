@@ -1,0 +1,89 @@
+"""The chat pipeline without a Turn: what a chat turn would answer to one question, for offline
+runs (`eval_answers`, experiments) that must leave production figures and settings untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import User
+
+from chatbot.agent.grounding import context_fit, ground, grounded_prompt
+from chatbot.llm.pricing import usage_cost
+from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
+from chatbot.llm.router import route_choose
+from chatbot.llm.stream import astream_text
+from chatbot.llm.types import EndpointConfig, Message, ModelError, Prompt, Usage
+from chatbot.models import AssistantSettings
+from chatbot.retrieval.search import SearchHit
+from observability.tracing import Tracer
+
+
+async def _collect(endpoint: Any, prompt: Prompt, usage: Usage) -> str:
+    return "".join([piece async for piece in astream_text(endpoint, prompt, usage)])
+
+
+@dataclass
+class PipelineAnswer:
+    """What a chat turn would have produced for one question, without writing a Turn."""
+
+    answer: str = ""
+    no_answer: bool = False  # retrieval found nothing relevant enough; the model was not asked
+    error: str = ""
+    hits: list[SearchHit] = field(default_factory=list)
+    kb_versions: dict[str, int] = field(default_factory=dict)
+    endpoint: EndpointConfig | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    latency_ms: float = 0.0
+
+
+def pipeline_answer(
+    *,
+    user: User,
+    question: str,
+    endpoint_name: str | None,
+    runner: asyncio.Runner,
+    config: AssistantSettings | None = None,
+    system_prompt: str = "",
+    collection_ids: list[int] | None = None,
+) -> PipelineAnswer:
+    """Answer `question` the way a chat turn does (`ground`, `route_choose`, `context_fit`,
+    `grounded_prompt`, `astream_text`), retrieving as `user`.
+
+    A model failure is returned as `error`, not raised: one bad item must not end a run.
+    """
+    result = PipelineAnswer()
+    started = time.perf_counter()
+    grounding = ground(
+        user=lambda: user,
+        question=question,
+        tracer=Tracer(),
+        config=config,
+        collection_ids=collection_ids,
+    )
+    result.kb_versions = grounding.kb_versions
+    if grounding.no_answer:
+        result.answer, result.no_answer = grounding.no_answer_message, True
+    else:
+        try:
+            route = route_choose(requested=endpoint_name)
+            result.endpoint = route.endpoint
+            # What `prompt_for_turn` builds for the first turn of a new conversation.
+            system = Message("system", system_prompt or DEFAULT_SYSTEM_PROMPT)
+            prompt = Prompt((system, Message("user", question)))
+            if grounding.hits:
+                budget = route.endpoint.context_window - route.endpoint.max_output_tokens
+                grounding.hits = context_fit(grounding.hits, prompt=prompt, budget_tokens=budget)
+                prompt = grounded_prompt(prompt, grounding.hits)
+            # One loop for the whole run: a cached HTTP client's connections belong to it.
+            result.answer = runner.run(_collect(route.endpoint, prompt, result.usage))
+            result.cost = usage_cost(route.endpoint, result.usage)
+        except ModelError as exc:
+            result.error = exc.user_message
+    result.hits = grounding.hits
+    result.latency_ms = (time.perf_counter() - started) * 1000
+    return result

@@ -1,0 +1,11 @@
+"""The review area (/review/): the queue and item pages, agreement, datasets and experiments,
+and training exports. Each part keeps its own url module."""
+
+from django.urls import include, path
+
+app_name = "review"
+urlpatterns = [
+    path("", include("evaluation.review.urls")),
+    path("datasets/", include("evaluation.datasets.urls")),
+    path("exports/", include("evaluation.exports.urls")),
+]

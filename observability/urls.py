@@ -1,0 +1,19 @@
+"""The dashboard area (/dashboard/): overview, turns and traces, replays and alerts."""
+
+from django.urls import path
+
+from observability.views import alerts, dashboard, replay, trace
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", dashboard.index, name="index"),
+    path("export.csv", dashboard.export, name="export"),
+    path("turns/", trace.turns, name="turns"),
+    path("turns/<int:turn_id>/", trace.turn, name="turn"),
+    path("turns/<int:turn_id>/replay/", replay.start, name="replay_start"),
+    path("replays/", replay.index, name="replays"),
+    path("replays/<int:pk>/", replay.detail, name="replay"),
+    path("alerts/", alerts.index, name="alerts"),
+    path("alerts/<int:pk>/", alerts.edit, name="alert_edit"),
+    path("alerts/<int:pk>/<slug:action>/", alerts.action, name="alert_action"),
+]

@@ -1,0 +1,1 @@
+"""Views of the dashboard area (/dashboard/): overview, turns and traces, replays, alerts."""

@@ -1,0 +1,58 @@
+"""Admins set how answers are grounded; the next turn uses it."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from chatbot.agent.grounding import assistant_settings
+from chatbot.models import AssistantSettings
+
+pytestmark = pytest.mark.django_db
+
+URL = "/console/assistant/"
+VALID = {
+    "grounding": "required",
+    "retrieval_k": "4",
+    "min_similarity": "0.42",
+    "no_answer_message": "Not in our docs. Press “Needs a human”.",
+}
+
+
+def test_it_shows_the_defaults_before_anything_is_saved(client_as, adam, settings) -> None:
+    settings.ASSISTANT_GROUNDING_DEFAULT = "required"
+    page = client_as(adam).get(URL).content.decode()
+    assert "Answers &amp; grounding" in page
+    assert 'value="required" ' in page and "checked" in page
+    assert not AssistantSettings.objects.exists()
+
+
+def test_an_admin_saves_the_settings_the_next_turn_reads(client_as, adam) -> None:
+    response = client_as(adam).post(URL, VALID)
+    assert response.status_code == 302 and response.url == reverse("console:assistant")
+    config = assistant_settings()
+    assert (config.grounding, config.retrieval_k, config.min_similarity) == ("required", 4, 0.42)
+    assert config.no_answer_message.startswith("Not in our docs.")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("min_similarity", "1.5", "less than or equal to 1"),
+        ("retrieval_k", "0", "greater than or equal to 1"),
+        ("grounding", "sometimes", "Select a valid choice"),
+        ("no_answer_message", "   ", "This field is required"),
+    ],
+)
+def test_it_explains_bad_settings(client_as, adam, field, value, message) -> None:
+    response = client_as(adam).post(URL, {**VALID, field: value})
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not AssistantSettings.objects.exists()
+
+
+def test_only_admins_may_change_it(client_as, alice, rita, nora) -> None:
+    for user in (alice, rita, nora):
+        assert client_as(user).get(URL).status_code == 403
+        assert client_as(user).post(URL, VALID).status_code == 403
+    assert not AssistantSettings.objects.exists()

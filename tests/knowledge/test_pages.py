@@ -1,0 +1,203 @@
+"""The knowledge-base manager pages: admins manage, other roles read what is shared with them."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from langchain_core.embeddings import FakeEmbeddings
+
+from chatbot.knowledge import services
+from chatbot.models import Chunk, Collection, Document, Source
+from tests.knowledge.file_support import pdf_bytes, policy_docx_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def shared(cast) -> Collection:
+    return services.collection_create(
+        name="Product docs", groups=Group.objects.filter(name__in=["agent", "reviewer"])
+    )
+
+
+@pytest.fixture
+def private(cast) -> Collection:
+    return services.collection_create(name="Admin runbooks")
+
+
+@pytest.fixture
+def doc_source(shared: Collection, tmp_path) -> Source:
+    path = tmp_path / "faq.jsonl"
+    path.write_text(
+        '{"id": "reset", "title": "Password reset", "text": "The reset link expires after 30 minutes.",'
+        ' "url": "javascript:alert(1)"}\n'
+    )
+    source = services.source_create(collection=shared, kind="path", location=str(path), queue=False)
+    services.source_ingest(source_id=source.pk)
+    source.refresh_from_db()
+    return source
+
+
+def test_it_lists_only_the_collections_shared_with_the_user(
+    client_as, alice, shared, private
+) -> None:
+    page = client_as(alice).get(reverse("knowledge:index")).content.decode()
+    assert "Product docs" in page and "Admin runbooks" not in page
+    assert "New collection" not in page
+
+
+def test_it_shows_every_collection_to_admins(client_as, adam, shared, private) -> None:
+    page = client_as(adam).get(reverse("knowledge:index")).content.decode()
+    assert "Product docs" in page and "Admin runbooks" in page and "New collection" in page
+
+
+def test_it_creates_a_collection_for_an_admin(client_as, adam) -> None:
+    agent = Group.objects.get(name="agent")
+    response = client_as(adam).post(
+        reverse("knowledge:index"),
+        {"name": "Tickets 2026", "description": "", "groups": [agent.pk]},
+    )
+    created = Collection.objects.get(name="Tickets 2026")
+    assert response.status_code == 302
+    assert list(created.groups.all()) == [agent]
+
+
+def test_it_refuses_a_duplicate_collection_name(client_as, adam, shared) -> None:
+    response = client_as(adam).post(reverse("knowledge:index"), {"name": "Product docs"})
+    assert response.status_code == 400
+    assert "already exists" in response.content.decode()
+
+
+def test_it_refuses_management_to_non_admins(client_as, alice, shared, doc_source) -> None:
+    client = client_as(alice)
+    assert client.post(reverse("knowledge:index"), {"name": "x"}).status_code == 403
+    upload = SimpleUploadedFile("a.txt", b"hello")
+    assert (
+        client.post(reverse("knowledge:collection", args=[shared.pk]), {"file": upload}).status_code
+        == 403
+    )
+    for action in ("reingest", "disable", "delete"):
+        url = reverse("knowledge:source_action", args=[doc_source.pk, action])
+        assert client.post(url).status_code == 403
+    assert Source.objects.filter(pk=doc_source.pk, enabled=True).exists()
+    assert not Collection.objects.filter(name="x").exists()
+
+
+def test_it_hides_a_collection_that_is_not_shared(client_as, alice, private) -> None:
+    assert (
+        client_as(alice).get(reverse("knowledge:collection", args=[private.pk])).status_code == 404
+    )
+
+
+def test_it_shows_a_source_with_its_documents_and_chunks(client_as, alice, doc_source) -> None:
+    client = client_as(alice)
+    page = client.get(reverse("knowledge:source", args=[doc_source.pk])).content.decode()
+    assert "Password reset" in page and "1 of 1 documents" in page
+    document = Document.objects.get(source=doc_source)
+    page = client.get(reverse("knowledge:document", args=[document.pk])).content.decode()
+    assert "The reset link expires after 30 minutes." in page
+    # A document's URL from an uploaded file is never rendered as a javascript: link.
+    assert "javascript:" not in page
+
+
+def test_it_serves_the_progress_partial_to_htmx(client_as, adam, doc_source) -> None:
+    response = client_as(adam).get(
+        reverse("knowledge:source", args=[doc_source.pk]), HTTP_HX_REQUEST="true"
+    )
+    content = response.content.decode()
+    assert 'id="source-progress"' in content and "<html" not in content
+
+
+def test_it_uploads_a_file_and_ingests_it(
+    client_as, adam, shared, django_capture_on_commit_callbacks
+) -> None:
+    upload = SimpleUploadedFile(
+        "guide.md", b"# Billing\n\nInvoices are sent on the first day of the month.\n"
+    )
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = client_as(adam).post(
+            reverse("knowledge:collection", args=[shared.pk]), {"file": upload, "kind": "upload"}
+        )
+    source = Source.objects.get(collection=shared, name="guide.md")
+    assert response.status_code == 302 and response["Location"].endswith(f"/sources/{source.pk}/")
+    assert len(queued) == 1, "ingestion is queued once the source is committed"
+    services.source_ingest(source_id=source.pk)
+    assert Chunk.objects.filter(document__source=source).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kind", "message"),
+    [
+        ("malware.exe", b"MZ", "upload", "be ingested"),
+        ("empty.txt", b"", "upload", "empty"),
+        ("fake.txt", b"abc\x00\x01def", "upload", "binary"),
+        ("fake.pdf", b"Quarterly report, honestly a PDF", "upload", "This file is not a real PDF."),
+        ("fake.docx", b"<html>Saved as Word?</html>", "upload", "not a real Word (.docx) document"),
+        ("tickets.pdf", pdf_bytes([["T-1 printer jam"]]), "tickets", "must be a csv or jsonl file"),
+    ],
+)
+def test_it_explains_a_rejected_upload(
+    client_as, adam, shared, name, content, kind, message
+) -> None:
+    upload = SimpleUploadedFile(name, content)
+    response = client_as(adam).post(
+        reverse("knowledge:collection", args=[shared.pk]), {"file": upload, "kind": kind}
+    )
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Source.objects.filter(collection=shared).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("refunds.pdf", pdf_bytes([["Refunds are paid within 30 days."]]), "paid within 30 days"),
+        ("travel.docx", policy_docx_bytes(), "Oslo | 2000 NOK"),
+    ],
+)
+def test_it_accepts_and_ingests_a_pdf_or_word_upload(
+    client_as, adam, shared, django_capture_on_commit_callbacks, name, content, expected
+) -> None:
+    upload = SimpleUploadedFile(name, content)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client_as(adam).post(
+            reverse("knowledge:collection", args=[shared.pk]), {"file": upload, "kind": "upload"}
+        )
+    source = Source.objects.get(collection=shared, name=name)
+    assert response.status_code == 302 and response["Location"].endswith(f"/sources/{source.pk}/")
+    services.source_ingest(source_id=source.pk, embedder=FakeEmbeddings(size=384))
+    document = Document.objects.get(source=source)
+    assert (document.status, document.error) == (Document.Status.OK, "")
+    assert Chunk.objects.filter(document=document, text__contains=expected).exists()
+
+
+def test_it_lists_every_upload_type_on_the_form(client_as, adam, shared) -> None:
+    page = client_as(adam).get(reverse("knowledge:collection", args=[shared.pk])).content.decode()
+    assert "txt, md, html, pdf, docx, jsonl or csv." in page
+
+
+def test_it_disables_reingests_and_deletes_a_source(client_as, adam, doc_source) -> None:
+    client = client_as(adam)
+    client.post(reverse("knowledge:source_action", args=[doc_source.pk, "disable"]))
+    doc_source.refresh_from_db()
+    assert not doc_source.enabled
+    client.post(reverse("knowledge:source_action", args=[doc_source.pk, "enable"]))
+    doc_source.refresh_from_db()
+    assert doc_source.enabled
+    assert (
+        client.post(
+            reverse("knowledge:source_action", args=[doc_source.pk, "reingest"])
+        ).status_code
+        == 302
+    )
+    response = client.post(reverse("knowledge:source_action", args=[doc_source.pk, "delete"]))
+    assert response.status_code == 302
+    assert not Source.objects.filter(pk=doc_source.pk).exists()
+    assert not Chunk.objects.filter(document__source_id=doc_source.pk).exists()
+
+
+def test_it_answers_404_to_an_unknown_action(client_as, adam, doc_source) -> None:
+    url = reverse("knowledge:source_action", args=[doc_source.pk, "explode"])
+    assert client_as(adam).post(url).status_code == 404

@@ -1,0 +1,233 @@
+"""Hybrid search against real Postgres (pgvector + full-text) with real MiniLM embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from chatbot.accounts import roles
+from chatbot.knowledge.selectors import collections_visible_to
+from chatbot.llm.embeddings import LocalEmbeddings
+from chatbot.models import Chunk, Collection, Document, Source
+from chatbot.retrieval.search import hybrid_search
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass
+class KnowledgeBase:
+    help: Collection  # shared with agents and admins
+    admin: Collection  # admins only
+    hidden: Collection  # no group
+
+
+# (collection key, external_id, title, text); each document is one chunk headed by its title.
+DOCS = [
+    (
+        "help",
+        "pw-reset",
+        "Reset a password",
+        "To reset a forgotten password, open the sign-in page and click 'Forgot password'. "
+        "The reset link we email expires after 30 minutes.",
+    ),
+    (
+        "help",
+        "vpn",
+        "Connect to the VPN",
+        "Install the VPN client, sign in with your staff account and pick the nearest gateway.",
+    ),
+    (
+        "help",
+        "printer",
+        "Printer jams",
+        "When the office printer jams, open tray 2, remove the crumpled paper and restart it.",
+    ),
+    (
+        "admin",
+        "payroll",
+        "Payroll corrections",
+        "Payroll corrections for a salary paid in error are approved by the finance lead.",
+    ),
+    (
+        "admin",
+        "offboarding",
+        "Offboarding a leaver",
+        "Revoke the leaver's password, VPN certificate and badge on their last day.",
+    ),
+    (
+        "hidden",
+        "secret",
+        "Secret password vault",
+        "The root password vault is kept offline; reset of vault passwords needs two officers.",
+    ),
+]
+
+
+def make_knowledge_base() -> KnowledgeBase:
+    """Collections, sources, documents and chunks written directly, embedded with the real model."""
+    groups = {g.name: g for g in Group.objects.all()}
+    collections = {
+        "help": Collection.objects.create(name="Help centre"),
+        "admin": Collection.objects.create(name="Admin handbook"),
+        "hidden": Collection.objects.create(name="Vault"),
+    }
+    collections["help"].groups.set([groups[roles.AGENT], groups[roles.ADMIN]])
+    collections["admin"].groups.set([groups[roles.ADMIN]])
+    sources = {
+        key: Source.objects.create(collection=c, name=f"{c.name} docs", kind="path", location="/x")
+        for key, c in collections.items()
+    }
+    vectors = LocalEmbeddings().embed_documents([f"{title}\n{text}" for _, _, title, text in DOCS])
+    for (key, external_id, title, text), vector in zip(DOCS, vectors, strict=True):
+        document = Document.objects.create(
+            source=sources[key],
+            collection=collections[key],
+            external_id=external_id,
+            title=title,
+            url=f"https://help.example.com/{external_id}",
+            chunk_count=1,
+        )
+        Chunk.objects.create(
+            document=document,
+            collection=collections[key],
+            ordinal=0,
+            heading=title,
+            text=text,
+            embedding=vector,
+        )
+    return KnowledgeBase(**collections)
+
+
+@pytest.fixture
+def kb(cast: dict[str, User]) -> KnowledgeBase:
+    return make_knowledge_base()
+
+
+def ids(result: object) -> list[str]:
+    return [hit.external_id for hit in result.hits]  # type: ignore[attr-defined]
+
+
+def test_it_ranks_the_matching_document_first(kb: KnowledgeBase, alice: User) -> None:
+    result = hybrid_search(user=alice, query="I forgot my password, how do I reset it?", k=3)
+    assert ids(result)[0] == "pw-reset"
+    top = result.hits[0]
+    assert top.dense_rank == 1 and top.sparse_rank == 1
+    assert top.title == "Reset a password"
+    assert top.url == "https://help.example.com/pw-reset"
+    assert top.collection_name == "Help centre" and top.collection_id == kb.help.pk
+    assert top.heading == "Reset a password" and "30 minutes" in top.text
+    scores = [hit.score for hit in result.hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_it_finds_paraphrases_the_words_do_not_match(kb: KnowledgeBase, alice: User) -> None:
+    # No word in common with the printer document: only the dense leg can find it.
+    result = hybrid_search(user=alice, query="the copier is stuck again", k=1)
+    assert ids(result) == ["printer"]
+    assert result.hits[0].sparse_rank is None
+
+
+def test_it_matches_some_words_when_not_all_are_present(kb: KnowledgeBase, alice: User) -> None:
+    # An AND of every word would match nothing; the OR-ed lexemes still find the VPN page.
+    result = hybrid_search(user=alice, query="gateway zebra", k=1, dense_weight=0)
+    assert ids(result) == ["vpn"]
+    assert result.hits[0].dense_rank is None
+
+
+def test_it_shows_alice_only_collections_her_groups_see(kb: KnowledgeBase, alice: User) -> None:
+    result = hybrid_search(user=alice, query="password reset payroll vault leaver", k=50)
+    assert {hit.collection_id for hit in result.hits} == {kb.help.pk}
+    assert "payroll" not in ids(result) and "secret" not in ids(result)
+
+
+def test_it_shows_a_knowledge_admin_every_collection_as_the_pages_do(
+    kb: KnowledgeBase, adam: User
+) -> None:
+    result = hybrid_search(user=adam, query="password reset payroll vault leaver", k=50)
+    assert {hit.collection_id for hit in result.hits} == {kb.help.pk, kb.admin.pk, kb.hidden.pk}
+
+
+def test_it_shows_a_reviewer_only_what_is_shared_with_reviewers(
+    kb: KnowledgeBase, rita: User
+) -> None:
+    assert hybrid_search(user=rita, query="password reset payroll vault", k=50).hits == []
+    kb.admin.groups.add(Group.objects.get(name=roles.REVIEWER))
+    result = hybrid_search(user=rita, query="password reset payroll vault", k=50)
+    assert {hit.collection_id for hit in result.hits} == {kb.admin.pk}
+
+
+def test_it_lets_collection_ids_narrow_but_never_widen(
+    kb: KnowledgeBase, alice: User, adam: User
+) -> None:
+    narrowed = hybrid_search(user=adam, query="password", k=50, collection_ids=[kb.admin.pk])
+    assert {hit.collection_id for hit in narrowed.hits} == {kb.admin.pk}
+    widened = hybrid_search(
+        user=alice, query="payroll password vault", k=50, collection_ids=[kb.admin.pk, kb.hidden.pk]
+    )
+    assert widened.hits == []
+
+
+def test_it_shows_nothing_to_a_user_in_no_group(kb: KnowledgeBase, nora: User) -> None:
+    assert hybrid_search(user=nora, query="password", k=50).hits == []
+
+
+def test_it_skips_disabled_sources_and_failed_documents(kb: KnowledgeBase, alice: User) -> None:
+    Source.objects.filter(documents__external_id="vpn").update(enabled=False)
+    assert "vpn" not in ids(hybrid_search(user=alice, query="VPN gateway", k=50))
+    Source.objects.update(enabled=True)
+    Document.objects.filter(external_id="vpn").update(status=Document.Status.ERROR)
+    assert "vpn" not in ids(hybrid_search(user=alice, query="VPN gateway", k=50))
+
+
+def test_it_returns_at_most_k_hits(kb: KnowledgeBase, adam: User) -> None:
+    assert len(hybrid_search(user=adam, query="password", k=2).hits) == 2
+
+
+def test_it_runs_in_two_queries(
+    kb: KnowledgeBase, alice: User, django_assert_max_num_queries: object
+) -> None:
+    # The HNSW settings, then one statement for both legs, the fusion and the hit rows. The
+    # permission check is Django's, cached on the user object for the request.
+    alice.has_perm(roles.MANAGE_KNOWLEDGE)
+    with django_assert_max_num_queries(2):  # type: ignore[operator]
+        result = hybrid_search(user=alice, query="reset my password", k=5)
+    assert result.queries == 2
+    assert result.dense_candidates == 3 and result.sparse_candidates >= 1
+    assert result.duration_ms > 0
+
+
+def test_it_measures_each_leg_alone(kb: KnowledgeBase, alice: User) -> None:
+    dense = hybrid_search(user=alice, query="reset my password", k=3, sparse_weight=0)
+    sparse = hybrid_search(user=alice, query="reset my password", k=3, dense_weight=0)
+    assert all(hit.sparse_rank is None for hit in dense.hits)
+    assert [hit.dense_rank for hit in dense.hits] == [1, 2, 3]
+    assert all(hit.dense_rank is None for hit in sparse.hits)
+    assert sparse.embed_ms == 0 and sparse.queries == 1
+
+
+def test_it_survives_queries_made_of_stop_words_and_symbols(kb: KnowledgeBase, alice: User) -> None:
+    for query in ["the and of", "'\" & | ! ( ) <->", '"reset password" -vpn']:
+        result = hybrid_search(user=alice, query=query, k=3)
+        assert len(result.hits) <= 3
+
+
+def test_it_refuses_an_empty_query(kb: KnowledgeBase, alice: User) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        hybrid_search(user=alice, query="   ")
+
+
+def test_it_lists_the_collections_a_user_sees(kb: KnowledgeBase, alice: User, adam: User) -> None:
+    assert list(collections_visible_to(alice)) == [kb.help]
+    assert list(collections_visible_to(adam).order_by("name")) == [kb.admin, kb.help, kb.hidden]
+
+
+def test_it_gives_each_dense_hit_its_cosine_similarity(kb: KnowledgeBase, alice: User) -> None:
+    related = hybrid_search(user=alice, query="how do I reset my password", k=3)
+    unrelated = hybrid_search(user=alice, query="what is the capital of Mongolia", k=3)
+    top = related.hits[0]
+    assert top.external_id == "pw-reset" and top.similarity is not None
+    assert all(h.similarity is not None and h.similarity < top.similarity for h in unrelated.hits)
+    sparse_only = hybrid_search(user=alice, query="reset password", k=3, dense_weight=0)
+    assert all(hit.similarity is None for hit in sparse_only.hits)
