@@ -11,11 +11,16 @@ django.setup()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 
+from chatbot.llm.embeddings import embeddings_warm  # noqa: E402
 from chatbot.runtime.embedded import ensure_services  # noqa: E402
 
 ensure_services()
+
+if settings.EMBEDDINGS_WARM_ON_START:
+    embeddings_warm()
 
 django_asgi_app = get_asgi_application()
 

