@@ -26,3 +26,16 @@ def add_to_dataset_form(context: template.Context, review: Review) -> dict[str, 
         "next": request.get_full_path() if request is not None else "",
         "csrf_token": context.get("csrf_token"),
     }
+
+
+METRIC_NAMES = {
+    "token_f1": "token F1",
+    "containment": "containment",
+    "refusal_correct": "refused correctly",
+}
+
+
+@register.filter
+def metric_name(label: str) -> str:
+    """A reference metric's readable name; judge labels pass through unchanged."""
+    return METRIC_NAMES.get(label, label)

@@ -64,7 +64,7 @@ def test_it_runs_an_experiment_with_a_live_progress_bar(
     # The progress section polls, then the page reloads into the results once the run ends.
     expect(page.get_by_role("heading", name="Results")).to_be_visible(timeout=60_000)
     expect(page.locator("#experiment-progress")).to_contain_text("3 of 3 items")
-    expect(page.locator(".summary-table")).to_contain_text("token_f1")
+    expect(page.locator(".summary-table")).to_contain_text("token F1")
     page.screenshot(path=str(SCREENSHOTS / "experiment_done.png"), full_page=True)
     first = Experiment.objects.get(name="first run")
     assert first.status == Experiment.Status.DONE
@@ -78,6 +78,6 @@ def test_it_runs_an_experiment_with_a_live_progress_bar(
     page.get_by_role("button", name="Compare with…").click()
     page.get_by_label("Candidate (B)").select_option(label="first run")
     page.get_by_role("button", name="Compare").click()
-    expect(page.locator(".compare-table")).to_contain_text("token_f1")
+    expect(page.locator(".compare-table")).to_contain_text("token F1")
     page.screenshot(path=str(SCREENSHOTS / "experiment_compare.png"), full_page=True)
     assert errors == []

@@ -299,7 +299,7 @@ def test_it_shows_progress_while_running_and_results_when_done(
 
     done = client.get(reverse("review:experiment", args=[world["experiment"].pk])).content.decode()
     assert 'hx-trigger="every 1s"' not in done
-    assert "token_f1" in done and "pii" in done
+    assert "token F1" in done and "pii" in done
     assert "<script>alert(1)</script>" not in done and "&lt;script&gt;" in done
 
 
@@ -314,7 +314,7 @@ def test_it_compares_two_experiments(
     assert client.get(url).status_code == 200
     page = client.get(url, {"a": a.pk, "b": b.pk, "tolerance": "0.1"}).content.decode()
 
-    assert "Items that changed" in page and "token_f1 0.50 → 0.90" in page
+    assert "Items that changed" in page and "token F1 0.50 → 0.90" in page
     assert "B wins" in page
     same = client.get(url, {"a": a.pk, "b": a.pk})
     assert same.status_code == 400 and "two different experiments" in same.content.decode()
