@@ -81,7 +81,8 @@ EMBEDDING_BATCH_SIZE = _env_int("EMBEDDING_BATCH_SIZE", 64)
 EMBEDDINGS_WARM_ON_START = _env_bool("EMBEDDINGS_WARM_ON_START", True)
 
 # --- Knowledge base ----------------------------------------------------------------------------
-KB_UPLOAD_DIR = VAR_DIR / "uploads"
+# Web processes write uploads here and workers read them: one shared volume (or bucket mount) at scale.
+KB_UPLOAD_DIR = Path(_env("KB_UPLOAD_DIR", str(VAR_DIR / "uploads")))
 KB_MAX_FILE_BYTES = _env_int("KB_MAX_FILE_BYTES", 20 * 1024 * 1024)
 KB_CHUNK_WORDS = _env_int("KB_CHUNK_WORDS", 200)
 KB_CHUNK_OVERLAP_WORDS = _env_int("KB_CHUNK_OVERLAP_WORDS", 50)
