@@ -224,6 +224,11 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     form = ExperimentForm(request.POST or None, user=request.user)
     if request.method == "GET" and initial_dataset and initial_dataset.isdigit():
         form.initial["dataset"] = int(initial_dataset)
+    elif request.method == "GET":
+        # The dataset most recently changed is the one a reviewer most likely means.
+        latest = Dataset.objects.order_by("-updated_at").values_list("pk", flat=True).first()
+        if latest is not None:
+            form.initial["dataset"] = latest
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

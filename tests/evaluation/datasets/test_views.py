@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -338,3 +339,13 @@ def test_it_offers_the_one_click_form_on_any_page_showing_a_review(
     assert "Already in Regression." in render(RequestContext(request, {"review": review}))
     bare = reviewed_turn(alice, rita, corrected="", approved=False)
     assert "Write a corrected answer" in render(RequestContext(request, {"review": bare}))
+
+
+def test_it_preselects_the_dataset_changed_last(
+    rita: User, client_as: Callable[[User], Client], world: dict[str, Any]
+) -> None:
+    older = world["dataset"]
+    newer = services.dataset_create(name="newer questions")
+    Dataset.objects.filter(pk=older.pk).update(updated_at=newer.updated_at - timedelta(days=1))
+    page = client_as(rita).get(reverse("review:experiment_new")).content.decode()
+    assert f'<option value="{newer.pk}" selected>' in page
