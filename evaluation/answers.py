@@ -178,6 +178,7 @@ class RunSettings:
     grounding: str
     k: int
     min_similarity: float
+    min_coverage: float = 0.0
 
     def config(self) -> AssistantSettings:
         """The settings `ground` uses for this run: the saved ones (for the no-answer message)
@@ -186,6 +187,7 @@ class RunSettings:
         config.grounding = self.grounding
         config.retrieval_k = self.k
         config.min_similarity = self.min_similarity
+        config.min_coverage = self.min_coverage
         return config
 
 
@@ -352,6 +354,7 @@ def figures(report: Report) -> dict[str, Any]:
         "grounding": report.settings.grounding,
         "k": report.settings.k,
         "min_similarity": report.settings.min_similarity,
+        "min_coverage": report.settings.min_coverage,
         "holdout": report.holdout,
         "documents_ingested": report.documents_ingested,
         "chunks": report.chunks,
@@ -411,6 +414,7 @@ def format_table(data: dict[str, Any]) -> str:
         ("  mean latency ms", _cell(u["mean_latency_ms"], 1)),
         ("  model errors", _cell(u["errors"])),
         ("no-answer threshold (min similarity)", _cell(data["min_similarity"], 2)),
+        ("no-answer threshold (min coverage)", _cell(data["min_coverage"], 2)),
     ]
     width = max(len(label) for label, _ in rows)
     return "\n".join([header, *(f"{label.ljust(width)}  {value}" for label, value in rows)])

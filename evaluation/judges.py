@@ -20,6 +20,7 @@ from asgiref.sync import async_to_sync
 from chatbot.llm.pricing import usage_cost
 from chatbot.llm.stream import astream_text
 from chatbot.llm.types import EndpointConfig, Message, ModelError, Overrides, Prompt, Usage
+from chatbot.retrieval.words import content_words
 
 
 class JudgeError(Exception):
@@ -186,25 +187,6 @@ def format_checks(spec: JudgeSpec, case: JudgeCase) -> Verdict:
 
 DEFAULT_MIN_WORD_SHARE = 0.6
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORD_TEXT = """
-a about above after again all also am an and any are as at be been before being below between
-both but by can could did do does doing down during each few for from further had has have
-having he her here hers him his how i if in into is it its itself just me more most my no nor
-not now of off on once only or other our ours out over own same she should so some such than
-that the their theirs them then there these they this those through to too under until up very
-was we were what when where which while who whom why will with would you your yours
-"""
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
-
-def _normal(word: str) -> str:
-    # A crude stem (plural "s") so "passwords" in the answer matches "password" in the source.
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
-
-
-def content_words(text: str) -> list[str]:
-    return [_normal(w) for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in STOPWORDS]
 
 
 def faithfulness_overlap(spec: JudgeSpec, case: JudgeCase) -> Verdict | Skip:

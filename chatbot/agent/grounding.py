@@ -19,6 +19,7 @@ from chatbot.llm.pricing import estimate_tokens
 from chatbot.llm.types import Message, Prompt
 from chatbot.models import AssistantSettings
 from chatbot.retrieval.search import SearchHit, hybrid_search
+from chatbot.retrieval.words import coverage
 from observability.tracing import Tracer
 
 GROUNDING_INSTRUCTIONS = (
@@ -76,6 +77,7 @@ def ground(
         "hybrid_search",
         k=config.retrieval_k,
         min_similarity=config.min_similarity,
+        min_coverage=config.min_coverage,
     ) as span:
         result = hybrid_search(
             user=reader, query=question, k=config.retrieval_k, collection_ids=collection_ids
@@ -85,6 +87,9 @@ def ground(
             for hit in result.hits
             if hit.similarity is not None and hit.similarity >= config.min_similarity
         ]
+        covered = coverage(question, (f"{h.heading} {h.text}" for h in relevant))
+        if relevant and covered < config.min_coverage:
+            relevant = []
         read = collections_visible_to(reader)
         if collection_ids is not None:
             read = read.filter(pk__in=collection_ids)
@@ -98,20 +103,25 @@ def ground(
             ],
             relevant_chunk_ids=[h.chunk_id for h in relevant],
             top_similarity=round(top, 4),
+            coverage=round(covered, 4),
             embed_ms=round(result.embed_ms, 2),
             sql_ms=round(result.sql_ms, 2),
             kb_versions=versions,
         )
     grounding = Grounding(mode=config.grounding, hits=relevant, kb_versions=versions)
     if relevant:
-        grounding.reason = f"{len(relevant)} relevant chunks (top similarity {top:.2f})"
+        grounding.reason = (
+            f"{len(relevant)} relevant chunks (top similarity {top:.2f}, "
+            f"question coverage {covered:.2f})"
+        )
     elif config.grounding == AssistantSettings.Grounding.REQUIRED:
         grounding.no_answer = True
         grounding.no_answer_message = config.no_answer_message
-        grounding.reason = (
-            f"nothing relevant in the knowledge base (top similarity {top:.2f} "
-            f"< {config.min_similarity:.2f})"
-        )
+        if top < config.min_similarity:
+            why = f"top similarity {top:.2f} < {config.min_similarity:.2f}"
+        else:
+            why = f"the chunks cover {covered:.0%} of the question's words"
+        grounding.reason = f"nothing relevant in the knowledge base ({why})"
     else:
         grounding.reason = "nothing relevant in the knowledge base; answered without it"
     return grounding

@@ -106,10 +106,18 @@ class AssistantSettingsForm(forms.ModelForm):
         "passage reaches it, the assistant says it doesn't know and offers a human. "
         "Around 0.3 suits all-MiniLM-L6-v2.",
     )
+    min_coverage = forms.FloatField(
+        label="Question coverage",
+        min_value=0.0,
+        max_value=1.0,
+        help_text="Share of the question's words (0-1) the relevant passages must contain. A "
+        "passage on the same topic can be similar without answering: below this the assistant "
+        "says it doesn't know. 0 turns the check off; 0.5 is the default.",
+    )
 
     class Meta:
         model = AssistantSettings
-        fields = ["grounding", "retrieval_k", "min_similarity", "no_answer_message"]
+        fields = ["grounding", "retrieval_k", "min_similarity", "min_coverage", "no_answer_message"]
         widgets = {
             "grounding": forms.RadioSelect,
             "no_answer_message": forms.Textarea(attrs={"rows": 3}),

@@ -22,6 +22,12 @@ class AssistantSettings(models.Model):
         help_text="A chunk counts as relevant from this cosine similarity to the question "
         "(0-1). Below it for every chunk, the assistant says it doesn't know.",
     )
+    min_coverage = models.FloatField(
+        default=0.5,
+        help_text="Share of the question's words (0-1) the relevant chunks must contain. A chunk "
+        "on the same topic is similar without answering; below this the assistant says it "
+        "doesn't know. 0 turns the check off.",
+    )
     no_answer_message = models.TextField(
         default=(
             "I couldn't find this in the knowledge base, so I won't guess. "

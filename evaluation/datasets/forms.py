@@ -107,6 +107,12 @@ class ExperimentForm(forms.Form):
         max_value=1,
         help_text="Below it for every chunk, the assistant says it doesn't know.",
     )
+    min_coverage = forms.FloatField(
+        label="Minimum question coverage",
+        min_value=0,
+        max_value=1,
+        help_text="Share of the question's words the relevant chunks must contain (0 = off).",
+    )
     collections = forms.ModelMultipleChoiceField(
         queryset=Collection.objects.none(),
         required=False,
@@ -122,6 +128,7 @@ class ExperimentForm(forms.Form):
                 "grounding": saved.grounding,
                 "k": saved.retrieval_k,
                 "min_similarity": saved.min_similarity,
+                "min_coverage": saved.min_coverage,
                 "endpoint": ModelEndpoint.objects.filter(enabled=True, is_default=True).first(),
             },
         )
@@ -137,6 +144,7 @@ class ExperimentForm(forms.Form):
             "grounding": data["grounding"],
             "k": data["k"],
             "min_similarity": data["min_similarity"],
+            "min_coverage": data["min_coverage"],
             "collections": [c.pk for c in chosen] if chosen else None,
         }
 

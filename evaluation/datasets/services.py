@@ -236,16 +236,26 @@ def retrieval_settings(raw: dict[str, Any] | None = None) -> dict[str, Any]:
         k = int(raw["k"] if raw.get("k") is not None else saved.retrieval_k)
         floor = raw.get("min_similarity")
         threshold = float(floor if floor is not None else saved.min_similarity)
+        share = raw.get("min_coverage")
+        min_coverage = float(share if share is not None else saved.min_coverage)
     except (TypeError, ValueError):
-        raise InvalidExperiment("k and min_similarity must be numbers.") from None
+        raise InvalidExperiment("k, min_similarity and min_coverage must be numbers.") from None
     if not 1 <= k <= 20:
         raise InvalidExperiment("k (chunks given as context) must be from 1 to 20.")
     if not 0 <= threshold <= 1:
         raise InvalidExperiment("The minimum similarity must be from 0 to 1.")
+    if not 0 <= min_coverage <= 1:
+        raise InvalidExperiment("The minimum question coverage must be from 0 to 1.")
     collections = raw.get("collections")
     if collections is not None:
         collections = sorted({int(pk) for pk in collections}) or None
-    return {"grounding": grounding, "k": k, "min_similarity": threshold, "collections": collections}
+    return {
+        "grounding": grounding,
+        "k": k,
+        "min_similarity": threshold,
+        "min_coverage": min_coverage,
+        "collections": collections,
+    }
 
 
 def run_config(retrieval: dict[str, Any]) -> AssistantSettings:
@@ -254,6 +264,8 @@ def run_config(retrieval: dict[str, Any]) -> AssistantSettings:
     config.grounding = retrieval["grounding"]
     config.retrieval_k = retrieval["k"]
     config.min_similarity = retrieval["min_similarity"]
+    # Experiments recorded before the coverage check existed ran without it.
+    config.min_coverage = retrieval.get("min_coverage", 0.0)
     return config
 
 

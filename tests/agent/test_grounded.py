@@ -71,6 +71,32 @@ def test_it_gives_the_model_numbered_sources_from_what_the_asker_may_see(
 
 
 @pytest.mark.django_db
+def test_it_does_not_know_when_similar_passages_miss_the_questions_own_terms(
+    kb: KnowledgeBase, alice: User, fake_endpoint: Callable[..., ModelEndpoint]
+) -> None:
+    """The password passage is similar to a question about a payroll system's hardware token,
+    but covers only 3 of its 7 content words: under the coverage threshold, "I don't know"."""
+    question = "How do I reset a forgotten password for the payroll system hardware token?"
+    fake_endpoint()
+    _configure(grounding="required", retrieval_k=5, min_similarity=0.2, min_coverage=0.0)
+    tracer = Tracer()
+    lenient = _prepare(_turn(alice, question).pk, None, None, tracer)
+    assert not lenient.grounding.no_answer, "with the check off the similar passage is used"
+
+    _configure(min_coverage=0.5)
+    tracer = Tracer()
+    strict = _prepare(_turn(alice, question).pk, None, None, tracer)
+    assert strict.grounding.no_answer and strict.route is None
+    assert "cover" in strict.grounding.reason
+    span = next(r for r in tracer.records if r.kind == "retrieval")
+    assert span.attributes["coverage"] < 0.5 and span.attributes["min_coverage"] == 0.5
+
+    _configure(min_coverage=0.5)
+    covered = _prepare(_turn(alice, PASSWORD_QUESTION).pk, None, None, Tracer())
+    assert not covered.grounding.no_answer, "a question the passage answers still gets it"
+
+
+@pytest.mark.django_db
 def test_it_never_gives_a_chunk_from_a_collection_the_asker_cannot_see(
     kb: KnowledgeBase, alice: User, adam: User, fake_endpoint: Callable[..., ModelEndpoint]
 ) -> None:

@@ -15,6 +15,7 @@ VALID = {
     "grounding": "required",
     "retrieval_k": "4",
     "min_similarity": "0.42",
+    "min_coverage": "0.6",
     "no_answer_message": "Not in our docs. Press “Needs a human”.",
 }
 
@@ -32,6 +33,7 @@ def test_an_admin_saves_the_settings_the_next_turn_reads(client_as, adam) -> Non
     assert response.status_code == 302 and response.url == reverse("console:assistant")
     config = assistant_settings()
     assert (config.grounding, config.retrieval_k, config.min_similarity) == ("required", 4, 0.42)
+    assert config.min_coverage == 0.6
     assert config.no_answer_message.startswith("Not in our docs.")
 
 
@@ -39,6 +41,7 @@ def test_an_admin_saves_the_settings_the_next_turn_reads(client_as, adam) -> Non
     ("field", "value", "message"),
     [
         ("min_similarity", "1.5", "less than or equal to 1"),
+        ("min_coverage", "-0.1", "greater than or equal to 0"),
         ("retrieval_k", "0", "greater than or equal to 1"),
         ("grounding", "sometimes", "Select a valid choice"),
         ("no_answer_message", "   ", "This field is required"),

@@ -62,6 +62,12 @@ class Command(BaseCommand):
             help="Cosine similarity below which retrieval says it doesn't know (default: saved).",
         )
         parser.add_argument(
+            "--min-coverage",
+            type=float,
+            default=None,
+            help="Share of the question's words the relevant chunks must contain (default: saved).",
+        )
+        parser.add_argument(
             "--grounding",
             choices=AssistantSettings.Grounding.values,
             default=None,
@@ -124,12 +130,19 @@ class Command(BaseCommand):
         k = options["k"] if options["k"] is not None else saved.retrieval_k
         threshold = options["min_similarity"]
         threshold = threshold if threshold is not None else saved.min_similarity
+        share = options["min_coverage"]
+        share = share if share is not None else saved.min_coverage
+        if not 0 <= share <= 1:
+            raise CommandError("--min-coverage takes a number from 0 to 1.")
         if not 1 <= k <= 20:
             raise CommandError("--k must be from 1 to 20.")
         if not 0 <= threshold <= 1:
             raise CommandError("--min-similarity takes a number from 0 to 1.")
         return RunSettings(
-            grounding=options["grounding"] or saved.grounding, k=k, min_similarity=threshold
+            grounding=options["grounding"] or saved.grounding,
+            k=k,
+            min_similarity=threshold,
+            min_coverage=share,
         )
 
     def _ingested(self, scratch: Scratch) -> None:

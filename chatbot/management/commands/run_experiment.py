@@ -41,6 +41,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--k", type=int, default=None, help="Chunks given as context.")
         parser.add_argument("--min-similarity", type=float, default=None)
+        parser.add_argument(
+            "--min-coverage",
+            type=float,
+            default=None,
+            help="Share of the question's words the chunks must contain (default: saved).",
+        )
         parser.add_argument("--system-prompt", default="", help="Blank: the product's default.")
         parser.add_argument(
             "--user",
@@ -62,6 +68,7 @@ class Command(BaseCommand):
             "grounding": options["grounding"],
             "k": options["k"],
             "min_similarity": options["min_similarity"],
+            "min_coverage": options["min_coverage"],
         }
         try:
             experiment = services.experiment_create(

@@ -256,6 +256,7 @@ def test_it_starts_an_experiment_from_the_form(
         "grounding": "preferred",
         "k": 4,
         "min_similarity": 0.35,
+        "min_coverage": 0.4,
         "prompt_template": "You are terse.",
         "name": "terse prompt",
     }
@@ -268,7 +269,8 @@ def test_it_starts_an_experiment_from_the_form(
     assert response["Location"] == reverse("review:experiment", args=[experiment.pk])
     assert len(queued) == 1
     assert experiment.retrieval == {
-        "grounding": "preferred", "k": 4, "min_similarity": 0.35, "collections": None,
+        "grounding": "preferred", "k": 4, "min_similarity": 0.35, "min_coverage": 0.4,
+        "collections": None,
     }  # fmt: skip
     assert experiment.prompt_template == "You are terse." and experiment.created_by == rita
     bad = client.post(url, {**data, "k": 99})
