@@ -195,7 +195,8 @@ def test_it_runs_in_two_queries(
         result = hybrid_search(user=alice, query="reset my password", k=5)
     assert result.queries == 2
     assert result.dense_candidates == 3 and result.sparse_candidates >= 1
-    assert result.duration_ms > 0
+    timed = result.duration_ms  # recorded for the retrieval span; its size is not asserted
+    assert timed > 0
 
 
 def test_it_measures_each_leg_alone(kb: KnowledgeBase, alice: User) -> None:
