@@ -201,3 +201,11 @@ def test_it_disables_reingests_and_deletes_a_source(client_as, adam, doc_source)
 def test_it_answers_404_to_an_unknown_action(client_as, adam, doc_source) -> None:
     url = reverse("knowledge:source_action", args=[doc_source.pk, "explode"])
     assert client_as(adam).post(url).status_code == 404
+
+
+def test_it_renders_chunk_text_as_sanitised_markdown(client_as, alice, doc_source) -> None:
+    document = Document.objects.get(source=doc_source)
+    document.chunks.update(text="Click **Forgot password**. <script>alert(1)</script>")
+    page = client_as(alice).get(reverse("knowledge:document", args=[document.pk])).content.decode()
+    assert "<strong>Forgot password</strong>" in page
+    assert "<script>alert(1)</script>" not in page
