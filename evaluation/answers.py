@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import statistics
 import tempfile
@@ -25,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import Group, User
+from django.db import DatabaseError, transaction
 
 from chatbot.agent.grounding import assistant_settings, cited_numbers
 from chatbot.models import AssistantSettings, Collection, Source
 from chatbot.retrieval.evaluation import BadEvalFile
 from evaluation import metrics
 from evaluation.pipeline import pipeline_answer
+
+logger = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "eval-answers-"
 
@@ -167,10 +171,24 @@ def scratch_knowledge_base(documents: list[dict[str, Any]]) -> Iterator[Scratch]
             ingest_s=time.perf_counter() - started,
         )
     finally:
-        if collection is not None:
-            collection.delete()
-        user.delete()
-        group.delete()
+        _scratch_delete(name, collection, user, group)
+
+
+def _scratch_delete(name: str, collection: Collection | None, user: User, group: Group) -> None:
+    """Delete the scratch objects. A failure here must not throw away figures that took many
+    minutes of model time to get: it is logged with what is left to delete by hand."""
+    try:
+        with transaction.atomic():
+            if collection is not None:
+                collection.delete()
+            user.delete()
+            group.delete()
+    except DatabaseError:
+        logger.exception(
+            "could not delete the scratch collection, user and group %r; delete them by hand "
+            "(Knowledge → the collection → delete; the user and group in the Django shell)",
+            name,
+        )
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,28 @@ def test_it_takes_questions_in_turn_from_each_document() -> None:
     questions = [q("b1", "b"), q("b2", "b"), q("b3", "b"), q("a1", "a"), q("c1", "c")]
     assert [x.id for x in interleave(questions, 4)] == ["a1", "b1", "c1", "b2"]
     assert [x.id for x in interleave(questions, 10)] == ["a1", "b1", "c1", "b2", "b3"]
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_figures_when_the_scratch_cleanup_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A database that refuses the clean-up (here a real trigger) must not throw away a run's
+    figures: the scratch objects stay, and the log says what to delete by hand."""
+    from django.db import connection
+
+    from evaluation.answers import scratch_knowledge_base
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'deleting is refused'; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse_delete BEFORE DELETE ON chatbot_collection "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_delete()"
+        )
+    with scratch_knowledge_base(DOCUMENTS[:1]) as scratch:
+        name = scratch.name
+    assert Collection.objects.filter(name=name).exists()
+    assert f"could not delete the scratch collection, user and group '{name}'" in caplog.text
