@@ -25,7 +25,10 @@ from chatbot.llm.embeddings import embeddings
 from chatbot.models import Document
 
 RRF_K = 60
-DEFAULT_CANDIDATES = 50
+# How deep each leg searches before fusion (and hnsw.ef_search). 100 rather than 50: HNSW recall@10
+# against an exact scan rose from 0.945 to 0.963 at 100,000 chunks for +0.1 ms (bench_search), and
+# fused doc recall@5 from 0.877 to 0.881 (faq) and 0.977 to 0.981 (covidqa_dev).
+DEFAULT_CANDIDATES = 100
 # Reciprocal rank fusion weights. At equal weights fusion was no better than dense alone on the
 # FAQ set (paraphrased questions, where words match poorly); at 1 : 0.5 it beat both legs on
 # both eval sets (figures in chatbot/retrieval/evaluation.py).
