@@ -3,8 +3,8 @@ the assistant refuses questions its knowledge base cannot answer.
 
 Part of the documents is held out (never ingested); questions about the ingested ones measure
 answers (token F1, containment, citations), questions about the held-out ones measure refusals.
-Each question goes through what a chat turn does (`ground`, `route_choose`, `context_fit`,
-`grounded_prompt`, `astream_text`; see `evaluation.pipeline`) but no Turn is written and the run's
+Each question goes through what a chat turn does (`ground`, `route_choose`, `prompt_with_context`,
+`astream_text`; see `evaluation.pipeline`) but no Turn is written and the run's
 settings are passed to retrieval rather than saved, so production figures and chat stay untouched.
 Retrieval runs as a scratch user whose only group sees only the scratch collection.
 """

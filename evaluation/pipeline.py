@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
-from chatbot.agent.grounding import context_fit, ground, grounded_prompt
+from chatbot.agent.grounding import ground, prompt_with_context
 from chatbot.llm.pricing import usage_cost
 from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
 from chatbot.llm.router import route_choose
@@ -51,8 +51,8 @@ def pipeline_answer(
     system_prompt: str = "",
     collection_ids: list[int] | None = None,
 ) -> PipelineAnswer:
-    """Answer `question` the way a chat turn does (`ground`, `route_choose`, `context_fit`,
-    `grounded_prompt`, `astream_text`), retrieving as `user`.
+    """Answer `question` the way a chat turn does (`ground`, `route_choose`,
+    `prompt_with_context`, `astream_text`), retrieving as `user`.
 
     A model failure is returned as `error`, not raised: one bad item must not end a run.
     """
@@ -75,10 +75,7 @@ def pipeline_answer(
             # What `prompt_for_turn` builds for the first turn of a new conversation.
             system = Message("system", system_prompt or DEFAULT_SYSTEM_PROMPT)
             prompt = Prompt((system, Message("user", question)))
-            if grounding.hits:
-                budget = route.endpoint.context_window - route.endpoint.max_output_tokens
-                grounding.hits = context_fit(grounding.hits, prompt=prompt, budget_tokens=budget)
-                prompt = grounded_prompt(prompt, grounding.hits)
+            prompt = prompt_with_context(grounding, prompt, route.endpoint)
             # One loop for the whole run: a cached HTTP client's connections belong to it.
             result.answer = runner.run(_collect(route.endpoint, prompt, result.usage))
             result.cost = usage_cost(route.endpoint, result.usage)

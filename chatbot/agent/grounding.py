@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 
 from chatbot.knowledge.selectors import collections_visible_to
 from chatbot.llm.pricing import estimate_tokens
-from chatbot.llm.types import Message, Prompt
+from chatbot.llm.types import EndpointConfig, Message, Prompt
 from chatbot.models import AssistantSettings
 from chatbot.retrieval.search import SearchHit, hybrid_search
 from chatbot.retrieval.words import coverage
@@ -157,6 +157,16 @@ def grounded_prompt(prompt: Prompt, hits: list[SearchHit]) -> Prompt:
     last_system = max((i for i, m in enumerate(messages) if m.role == "system"), default=-1)
     messages.insert(last_system + 1, context)
     return Prompt(tuple(messages))
+
+
+def prompt_with_context(grounding: Grounding, prompt: Prompt, endpoint: EndpointConfig) -> Prompt:
+    """`prompt` with the grounding's best passages that fit `endpoint`'s window beside it and the
+    answer; `grounding.hits` is trimmed to them, so citation numbers match what the model saw."""
+    if not grounding.hits:
+        return prompt
+    budget = endpoint.context_window - endpoint.max_output_tokens
+    grounding.hits = context_fit(grounding.hits, prompt=prompt, budget_tokens=budget)
+    return grounded_prompt(prompt, grounding.hits)
 
 
 def cited_numbers(answer: str, *, available: int) -> set[int]:

@@ -21,9 +21,8 @@ from django.contrib.auth.models import User
 from chatbot.agent.grounding import (
     Grounding,
     cited_numbers,
-    context_fit,
     ground,
-    grounded_prompt,
+    prompt_with_context,
 )
 from chatbot.chat import selectors, services
 from chatbot.llm.pricing import estimate_tokens, usage_cost
@@ -71,10 +70,7 @@ def _prepare(
     if grounding.no_answer:
         return Prepared(prompt=prompt, grounding=grounding, route=None)
     route = route_choose(requested=requested_model)
-    if grounding.hits:
-        budget = route.endpoint.context_window - route.endpoint.max_output_tokens
-        grounding.hits = context_fit(grounding.hits, prompt=prompt, budget_tokens=budget)
-        prompt = grounded_prompt(prompt, grounding.hits)
+    prompt = prompt_with_context(grounding, prompt, route.endpoint)
     return Prepared(prompt=prompt, grounding=grounding, route=route)
 
 
