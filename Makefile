@@ -31,7 +31,7 @@ LLAMA_WHEELS := $(WHEEL_CACHE)/$(shell echo '$(LLAMA_PIN) $(LLAMA_CMAKE_ARGS)' |
 help:
 	@echo "make run    start everything at http://127.0.0.1:$(PORT)/ (Ctrl-C stops it)"
 	@echo "make test   install, lint, type-check and run the whole test suite"
-	@echo "make lint   ruff check, ruff format --check, mypy"
+	@echo "make lint   ruff check, ruff format --check, mypy, import contracts"
 	@echo "make bench  run the benchmarks in tests/benchmarks/"
 	@echo "make lock   regenerate requirements.lock from pyproject.toml"
 	@echo "make clean  remove caches and logs (keeps .venv, the database and the model)"
@@ -79,6 +79,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 # pytest exits 5 when it collects nothing; make treats that, like any failure, as an error.
 pytest: install model

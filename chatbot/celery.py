@@ -18,6 +18,7 @@ app.autodiscover_tasks(
         "observability",
     ]
 )
+app.autodiscover_tasks(["chatbot"], related_name="jobs")
 
 app.conf.beat_schedule = {
     "turns-expire-stale": {"task": "chat.turns_expire_stale", "schedule": 300.0},
@@ -28,4 +29,11 @@ app.conf.beat_schedule = {
     },
     "alerts-evaluate": {"task": "observability.alerts_evaluate", "schedule": 60.0},
     "turns-judge-sweep": {"task": "evaluation.turns_judge_sweep", "schedule": 600.0},
+    # Jobs whose message was lost or whose worker died (chatbot.jobs): a fraction of the
+    # JOBS_STALE_MINUTES window, so a stuck job waits little longer than that window.
+    "jobs-requeue-stale": {"task": "jobs.requeue_stale", "schedule": 300.0},
+    "reward-train-requeue-stale": {
+        "task": "evaluation.reward_train_requeue_stale",
+        "schedule": 300.0,
+    },
 }

@@ -42,6 +42,8 @@ ALLOWED_HOSTS = [h for h in _env("ALLOWED_HOSTS", "127.0.0.1,localhost,testserve
 CSRF_TRUSTED_ORIGINS = [o for o in _env("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 VAR_DIR = Path(_env("VAR_DIR", str(BASE_DIR / "var")))
+# `make run`'s supervisor writes each part's state here; /healthz (in daphne's process) reads it.
+SUPERVISOR_STATUS_PATH = Path(_env("SUPERVISOR_STATUS_PATH", str(VAR_DIR / "run" / "parts.json")))
 
 # --- Embedded services -------------------------------------------------------------------------
 DATABASE_URL = _env("DATABASE_URL")
@@ -99,6 +101,13 @@ CHAT_HISTORY_TURNS = _env_int("CHAT_HISTORY_TURNS", 6)
 DEMO_PASSWORD = _env("DEMO_PASSWORD", "support-demo-2026")
 # A reviewer's hold on a queue item; an abandoned item returns to the queue after it.
 REVIEW_HOLD_MINUTES = _env_int("REVIEW_HOLD_MINUTES", 30)
+# /v1/chat/completions: the whole conversation a client sends is read and stored with the turn, so
+# it is capped as a whole, not only its last question. 100 messages is far past what a support
+# exchange needs; the total is four questions' worth of text.
+API_MAX_MESSAGES = _env_int("API_MAX_MESSAGES", 100)
+API_MAX_TOTAL_CHARS = _env_int("API_MAX_TOTAL_CHARS", 4 * CHAT_MAX_MESSAGE_CHARS)
+# /api lists: the highest `?page=` accepted (x the page size is the deepest OFFSET a request costs).
+API_MAX_PAGE = _env_int("API_MAX_PAGE", 1000)
 
 # --- Observability -----------------------------------------------------------------------------
 # Personal data in the questions, answers and tool inputs trace pages show: "redact" (typed tags
@@ -134,7 +143,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "observability.middleware.request_metrics",
+    "chatbot.telemetry.middleware.request_metrics",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -203,11 +212,52 @@ CHANNEL_LAYERS = {
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
+# Tasks are idempotent (house rule 4), so a message is acknowledged only when its task ends: a
+# worker killed mid-job (deploy, OOM) leaves the message to be delivered again and the job resumes,
+# instead of being lost with its row stuck "running". The price, a job run twice, is safe.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": "celery:"}
+
+# Time limits, in seconds. The soft limit raises inside the task, which records the job as failed
+# with its message; the hard limit, JOB_HARD_LIMIT_GRACE_S later, kills a process that did not
+# stop (its row then stays "running" until the stale-job sweep, chatbot.jobs, sends it again).
+# Short tasks (judges, rollups, alerts, sweeps) get the default; the long jobs their own.
+JOB_SOFT_TIME_LIMIT_S = _env_int("JOB_SOFT_TIME_LIMIT_S", 5 * 60)
+JOB_HARD_LIMIT_GRACE_S = _env_int("JOB_HARD_LIMIT_GRACE_S", 2 * 60)
+JOB_TIME_LIMITS_S = {
+    # A large folder embedded on CPU; resumable, so a run cut short continues where it stopped.
+    "knowledge.source_ingest": _env_int("JOB_INGEST_TIME_LIMIT_S", 2 * 3600),
+    # A dataset answered and judged item by item; resumable too.
+    "evaluation.experiment_run": _env_int("JOB_EXPERIMENT_TIME_LIMIT_S", 2 * 3600),
+    "evaluation.export_run": _env_int("JOB_EXPORT_TIME_LIMIT_S", 3600),
+    # Under evaluation.exports.reward.STALE_RUNNING_S (30 min), after which a new run may start.
+    "evaluation.reward_train": _env_int("JOB_REWARD_TIME_LIMIT_S", 25 * 60),
+    "observability.replay_run": _env_int("JOB_REPLAY_TIME_LIMIT_S", 3600),
+    "observability.rollups_recompute_recent": 30 * 60,
+    "evaluation.turns_rejudge": 30 * 60,
+}
+CELERY_TASK_SOFT_TIME_LIMIT = JOB_SOFT_TIME_LIMIT_S
+CELERY_TASK_TIME_LIMIT = JOB_SOFT_TIME_LIMIT_S + JOB_HARD_LIMIT_GRACE_S
+CELERY_TASK_ANNOTATIONS = {
+    name: {"soft_time_limit": soft, "time_limit": soft + JOB_HARD_LIMIT_GRACE_S}
+    for name, soft in JOB_TIME_LIMITS_S.items()
+}
+# With Redis, a message taken but not acknowledged goes back to the queue after the visibility
+# timeout (Celery's default: 1 hour). With late acks a message stays unacknowledged for as long as
+# its task runs, so a timeout shorter than the longest job would hand a running ingestion to a
+# second worker; it is the longest hard limit plus an hour. A dead worker's job does not wait that
+# long: the stale-job sweep sends it again after JOBS_STALE_MINUTES without progress.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": "celery:",
+    "visibility_timeout": max(JOB_TIME_LIMITS_S.values()) + JOB_HARD_LIMIT_GRACE_S + 3600,
+    # A broker host that does not answer fails a submission in seconds (chatbot.jobs tells the
+    # person), not after the operating system's TCP timeout of minutes.
+    "socket_connect_timeout": 5,
+}
+# A job waiting for a worker, or running with no progress, for this long is sent again.
+JOBS_STALE_MINUTES = _env_int("JOBS_STALE_MINUTES", 30)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -241,13 +291,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {
-            "()": "observability.logs.PlainFormatter",
+            "()": "chatbot.telemetry.logs.PlainFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
         },
-        "json": {"()": "observability.logs.json_formatter"},
+        "json": {"()": "chatbot.telemetry.logs.json_formatter"},
     },
-    # Every record carries the id of the turn it was logged during (observability.logs).
-    "filters": {"turn": {"()": "observability.logs.TurnContextFilter"}},
+    # Every record carries the id of the turn it was logged during (chatbot.telemetry.logs).
+    "filters": {"turn": {"()": "chatbot.telemetry.logs.TurnContextFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

@@ -3,7 +3,7 @@ from django.urls import include, path
 
 from chatbot import views
 from chatbot.api import api, openai_api
-from observability.metrics import metrics_view
+from observability.views.metrics import metrics_view
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -8,23 +8,12 @@ import string
 from collections import Counter
 from collections.abc import Iterable
 
+from chatbot.retrieval.citations import strip_citations as strip_citations
+from chatbot.retrieval.words import STOPWORDS
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
-_CITATION = re.compile(r"\[\d{1,2}(?:\s*,\s*\d{1,2})*\]")
 CONTAINS_AT = 0.5
-
-# Function words that carry no answer on their own; a gold span's other words are its content.
-_STOP_WORDS_TEXT = """
-    a about above after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each either few for
-    from further had has have having he her here hers herself him himself his how i if in into is
-    it its itself just me more most my myself neither no nor not of off on once only or other our
-    ours ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up upon very was we
-    were what when where which while who whom why will with within without would you your yours
-    yourself yourselves
-"""
-STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 
 
 def normalize(text: str) -> str:
@@ -35,11 +24,6 @@ def normalize(text: str) -> str:
 
 def tokens(text: str) -> list[str]:
     return normalize(text).split()
-
-
-def strip_citations(text: str) -> str:
-    """The answer without its [1], [2, 3] markers: gold spans never carry them."""
-    return _CITATION.sub(" ", text)
 
 
 def token_f1(prediction: str, gold: str) -> float:
@@ -61,7 +45,7 @@ def max_f1(prediction: str, golds: Iterable[str]) -> float:
 def content_words(text: str) -> set[str]:
     """The normalised words of `text` less stop words (all its words when only stop words)."""
     words = set(tokens(text))
-    return (words - STOP_WORDS) or words
+    return (words - STOPWORDS) or words
 
 
 def containment(prediction: str, golds: Iterable[str]) -> float:

@@ -11,15 +11,13 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
-from chatbot.agent.grounding import ground, prompt_with_context
+from chatbot.agent.prepare import prompt_first, turn_prepare
 from chatbot.llm.pricing import usage_cost
-from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
-from chatbot.llm.router import route_choose
 from chatbot.llm.stream import astream_text
-from chatbot.llm.types import EndpointConfig, Message, ModelError, Prompt, Usage
+from chatbot.llm.types import EndpointConfig, ModelError, Prompt, Usage
 from chatbot.models import AssistantSettings
 from chatbot.retrieval.search import SearchHit
-from observability.tracing import Tracer
+from chatbot.telemetry.tracing import Tracer
 
 
 async def _collect(endpoint: Any, prompt: Prompt, usage: Usage) -> str:
@@ -51,33 +49,35 @@ def pipeline_answer(
     system_prompt: str = "",
     collection_ids: list[int] | None = None,
 ) -> PipelineAnswer:
-    """Answer `question` the way a chat turn does (`ground`, `route_choose`,
-    `prompt_with_context`, `astream_text`), retrieving as `user`.
+    """Answer `question` the way a chat turn does (the same `turn_prepare` step, then
+    `astream_text`), retrieving as `user`.
 
     A model failure is returned as `error`, not raised: one bad item must not end a run.
     """
     result = PipelineAnswer()
     started = time.perf_counter()
-    grounding = ground(
-        user=lambda: user,
-        question=question,
-        tracer=Tracer(),
-        config=config,
-        collection_ids=collection_ids,
-    )
+    try:
+        prepared = turn_prepare(
+            asker=lambda: user,
+            prompt=prompt_first(question, system_prompt=system_prompt),
+            tracer=Tracer(),
+            requested_model=endpoint_name,
+            config=config,
+            collection_ids=collection_ids,
+        )
+    except ModelError as exc:
+        result.error = exc.user_message
+        result.latency_ms = (time.perf_counter() - started) * 1000
+        return result
+    grounding, route = prepared.grounding, prepared.route
     result.kb_versions = grounding.kb_versions
-    if grounding.no_answer:
+    if route is None:
         result.answer, result.no_answer = grounding.no_answer_message, True
     else:
+        result.endpoint = route.endpoint
         try:
-            route = route_choose(requested=endpoint_name)
-            result.endpoint = route.endpoint
-            # What `prompt_for_turn` builds for the first turn of a new conversation.
-            system = Message("system", system_prompt or DEFAULT_SYSTEM_PROMPT)
-            prompt = Prompt((system, Message("user", question)))
-            prompt = prompt_with_context(grounding, prompt, route.endpoint)
             # One loop for the whole run: a cached HTTP client's connections belong to it.
-            result.answer = runner.run(_collect(route.endpoint, prompt, result.usage))
+            result.answer = runner.run(_collect(route.endpoint, prepared.prompt, result.usage))
             result.cost = usage_cost(route.endpoint, result.usage)
         except ModelError as exc:
             result.error = exc.user_message

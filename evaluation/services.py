@@ -14,9 +14,9 @@ from django.utils import timezone
 from chatbot.llm.router import route_choose
 from chatbot.llm.types import EndpointConfig, NoModelAvailable
 from chatbot.models import Judge, JudgeScore, ModelEndpoint, Span, Turn
+from chatbot.telemetry.tracing import Tracer, spans_save
 from evaluation import judges, selectors
 from evaluation.judges import JudgeCase, JudgeError, JudgeSpec, Skip, Verdict
-from observability.tracing import Tracer, spans_save
 
 logger = logging.getLogger(__name__)
 
@@ -245,9 +245,10 @@ def turns_rejudge_queue(*, days: object) -> int:
         raise InvalidJudge("Give the number of days as a whole number.") from None
     if not 1 <= value <= REJUDGE_MAX_DAYS:
         raise InvalidJudge(f"Re-judge between 1 and {REJUDGE_MAX_DAYS} days of turns.")
+    from chatbot.jobs import job_submit_on_commit
     from evaluation.tasks import turns_rejudge_task
 
-    transaction.on_commit(lambda: turns_rejudge_task.delay(value))
+    job_submit_on_commit(turns_rejudge_task, value)
     return value
 
 

@@ -55,8 +55,6 @@ def derive(t: dict[str, Any]) -> dict[str, Any]:
         "toxicity_flagged": t["toxicity_flagged"],
         "pii_flagged": t["pii_flagged"],
         "flagged_share": _rate(t["flagged"], turns),
-        "cache_lookups": t["cache_lookups"],
-        "cache_hit_rate": _rate(t["cache_hits"], t["cache_lookups"]),
         "escalations": t["escalations"],
         "escalation_rate": _rate(t["escalations"], turns),
         "no_answer_rate": _rate(t["no_answer"], turns),
@@ -124,7 +122,6 @@ class Dashboard:
                 "review_grade": series("review_grade", digits=2),
                 "toxicity_flagged": series("toxicity_flagged", digits=0),
                 "pii_flagged": series("pii_flagged", digits=0),
-                "cache_hit_rate": series("cache_hit_rate", percent, 2),
                 "escalation_rate": series("escalation_rate", percent, 2),
                 "no_answer_rate": series("no_answer_rate", percent, 2),
                 "task_success": series("task_success", percent, 2),
@@ -202,7 +199,7 @@ CSV_COLUMNS = (
     "turns", "done", "failed", "error_rate", "ttft_p50", "ttft_p95", "total_p50", "total_p95",
     "tokens_in", "tokens_out", "cost", "judged", "judge_pass_rate", "thumbs_up", "thumbs_down",
     "thumbs_up_rate", "reviews", "review_grade", "toxicity_flagged", "pii_flagged",
-    "flagged_share", "cache_lookups", "cache_hit_rate", "escalations", "escalation_rate",
+    "flagged_share", "escalations", "escalation_rate",
     "no_answer_rate", "task_success",
 )  # fmt: skip
 

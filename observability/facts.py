@@ -1,7 +1,7 @@
 """The per-turn facts the dashboard counts, as one SQL statement, and the latency histogram.
 
 For each finished production turn (replays and unfinished turns never count): status, tokens,
-cost, latency buckets, thumbs, escalation, judge flags, reviews, the review flag, cache lookups,
+cost, latency buckets, thumbs, escalation, judge flags, reviews, the review flag,
 the asker's team and the collection of the answer's top source. `observability.rollups` sums
 these per hour into `TurnRollup` rows, and per day / model / group straight from the raw tables.
 """
@@ -25,7 +25,6 @@ from chatbot.models import (
     JudgeScore,
     Review,
     ReviewItem,
-    Span,
     Turn,
 )
 from chatbot.models.observability import LATENCY_BOUNDS_MS as LATENCY_BOUNDS
@@ -60,8 +59,6 @@ SUMS: dict[str, str] = {
     "reviews": "coalesce(sum(f.reviews), 0)::bigint",
     "review_grade_sum": "coalesce(sum(f.grades), 0)::bigint",
     "flagged": "count(*) FILTER (WHERE f.flagged)",
-    "cache_lookups": "coalesce(sum(f.lookups), 0)::bigint",
-    "cache_hits": "coalesce(sum(f.hits), 0)::bigint",
 }
 HISTOGRAMS = ("ttft_hist", "total_hist")
 KEYS = ("endpoint_id", "route", "channel", "group_id", "collection_id")
@@ -128,13 +125,6 @@ rv AS (
            sum(accuracy + completeness + relevance + tone + safety) AS grades
     FROM {table_name(Review)} WHERE turn_id {matching} GROUP BY turn_id
 ),
-sp AS (
-    SELECT turn_id, count(*) AS lookups,
-           count(*) FILTER (WHERE attributes ->> 'hit' = 'true') AS hits
-    FROM {table_name(Span)}
-    WHERE kind = '{Span.Kind.CACHE}' AND turn_id {matching}
-    GROUP BY turn_id
-),
 f AS (
     SELECT b.*, grp.group_id, cit.collection_id,
            coalesce(fb.up, 0) AS up, coalesce(fb.down, 0) AS down,
@@ -145,7 +135,6 @@ f AS (
            coalesce(js.pii, false) AS pii_flagged,
            coalesce(rv.n, 0) AS reviews, coalesce(rv.grades, 0) AS grades,
            ri.turn_id IS NOT NULL AS flagged,
-           coalesce(sp.lookups, 0) AS lookups, coalesce(sp.hits, 0) AS hits,
            width_bucket(b.ttft, %(bounds)s::float8[]) AS ttft_bucket,
            width_bucket(b.total, %(bounds)s::float8[]) AS total_bucket
     FROM base b
@@ -156,7 +145,6 @@ f AS (
     LEFT JOIN js ON js.turn_id = b.id
     LEFT JOIN rv ON rv.turn_id = b.id
     LEFT JOIN {table_name(ReviewItem)} ri ON ri.turn_id = b.id
-    LEFT JOIN sp ON sp.turn_id = b.id
 )"""  # noqa: S608 (table names and constants only; every value is a bound parameter)
 
 

@@ -1,7 +1,8 @@
 """Replay: ask a past turn, or a whole conversation, again against another model endpoint or
 system prompt and the knowledge base as it is now, to compare old and new side by side.
 
-The new turns run through the real turn loop (`chatbot.agent.turn.turn_run`): retrieval as the
+The new turns are made by chat's own services and run through the real turn loop
+(`chatbot.agent.turn.turn_run`, with `chatbot.agent.prepare`): retrieval as the
 original asker (so they see what that person may see), the route, the model, citations, spans,
 and the judges afterwards. They are written to a conversation of their own marked `is_replay`,
 each naming its original in `replay_of`, so they stay out of the asker's conversation list, out
@@ -14,14 +15,15 @@ import logging
 from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Prefetch
 from django.utils import timezone
 
-from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
-from chatbot.llm.types import Message, Prompt
+from chatbot.agent.prepare import prompt_for_turn
+from chatbot.agent.turn import turn_run
+from chatbot.chat import services as chat_services
+from chatbot.llm.types import Prompt
 from chatbot.models import Citation, Conversation, JudgeScore, ModelEndpoint, Replay, Turn
 
 logger = logging.getLogger(__name__)
@@ -73,26 +75,11 @@ def replay_create(
     )
     replay.total = len(_sources(replay))
     replay.save()
+    from chatbot.jobs import job_submit_on_commit
     from observability.tasks import replay_run_task
 
-    transaction.on_commit(lambda: replay_run_task.delay(replay.pk))
+    job_submit_on_commit(replay_run_task, replay.pk)
     return replay
-
-
-def _history(conversation_id: int, before: Turn) -> list[Message]:
-    rows = list(
-        Turn.objects.filter(
-            conversation_id=conversation_id,
-            status=Turn.Status.DONE,
-            created_at__lt=before.created_at,
-        )
-        .order_by("-created_at", "-pk")
-        .values_list("user_text", "answer")[: settings.CHAT_HISTORY_TURNS]
-    )
-    messages: list[Message] = []
-    for question, answer in reversed(rows):
-        messages += [Message("user", question), Message("assistant", answer)]
-    return messages
 
 
 def replay_prompt(replay: Replay, *, source: Turn, new: Turn) -> Prompt:
@@ -100,12 +87,11 @@ def replay_prompt(replay: Replay, *, source: Turn, new: Turn) -> Prompt:
 
     A single turn keeps its original history; a whole conversation carries the replay's own new
     answers forward, as the conversation would have gone with the new settings."""
-    system = Message("system", replay.system_prompt or DEFAULT_SYSTEM_PROMPT)
-    if replay.source_turn_id is not None:
-        history = _history(source.conversation_id, source)
-    else:
-        history = _history(new.conversation_id, new)
-    return Prompt((system, *history, Message("user", source.user_text)))
+    return prompt_for_turn(
+        new.pk,
+        system_prompt=replay.system_prompt,
+        history_of=source.pk if replay.source_turn_id is not None else None,
+    )
 
 
 def _conversation(replay: Replay, source: Turn) -> Conversation:
@@ -113,11 +99,8 @@ def _conversation(replay: Replay, source: Turn) -> Conversation:
         return replay.conversation
     original = source.conversation
     # The asker owns it so retrieval sees what they saw; the title repeats nothing they wrote.
-    conversation = Conversation.objects.create(
-        owner_id=original.owner_id,
-        channel=original.channel,
-        title=f"Replay {replay.pk}",
-        is_replay=True,
+    conversation = chat_services.conversation_create(
+        owner=original.owner, channel=original.channel, title=f"Replay {replay.pk}", is_replay=True
     )
     Replay.objects.filter(pk=replay.pk).update(conversation=conversation)
     replay.conversation = conversation
@@ -144,8 +127,6 @@ def replay_run(*, replay_id: int) -> Replay | None:
             replay.started_at or timezone.now(),
         )
         replay.save(update_fields=["status", "started_at"])
-    from chatbot.agent.turn import turn_run
-
     try:
         sources = _sources(replay)
         done = set()
@@ -159,11 +140,8 @@ def replay_run(*, replay_id: int) -> Replay | None:
             if source.pk in done:
                 continue
             conversation = _conversation(replay, source)
-            new = Turn.objects.create(
-                conversation=conversation,
-                user_text=source.user_text,
-                is_replay=True,
-                replay_of=source,
+            new = chat_services.turn_create(
+                conversation=conversation, user_text=source.user_text, replay_of=source
             )
             async_to_sync(turn_run)(
                 turn_id=new.pk,

@@ -4,16 +4,18 @@ adam (admin) and nora (no role)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+from celery.contrib.testing.worker import TestWorkController, start_worker
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
 from chatbot.accounts.services import demo_users_ensure
+from chatbot.celery import app as celery_app
 from chatbot.models import ModelEndpoint
 from chatbot.runtime.embedded import ensure_services
 
@@ -111,3 +113,13 @@ def fake_endpoint(db: None) -> Callable[..., ModelEndpoint]:
         return endpoint
 
     return make
+
+
+@pytest.fixture
+def worker() -> Iterator[TestWorkController]:
+    """A real Celery worker in this process, on the test Redis (one thread, no pool)."""
+    assert celery_app.conf.broker_url == settings.CELERY_BROKER_URL, (
+        "the worker must use the test Redis"
+    )
+    with start_worker(celery_app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
+        yield w

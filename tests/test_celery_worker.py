@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from celery.contrib.testing.worker import TestWorkController, start_worker
+from celery.contrib.testing.worker import TestWorkController
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -17,13 +16,6 @@ from chatbot.chat.tasks import turns_expire_stale
 from chatbot.models import Turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def worker() -> Iterator[TestWorkController]:
-    assert app.conf.broker_url == settings.CELERY_BROKER_URL, "the worker must use the test Redis"
-    with start_worker(app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
-        yield w
 
 
 def _turn(user: User, *, status: str, age: timedelta) -> Turn:
@@ -61,8 +53,6 @@ def test_every_process_sends_tasks_to_the_configured_broker() -> None:
     our Redis, not to Celery's default broker on localhost (tasks would vanish there)."""
     import subprocess
     import sys
-
-    from django.conf import settings
 
     code = (
         "import django; django.setup();"

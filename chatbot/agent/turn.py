@@ -1,8 +1,9 @@
-"""The turn loop: route, call the model, stream the answer, then record everything about the turn.
+"""The turn loop: prepare, call the model, stream the answer, then record everything about the turn.
 
-Callers (the websocket consumer, the API's SSE and JSON routes, the OpenAI-compatible route) create
-the turn first and pass an `emit` callback that sends each piece of text wherever it goes.
-The database is touched once before the model call and once after the stream, never per token.
+Callers (the websocket consumer, the API's SSE and JSON routes, the OpenAI-compatible route,
+replays) create the turn first and pass an `emit` callback that sends each piece of text wherever
+it goes. The database is touched once before the model call and once after the stream, never per
+token.
 """
 
 from __future__ import annotations
@@ -12,31 +13,28 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
-from chatbot.agent.grounding import (
-    Grounding,
-    cited_numbers,
-    ground,
-    prompt_with_context,
-)
-from chatbot.chat import selectors, services
+from chatbot.agent import records
+from chatbot.agent.grounding import Grounding, cited_numbers
+from chatbot.agent.prepare import Prepared, prompt_for_turn, turn_prepare
 from chatbot.llm.pricing import estimate_tokens, usage_cost
-from chatbot.llm.router import Route, route_choose
+from chatbot.llm.router import Route
 from chatbot.llm.stream import astream_text
 from chatbot.llm.types import ModelError, Overrides, Prompt, Usage
 from chatbot.models import Turn
-from observability.logs import turn_logging
-from observability.metrics import turn_observe
-from observability.tracing import Tracer
+from chatbot.telemetry.logs import turn_logging
+from chatbot.telemetry.metrics import turn_observe
+from chatbot.telemetry.tracing import SpanRecord, Tracer
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[str], Awaitable[None]]
+CRASH_MESSAGE = "Something went wrong on our side. Please try again."
 
 
 @dataclass(frozen=True)
@@ -50,34 +48,65 @@ class TurnOutcome:
 
 
 @dataclass
-class Prepared:
-    prompt: Prompt
-    grounding: Grounding
-    route: Route | None  # None when there is nothing to ask a model (no answer in the KB)
+class _Run:
+    """What one run of the loop gathers as it goes, turned into a `TurnResult` at the end."""
+
+    turn_id: int
+    tracer: Tracer = field(default_factory=Tracer)
+    usage: Usage = field(default_factory=Usage)
+    pieces: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    ttft_ms: float | None = None
+    route: Route | None = None
+    grounding: Grounding | None = None
+    status: str = Turn.Status.DONE
+    error: str = ""
+    cancelled: bool = False
+    marking: asyncio.Future[None] | None = None
+
+    def first_piece(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.perf_counter() - self.started) * 1000
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.pieces)
+
+    def result(self) -> records.TurnResult:
+        route, grounding, answer = self.route, self.grounding, self.answer
+        return records.TurnResult(
+            status=self.status,
+            answer=answer,
+            usage=self.usage,
+            cost=usage_cost(route.endpoint, self.usage) if route else Decimal(0),
+            ttft_ms=self.ttft_ms,
+            total_ms=(time.perf_counter() - self.started) * 1000,
+            error=self.error,
+            endpoint_id=route.endpoint.id if route else None,
+            route_reason=route.reason if route else (grounding.reason if grounding else ""),
+            no_answer=bool(grounding and grounding.no_answer),
+            kb_versions=grounding.kb_versions if grounding else {},
+            citations=_citations(grounding, answer) if grounding else [],
+        )
 
 
 def _prepare(
     turn_id: int, requested_model: str | None, prompt: Prompt | None, tracer: Tracer
 ) -> Prepared:
-    # Everything needed before the model can be called, in one hop to a thread: the history,
-    # retrieval as the conversation's owner, then the route.
-    prompt = prompt or selectors.prompt_for_turn(turn_id)
-    grounding = ground(
-        user=lambda: User.objects.get(conversations__turns=turn_id),
-        question=prompt.question,
+    # One hop to a thread for everything before the model call: the history, retrieval as the
+    # conversation's owner, then the route.
+    return turn_prepare(
+        asker=lambda: User.objects.get(conversations__turns=turn_id),
+        prompt=prompt or prompt_for_turn(turn_id),
         tracer=tracer,
+        requested_model=requested_model,
     )
-    if grounding.no_answer:
-        return Prepared(prompt=prompt, grounding=grounding, route=None)
-    route = route_choose(requested=requested_model)
-    prompt = prompt_with_context(grounding, prompt, route.endpoint)
-    return Prepared(prompt=prompt, grounding=grounding, route=route)
 
 
-def _citations(grounding: Grounding, answer: str) -> list[services.CitationRecord]:
+def _citations(grounding: Grounding, answer: str) -> list[records.CitationRecord]:
     cited = cited_numbers(answer, available=len(grounding.hits))
     return [
-        services.CitationRecord(
+        records.CitationRecord(
             chunk_id=hit.chunk_id,
             number=number,
             score=hit.score,
@@ -86,6 +115,96 @@ def _citations(grounding: Grounding, answer: str) -> list[services.CitationRecor
         )
         for number, hit in enumerate(grounding.hits, start=1)
     ]
+
+
+async def _stream(
+    run: _Run, route: Route, prompt: Prompt, emit: Emit, overrides: Overrides | None
+) -> None:
+    """Ask the routed model and pass each piece on; the span gets tokens and cost even when the
+    stream is stopped half-way."""
+    endpoint = route.endpoint
+    # Recorded while the model works on its first token, not before asking it.
+    run.marking = asyncio.ensure_future(
+        sync_to_async(records.turn_mark_streaming)(
+            turn_id=run.turn_id, endpoint_id=endpoint.id, route_reason=route.reason
+        )
+    )
+    with run.tracer.span(
+        "llm",
+        endpoint.name,
+        model=endpoint.model_id,
+        provider=endpoint.provider,
+        style=endpoint.style,
+        region=endpoint.region,
+    ) as span:
+        try:
+            async for text in astream_text(endpoint, prompt, run.usage, overrides=overrides):
+                if run.ttft_ms is None:
+                    run.first_piece()
+                    span.attributes["ttft_ms"] = round(run.ttft_ms or 0.0, 2)
+                run.pieces.append(text)
+                await emit(text)
+        finally:
+            _usage_settle(run, prompt, span)
+            span.cost = usage_cost(endpoint, run.usage)
+
+
+def _usage_settle(run: _Run, prompt: Prompt, span: SpanRecord) -> None:
+    usage = run.usage
+    if run.pieces and not (usage.input_tokens or usage.output_tokens):
+        # Stopped mid-stream: the server's counts never came, estimate them.
+        usage.input_tokens = estimate_tokens("".join(m.content for m in prompt.messages))
+        usage.output_tokens = estimate_tokens(run.answer)
+        usage.estimated = True
+    span.tokens_in = usage.input_tokens
+    span.tokens_out = usage.output_tokens
+    span.attributes["tokens_estimated"] = usage.estimated
+
+
+async def _answer(
+    run: _Run,
+    root: SpanRecord,
+    emit: Emit,
+    requested_model: str | None,
+    prompt: Prompt | None,
+    overrides: Overrides | None,
+) -> None:
+    if prompt is not None:
+        # The caller wrote the system prompt (the OpenAI-compatible API, a replay): keep it with
+        # the turn, so its trace explains the answer.
+        root.attributes["system_prompt"] = "\n\n".join(
+            m.content for m in prompt.messages if m.role == "system"
+        )
+    prepared = await sync_to_async(_prepare)(run.turn_id, requested_model, prompt, run.tracer)
+    run.grounding, run.route = prepared.grounding, prepared.route
+    root.attributes["grounding"] = prepared.grounding.reason
+    if prepared.route is None:
+        # Nothing relevant in the knowledge base: say so instead of letting a model guess.
+        run.first_piece()
+        run.pieces.append(prepared.grounding.no_answer_message)
+        await emit(prepared.grounding.no_answer_message)
+        return
+    root.attributes.update(route=prepared.route.reason, endpoint=prepared.route.endpoint.name)
+    await _stream(run, prepared.route, prepared.prompt, emit, overrides)
+
+
+async def _save(run: _Run, *, replay: bool) -> None:
+    result = run.result()
+    if run.marking is not None:
+        # Ordered before the final write, so "streaming" can never overwrite the outcome.
+        with suppress(Exception):
+            await run.marking
+    await sync_to_async(records.turn_finish)(turn_id=run.turn_id, result=result, tracer=run.tracer)
+    if not replay:
+        turn_observe(
+            model=run.route.endpoint.name if run.route else "",
+            status=result.status,
+            total_ms=result.total_ms,
+            ttft_ms=result.ttft_ms,
+            tokens_in=result.usage.input_tokens,
+            tokens_out=result.usage.output_tokens,
+            cost=float(result.cost),
+        )
 
 
 @turn_logging
@@ -100,118 +219,39 @@ async def turn_run(
 ) -> TurnOutcome:
     """Run one saved turn to its end. Returns how it ended; re-raises cancellation after saving.
 
-    `replay` marks a re-run of a past turn (observability.replay): kept out of /metrics."""
-    tracer = Tracer()
-    usage = Usage()
-    pieces: list[str] = []
-    started = time.perf_counter()
-    ttft_ms: float | None = None
-    route: Route | None = None
-    grounding: Grounding | None = None
-    status, error = Turn.Status.DONE, ""
-    cancelled = False
-    marking: asyncio.Future[None] | None = None
-    with tracer.span("agent", "turn") as root:
+    `prompt` replaces the one built from the conversation (the OpenAI-compatible API sends its
+    own; replays choose a system prompt). `replay` marks a re-run of a past turn: kept out of
+    /metrics."""
+    run = _Run(turn_id=turn_id)
+    with run.tracer.span("agent", "turn") as root:
         try:
-            prepared = await sync_to_async(_prepare)(turn_id, requested_model, prompt, tracer)
-            grounding, route = prepared.grounding, prepared.route
-            root.attributes["grounding"] = grounding.reason
-            if route is None:
-                # Nothing relevant in the knowledge base: say so instead of letting a model guess.
-                ttft_ms = (time.perf_counter() - started) * 1000
-                pieces.append(grounding.no_answer_message)
-                await emit(grounding.no_answer_message)
-            else:
-                endpoint, prompt = route.endpoint, prepared.prompt
-                # Recorded while the model works on its first token, not before asking it.
-                marking = asyncio.ensure_future(
-                    sync_to_async(services.turn_mark_streaming)(
-                        turn_id=turn_id, endpoint_id=endpoint.id, route_reason=route.reason
-                    )
-                )
-                root.attributes.update(route=route.reason, endpoint=endpoint.name)
-                with tracer.span(
-                    "llm",
-                    endpoint.name,
-                    model=endpoint.model_id,
-                    provider=endpoint.provider,
-                    style=endpoint.style,
-                    region=endpoint.region,
-                ) as llm_span:
-                    try:
-                        async for text in astream_text(
-                            endpoint, prompt, usage, overrides=overrides
-                        ):
-                            if ttft_ms is None:
-                                ttft_ms = (time.perf_counter() - started) * 1000
-                                llm_span.attributes["ttft_ms"] = round(ttft_ms, 2)
-                            pieces.append(text)
-                            await emit(text)
-                    finally:
-                        if pieces and not (usage.input_tokens or usage.output_tokens):
-                            # Stopped mid-stream: the server's counts never came, estimate them.
-                            usage.input_tokens = estimate_tokens(
-                                "".join(m.content for m in prompt.messages)
-                            )
-                            usage.output_tokens = estimate_tokens("".join(pieces))
-                            usage.estimated = True
-                        llm_span.tokens_in = usage.input_tokens
-                        llm_span.tokens_out = usage.output_tokens
-                        llm_span.cost = usage_cost(endpoint, usage)
-                        llm_span.attributes["tokens_estimated"] = usage.estimated
+            await _answer(run, root, emit, requested_model, prompt, overrides)
         except asyncio.CancelledError:
-            status, cancelled = Turn.Status.CANCELLED, True
+            run.status, run.cancelled = Turn.Status.CANCELLED, True
             root.error = ""
         except ModelError as exc:
-            status, error = Turn.Status.FAILED, exc.user_message
+            run.status, run.error = Turn.Status.FAILED, exc.user_message
             root.attributes["error_detail"] = exc.detail
             logger.warning("turn %s failed: %s", turn_id, exc.detail)
         except Exception as exc:  # a bug of ours must still leave the turn recorded as failed
-            status, error = (
-                Turn.Status.FAILED,
-                "Something went wrong on our side. Please try again.",
-            )
+            run.status, run.error = Turn.Status.FAILED, CRASH_MESSAGE
             root.attributes["error_detail"] = f"{type(exc).__name__}: {exc}"
             logger.exception("turn %s crashed", turn_id)
-    answer = "".join(pieces)
-    result = services.TurnResult(
-        status=status,
-        answer=answer,
-        usage=usage,
-        cost=usage_cost(route.endpoint, usage) if route else Decimal(0),
-        ttft_ms=ttft_ms,
-        total_ms=(time.perf_counter() - started) * 1000,
-        error=error,
-        endpoint_id=route.endpoint.id if route else None,
-        route_reason=route.reason if route else (grounding.reason if grounding else ""),
-        no_answer=bool(grounding and grounding.no_answer),
-        kb_versions=grounding.kb_versions if grounding else {},
-        citations=_citations(grounding, answer) if grounding else [],
-    )
-
-    async def _save() -> None:
-        if marking is not None:
-            # Ordered before the final write, so "streaming" can never overwrite the outcome.
-            with suppress(Exception):
-                await marking
-        await sync_to_async(services.turn_finish)(turn_id=turn_id, result=result, tracer=tracer)
-        if not replay:
-            turn_observe(result=result, model=route.endpoint.name if route else "", tracer=tracer)
 
     # Saving must finish even when the caller is being cancelled (a closed browser tab).
-    save = asyncio.ensure_future(_save())
+    save = asyncio.ensure_future(_save(run, replay=replay))
     try:
         await asyncio.shield(save)
     except asyncio.CancelledError:
         await save
         raise
-    if cancelled:
+    if run.cancelled:
         raise asyncio.CancelledError
     return TurnOutcome(
         turn_id=turn_id,
-        status=status,
-        answer=answer,
-        error=error,
-        endpoint_name=route.endpoint.name if route else "",
-        usage=usage,
+        status=run.status,
+        answer=run.answer,
+        error=run.error,
+        endpoint_name=run.route.endpoint.name if run.route else "",
+        usage=run.usage,
     )

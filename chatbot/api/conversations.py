@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Router, Status
-from ninja.pagination import PageNumberPagination, paginate
+from ninja.pagination import paginate
 
 from chatbot.api.auth import caller
+from chatbot.api.pagination import BoundedPageNumberPagination
 from chatbot.api.schemas import (
     ConversationDetailOut,
     ConversationIn,
@@ -28,9 +29,10 @@ NOT_FOUND = {404: ErrorOut}
 
 
 @router.get("/conversations", response=list[ConversationOut], summary="List your conversations")
-@paginate(PageNumberPagination, page_size=20)
+@paginate(BoundedPageNumberPagination, page_size=20)
 def conversation_list(request: HttpRequest) -> list[Conversation]:
-    """Newest first, 20 a page (`?page=2`, `?page_size=50`)."""
+    """Newest first, 20 a page (`?page=2`, `?page_size=50`, at most 100). A page past the last
+    is empty; pages above 1,000 (`API_MAX_PAGE`) are refused."""
     # paginate slices the queryset; the list annotation is what the schema sees.
     return selectors.conversations_for(caller(request))  # type: ignore[return-value]
 

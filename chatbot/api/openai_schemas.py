@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.conf import settings
 from ninja import Field, Schema
 
 from chatbot.agent.turn import TurnOutcome
@@ -71,7 +72,13 @@ def prompt_from(messages: list[ChatMessageIn]) -> Prompt:
     """Our Prompt from OpenAI-style messages, refusing what we cannot pass on faithfully."""
     if not messages:
         raise InvalidInput("'messages' must contain at least one message.")
+    if len(messages) > settings.API_MAX_MESSAGES:
+        raise InvalidInput(
+            f"'messages' has {len(messages)} messages; the limit is {settings.API_MAX_MESSAGES}. "
+            "Send the recent part of the conversation."
+        )
     converted: list[Message] = []
+    total = 0
     for index, message in enumerate(messages):
         role = ROLES.get(message.role)
         if role is None:
@@ -80,6 +87,12 @@ def prompt_from(messages: list[ChatMessageIn]) -> Prompt:
                 "use system, user or assistant."
             )
         converted.append(Message(role, _text(index, message)))
+        total += len(converted[-1].content)
+        if total > settings.API_MAX_TOTAL_CHARS:
+            raise InvalidInput(
+                f"'messages' is too long: more than {settings.API_MAX_TOTAL_CHARS:,} characters "
+                "in all. Send the recent part of the conversation, or shorten it."
+            )
     if not any(m.role == "user" for m in converted):
         raise InvalidInput("'messages' must include at least one message with the role 'user'.")
     return Prompt(tuple(converted))

@@ -25,6 +25,12 @@ permission) or 4404 (not your conversation, or no such one). Closing after accep
 rejecting the handshake, lets the browser see the code: a rejected handshake reads as 1006, which
 the htmx extension takes as a network failure and retries forever.
 
+Access is checked again on every question, not only at connect (a socket stays open for hours):
+the person is read again from the database, so an account deactivated since the page opened, a
+role that lost the chat permission or a conversation that is no longer theirs is refused. The
+question is not saved; the server sends a `#composer-error` error frame saying why, then closes
+with 4401 (the account is no longer active), 4403 (no chat permission) or 4404 (the conversation).
+
 Closing the page (disconnect) cancels a running answer; `turn_run` saves it as cancelled with the
 partial answer.
 """
@@ -55,6 +61,11 @@ CLOSE_NOT_FOUND = 4404
 BUSY_MESSAGE = "Please wait for the current answer or press Stop."
 UNREADABLE_MESSAGE = "That message could not be read. Reload the page and try again."
 GONE_MESSAGE = "This conversation no longer exists. Start a new one."
+REVOKED_MESSAGES = {
+    CLOSE_UNAUTHENTICATED: "Your account is no longer active, so this question was not sent.",
+    CLOSE_FORBIDDEN: "You no longer have access to chat, so this question was not sent.",
+    CLOSE_NOT_FOUND: GONE_MESSAGE,
+}
 
 
 def _refusal(user: User | AnonymousUser, conversation_id: int) -> int | None:
@@ -67,6 +78,15 @@ def _refusal(user: User | AnonymousUser, conversation_id: int) -> int | None:
     except Conversation.DoesNotExist:
         return CLOSE_NOT_FOUND
     return None
+
+
+def _recheck(user: User | AnonymousUser, conversation_id: int) -> tuple[User | None, int | None]:
+    """The person as the database has them now (a fresh object: no cached permissions), and the
+    close code when they may no longer ask here."""
+    fresh = User.objects.filter(pk=user.pk, is_active=True).first() if user.pk else None
+    if fresh is None:
+        return None, CLOSE_UNAUTHENTICATED
+    return fresh, _refusal(fresh, conversation_id)
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -120,6 +140,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.task is not None and not self.task.done():
             await self.send(text_data=frames.input_error_frame(BUSY_MESSAGE))
             return
+        fresh, refusal = await database_sync_to_async(_recheck)(self.user, self.conversation_id)
+        if fresh is None or refusal is not None:
+            code = refusal or CLOSE_UNAUTHENTICATED
+            self.allowed = False
+            await self.send(text_data=frames.input_error_frame(REVOKED_MESSAGES[code]))
+            await self.close(code=code)
+            return
+        self.user = fresh
         try:
             turn, start = await database_sync_to_async(frames.turn_start)(
                 self.user, self.conversation_id, content.get("message")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, Q, QuerySet, Subquery
+from django.db.models import Prefetch, QuerySet
 
-from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
-from chatbot.llm.types import Message, Prompt
 from chatbot.models import Citation, Conversation, Escalation, Feedback, Turn
 
 AnyUser = AbstractBaseUser | AnonymousUser
@@ -16,7 +13,10 @@ AnyUser = AbstractBaseUser | AnonymousUser
 def conversations_for(user: AnyUser) -> QuerySet[Conversation]:
     # Replays (observability) re-ask a person's questions in conversations of their own: not theirs
     # to see or continue.
-    return Conversation.objects.filter(owner_id=user.pk, is_replay=False).order_by("-updated_at")
+    # A conversation its owner deleted but others rely on (reviews, escalations) is hidden.
+    return Conversation.objects.filter(
+        owner_id=user.pk, is_replay=False, hidden_at__isnull=True
+    ).order_by("-updated_at")
 
 
 def conversation_get_for(user: AnyUser, conversation_id: object) -> Conversation:
@@ -25,7 +25,9 @@ def conversation_get_for(user: AnyUser, conversation_id: object) -> Conversation
         pk = int(conversation_id)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise Conversation.DoesNotExist from None
-    return Conversation.objects.get(pk=pk, owner_id=user.pk, is_replay=False)
+    return Conversation.objects.get(
+        pk=pk, owner_id=user.pk, is_replay=False, hidden_at__isnull=True
+    )
 
 
 def _citations() -> Prefetch:
@@ -64,26 +66,5 @@ def turn_get_for(user: AnyUser, turn_id: object) -> Turn:
     except (TypeError, ValueError):
         raise Turn.DoesNotExist from None
     return Turn.objects.select_related("conversation").get(
-        pk=pk, conversation__owner_id=user.pk, is_replay=False
+        pk=pk, conversation__owner_id=user.pk, is_replay=False, conversation__hidden_at__isnull=True
     )
-
-
-def prompt_for_turn(turn_id: int) -> Prompt:
-    """System prompt, the last few finished exchanges of the conversation, then the question.
-
-    One query (the turn itself and its history together): it runs before every model call.
-    """
-    conversation = Turn.objects.filter(pk=turn_id).values("conversation_id")
-    rows = list(
-        Turn.objects.filter(conversation_id=Subquery(conversation[:1]), pk__lte=turn_id)
-        .filter(Q(pk=turn_id) | Q(status=Turn.Status.DONE))
-        .order_by("-pk")
-        .values_list("pk", "user_text", "answer")[: settings.CHAT_HISTORY_TURNS + 1]
-    )
-    if not rows or rows[0][0] != turn_id:
-        raise Turn.DoesNotExist(f"turn {turn_id} does not exist")
-    messages: list[Message] = [Message("system", DEFAULT_SYSTEM_PROMPT)]
-    for _, question, answer in reversed(rows[1:]):
-        messages += [Message("user", question), Message("assistant", answer)]
-    messages.append(Message("user", rows[0][1]))
-    return Prompt(tuple(messages))

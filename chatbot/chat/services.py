@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from chatbot.llm.types import Usage
-from chatbot.models import Chunk, Citation, Conversation, Escalation, Feedback, Turn
-from observability.tracing import Tracer, spans_save
+from chatbot import hooks
+from chatbot.models import Conversation, Escalation, Feedback, Turn
 
 
 class InvalidInput(ValueError):
@@ -42,19 +40,46 @@ def conversation_create(
     owner: User,
     title: str = "",
     channel: str = Conversation.Channel.WEB,
+    is_replay: bool = False,
 ) -> Conversation:
-    return Conversation.objects.create(owner=owner, title=title.strip()[:200], channel=channel)
+    """`is_replay`: a conversation of re-asked questions (observability's replays), kept out of
+    its owner's list, the rollups and the review queue."""
+    return Conversation.objects.create(
+        owner=owner, title=title.strip()[:200], channel=channel, is_replay=is_replay
+    )
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
+    """The owner no longer sees the conversation. Turns that others rely on survive: one
+    escalated, flagged or reviewed, or the source of a dataset item keeps the whole conversation
+    (hidden from its owner) with its spans, judge scores and reviews; otherwise it is deleted."""
+    relied_on = (
+        Q(escalation__isnull=False)
+        | Q(review__isnull=False)
+        | Q(reviews__isnull=False)
+        | Q(dataset_items__isnull=False)
+    )
+    if Turn.objects.filter(relied_on, conversation=conversation).exists():
+        Conversation.objects.filter(pk=conversation.pk).update(hidden_at=timezone.now())
+        conversation.hidden_at = timezone.now()
+        return
     conversation.delete()
 
 
 @transaction.atomic
-def turn_create(*, conversation: Conversation, user_text: object) -> Turn:
-    """Save the question before any model is called, so nothing the user sent is lost."""
+def turn_create(
+    *, conversation: Conversation, user_text: object, replay_of: Turn | None = None
+) -> Turn:
+    """Save the question before any model is called, so nothing the user sent is lost.
+
+    `replay_of`: the past turn this one asks again (in a replay conversation)."""
     text = message_validate(user_text)
-    turn = Turn.objects.create(conversation=conversation, user_text=text)
+    turn = Turn.objects.create(
+        conversation=conversation,
+        user_text=text,
+        is_replay=replay_of is not None,
+        replay_of=replay_of,
+    )
     updates: dict[str, object] = {"updated_at": timezone.now()}
     if not conversation.title:
         title = " ".join(text.split())
@@ -62,90 +87,6 @@ def turn_create(*, conversation: Conversation, user_text: object) -> Turn:
         conversation.title = str(updates["title"])
     Conversation.objects.filter(pk=conversation.pk).update(**updates)
     return turn
-
-
-def turn_mark_streaming(*, turn_id: int, endpoint_id: int, route_reason: str) -> None:
-    Turn.objects.filter(pk=turn_id).update(
-        status=Turn.Status.STREAMING, endpoint_id=endpoint_id, route_reason=route_reason
-    )
-
-
-@dataclass(frozen=True)
-class CitationRecord:
-    chunk_id: int
-    number: int
-    score: float
-    similarity: float | None
-    cited: bool
-
-
-@dataclass
-class TurnResult:
-    status: str
-    answer: str
-    usage: Usage
-    cost: Decimal
-    ttft_ms: float | None
-    total_ms: float
-    error: str = ""
-    endpoint_id: int | None = None
-    route_reason: str = ""
-    no_answer: bool = False
-    kb_versions: dict[str, int] = field(default_factory=dict)
-    citations: list[CitationRecord] = field(default_factory=list)
-
-
-@transaction.atomic
-def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
-    """Record the outcome and the spans in one transaction, after the answer has streamed."""
-    fields: dict[str, object] = {
-        "status": result.status,
-        "answer": result.answer,
-        "tokens_in": result.usage.input_tokens,
-        "tokens_out": result.usage.output_tokens,
-        "tokens_estimated": result.usage.estimated,
-        "cost": result.cost,
-        "ttft_ms": result.ttft_ms,
-        "total_ms": result.total_ms,
-        "error": result.error,
-        "no_answer": result.no_answer,
-        "kb_versions": result.kb_versions,
-        "finished_at": timezone.now(),
-    }
-    if result.endpoint_id is not None:
-        fields["endpoint_id"] = result.endpoint_id
-    if result.route_reason:
-        fields["route_reason"] = result.route_reason[:200]
-    Turn.objects.filter(pk=turn_id).update(**fields)
-    spans_save(turn_id=turn_id, tracer=tracer)
-    _citations_save(turn_id=turn_id, citations=result.citations)
-    if result.status == Turn.Status.DONE:
-        # Judges run in the background once the turn is committed; a broker outage is logged
-        # (robust) and never reaches the chat.
-        from evaluation.tasks import judge_turn_task
-
-        transaction.on_commit(lambda: judge_turn_task.delay(turn_id), robust=True)
-
-
-def _citations_save(*, turn_id: int, citations: list[CitationRecord]) -> None:
-    if not citations:
-        return
-    # A source deleted while the answer streamed took its chunks with it: cite only what is left.
-    alive = set(
-        Chunk.objects.filter(pk__in=[c.chunk_id for c in citations]).values_list("pk", flat=True)
-    )
-    Citation.objects.bulk_create(
-        Citation(
-            turn_id=turn_id,
-            chunk_id=c.chunk_id,
-            number=c.number,
-            score=c.score,
-            similarity=c.similarity,
-            cited=c.cited,
-        )
-        for c in citations
-        if c.chunk_id in alive
-    )
 
 
 ESCALATION_REASON_LIMIT = 2000
@@ -164,7 +105,7 @@ def escalation_create(*, turn: Turn, user: User, reason: object = "") -> Escalat
     escalation, _ = Escalation.objects.get_or_create(
         turn=turn, defaults={"requested_by": user, "reason": reason.strip()}
     )
-    _flag_for_review(turn.pk)
+    hooks.fire_on_commit(hooks.escalation_requested, turn_id=turn.pk)
     return escalation
 
 
@@ -187,17 +128,8 @@ def feedback_set(*, turn: Turn, user: User, rating: object, comment: object = ""
     feedback, _ = Feedback.objects.update_or_create(
         turn=turn, user=user, defaults={"rating": value, "comment": comment.strip()}
     )
-    if value == Feedback.Rating.DOWN:
-        _flag_for_review(turn.pk)
+    hooks.fire_on_commit(hooks.feedback_given, turn_id=turn.pk, rating=value)
     return feedback
-
-
-def _flag_for_review(turn_id: int) -> None:
-    """Put the turn in the review queue once this write is committed. Flagging logs its own
-    failures, so a problem there never reaches the person rating or escalating."""
-    from evaluation.review.flagging import turn_flag_quietly
-
-    transaction.on_commit(lambda: turn_flag_quietly(turn_id))
 
 
 STALE_AFTER = timedelta(minutes=10)

@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 
+from chatbot.agent import vocabulary
 from chatbot.llm.prompts import TemplateError, template_validate
 from chatbot.llm.registry import PROVIDERS
 from chatbot.models import AssistantSettings, ModelEndpoint
@@ -92,28 +93,9 @@ class ModelEndpointForm(forms.ModelForm):
 
 
 class AssistantSettingsForm(forms.ModelForm):
-    retrieval_k = forms.IntegerField(
-        label="Passages per answer",
-        min_value=1,
-        max_value=20,
-        help_text="How many knowledge-base passages the model is given as numbered context.",
-    )
-    min_similarity = forms.FloatField(
-        label="Relevance threshold",
-        min_value=0.0,
-        max_value=1.0,
-        help_text="Cosine similarity (0-1) from which a passage counts as relevant. When no "
-        "passage reaches it, the assistant says it doesn't know and offers a human. "
-        "Around 0.3 suits all-MiniLM-L6-v2.",
-    )
-    min_coverage = forms.FloatField(
-        label="Question coverage",
-        min_value=0.0,
-        max_value=1.0,
-        help_text="Share of the question's words (0-1) the relevant passages must contain. A "
-        "passage on the same topic can be similar without answering: below this the assistant "
-        "says it doesn't know. 0 turns the check off; 0.5 is the default.",
-    )
+    retrieval_k = vocabulary.retrieval_k_field()
+    min_similarity = vocabulary.min_similarity_field()
+    min_coverage = vocabulary.min_coverage_field()
 
     class Meta:
         model = AssistantSettings

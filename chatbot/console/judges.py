@@ -16,10 +16,15 @@ from django.views.decorators.http import require_POST
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.jobs import jobs_watch
 from chatbot.models import Judge, ModelEndpoint
 from evaluation import selectors, services
 
 PAGE_SIZE = 25
+REJUDGE_UNAVAILABLE = (
+    "The background queue is unavailable right now, so the re-judge did not start; "
+    "ask again when it is back."
+)
 STATS_DAYS = 30
 
 
@@ -131,10 +136,14 @@ def judge_toggle(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required(roles.MANAGE_SETTINGS)
 def judges_rejudge(request: HttpRequest) -> HttpResponse:
     try:
-        days = services.turns_rejudge_queue(days=request.POST.get("days", ""))
+        with jobs_watch() as submitted:
+            days = services.turns_rejudge_queue(days=request.POST.get("days", ""))
     except services.InvalidJudge as exc:
         messages.error(request, str(exc))
         return _list(request, status=400)
+    if not submitted.all_sent:  # nothing is saved for a re-judge: the person asks again later
+        messages.error(request, REJUDGE_UNAVAILABLE)
+        return redirect("console:judges")
     messages.success(
         request,
         f"Judging again the answers of the last {days} days that the current judge versions "

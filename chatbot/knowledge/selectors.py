@@ -1,28 +1,17 @@
-"""Reads for the knowledge base. Visibility is decided here, once, for pages, search and answers."""
+"""Reads for the knowledge base pages. Visibility is decided in `chatbot.accounts.visibility`."""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, Q, QuerySet
 
-from chatbot.accounts import roles
+from chatbot.accounts.visibility import collections_visible_to
 from chatbot.models import Chunk, Collection, Document, Source
 
 AnyUser = User | AnonymousUser
 
-
-def collections_visible_to(user: AnyUser) -> QuerySet[Collection]:
-    """Admins see every collection; everyone else those shared with one of their groups."""
-    if not user.is_authenticated:
-        return Collection.objects.none()
-    if sees_every_collection(user):
-        return Collection.objects.all()
-    return Collection.objects.filter(groups__user__pk=user.pk).distinct()
-
-
-def sees_every_collection(user: AnyUser) -> bool:
-    """Knowledge admins manage, and so may read, every collection (pages, search and answers)."""
-    return user.is_authenticated and user.has_perm(roles.MANAGE_KNOWLEDGE)
+# A retired document left its source and is kept only for the answers that cite its chunks.
+_LISTED_DOCUMENTS = ~Q(documents__status=Document.Status.RETIRED)
 
 
 def collections_with_counts(user: AnyUser) -> QuerySet[Collection]:
@@ -30,7 +19,7 @@ def collections_with_counts(user: AnyUser) -> QuerySet[Collection]:
         collections_visible_to(user)
         .annotate(
             source_count=Count("sources", distinct=True),
-            document_count=Count("documents", distinct=True),
+            document_count=Count("documents", filter=_LISTED_DOCUMENTS, distinct=True),
         )
         .prefetch_related("groups")
         .order_by("name")
@@ -43,7 +32,7 @@ def collection_get_for(user: AnyUser, collection_id: int) -> Collection:
 
 def sources_for(collection: Collection) -> QuerySet[Source]:
     return collection.sources.annotate(
-        document_count=Count("documents", distinct=True),
+        document_count=Count("documents", filter=_LISTED_DOCUMENTS, distinct=True),
         error_count=Count(
             "documents", filter=Q(documents__status=Document.Status.ERROR), distinct=True
         ),
@@ -62,5 +51,16 @@ def document_get_for(user: AnyUser, document_id: int) -> Document:
     )
 
 
+def documents_for(source: Source) -> QuerySet[Document]:
+    return source.documents.exclude(status=Document.Status.RETIRED).order_by(
+        "status", "external_id"
+    )
+
+
 def chunks_for(document: Document) -> QuerySet[Chunk]:
-    return document.chunks.order_by("ordinal").only("id", "ordinal", "heading", "text")
+    """The document's current chunks; retired ones show only beside the answers that cite them."""
+    return (
+        document.chunks.filter(retired_at__isnull=True)
+        .order_by("ordinal")
+        .only("id", "ordinal", "heading", "text")
+    )

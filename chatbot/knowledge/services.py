@@ -1,37 +1,26 @@
-"""Writes for the knowledge base: collections, sources and their ingestion.
+"""Writes for the knowledge base: collections and sources. Ingestion itself, the pipeline a
+queued source runs through, is `chatbot.knowledge.ingest`.
 
-Ingestion is idempotent and resumable. Each document is written in its own transaction (its old
-chunks deleted, its new chunks inserted, its content hash saved last), so a worker killed mid-job
-leaves every document either fully old or fully new; running the source again skips the documents
-whose hash and chunk count already match and redoes the rest, with no duplicate chunks.
+A source is one file or folder in one collection: adding the same server path to the same
+collection again, or uploading a file of the same name into it again, updates that source and
+re-ingests it (unchanged documents cost nothing) rather than making a second copy.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import F
 from django.utils import timezone
-from langchain_core.embeddings import Embeddings
 
-from chatbot.knowledge.parsers import RawDocument, SourceUnavailable, parse_location
-from chatbot.knowledge.splitting import TextChunk, split_document
-from chatbot.models import Chunk, Collection, Document, Source
-
-logger = logging.getLogger(__name__)
+from chatbot.knowledge.uploads import is_upload, upload_discard
+from chatbot.models import Collection, Source
 
 LOG_KEEP = 300  # entries kept on a source, newest last
-PROGRESS_EVERY_DOCUMENTS = 25  # unchanged documents between two progress writes
-MAX_URL = 1000
-
-ProgressFn = Callable[[Source], None]
 
 
 class InvalidSource(ValueError):
@@ -51,6 +40,25 @@ def collection_create(
     return collection
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in Source.Kind.values:
+        raise InvalidSource(
+            f"Unknown source kind {kind!r}; choose one of {', '.join(Source.Kind.values)}."
+        )
+
+
+def _lock(collection: Collection) -> None:
+    """Serialise the writers of one collection's sources, so two calls adding the same file at
+    the same moment make one source, not two."""
+    Collection.objects.select_for_update().filter(pk=collection.pk).values_list("pk").first()
+
+
+def _log(source: Source, message: str) -> None:
+    note = {"time": timezone.now().isoformat(), "level": "info", "message": message}
+    source.log = [*source.log, note][-LOG_KEEP:]
+
+
+@transaction.atomic
 def source_create(
     *,
     collection: Collection,
@@ -60,10 +68,9 @@ def source_create(
     created_by: User | None = None,
     queue: bool = True,
 ) -> Source:
-    if kind not in Source.Kind.values:
-        raise InvalidSource(
-            f"Unknown source kind {kind!r}; choose one of {', '.join(Source.Kind.values)}."
-        )
+    """A source for a file or folder on the server. A path the collection already has updates
+    that source (its kind, and its name when one is given) instead of adding a duplicate."""
+    _check_kind(kind)
     location = (location or "").strip()
     if not location:
         raise InvalidSource("Give the path of a file or folder to ingest.")
@@ -73,24 +80,75 @@ def source_create(
     if not (path.is_file() or path.is_dir()):
         raise InvalidSource(f"The path {location} is neither a file nor a folder.")
     resolved = path.resolve()
-    source = Source.objects.create(
-        collection=collection,
-        kind=kind,
-        location=str(resolved),
-        name=(name.strip() or resolved.name or str(resolved))[:200],
-        created_by=created_by,
+    _lock(collection)
+    source = (
+        Source.objects.filter(collection=collection, location=str(resolved)).order_by("pk").first()
     )
+    if source is None:
+        source = Source.objects.create(
+            collection=collection,
+            kind=kind,
+            location=str(resolved),
+            name=(name.strip() or resolved.name or str(resolved))[:200],
+            created_by=created_by,
+        )
+    else:
+        source.kind = kind
+        source.name = name.strip()[:200] or source.name
+        _log(source, "Added again: the source is updated, not duplicated.")
+        source.save(update_fields=["kind", "name", "log"])
     if queue:
         source_queue(source=source)
     return source
 
 
+@transaction.atomic
+def source_upload(
+    *,
+    collection: Collection,
+    kind: str,
+    stored: Path,
+    name: str,
+    created_by: User | None = None,
+) -> Source:
+    """A file uploaded into a collection (already stored by `uploads.upload_store`). A file of
+    the same name uploaded into the same collection before is replaced: that source points at
+    the new file, the old file is deleted once this commits, and the source is re-ingested."""
+    _check_kind(kind)
+    name = name.strip()[:200] or stored.name
+    _lock(collection)
+    earlier = [
+        s
+        for s in Source.objects.filter(collection=collection, name=name).order_by("pk")
+        if is_upload(s.location)
+    ]
+    if not earlier:
+        return source_create(
+            collection=collection,
+            kind=kind,
+            location=str(stored),
+            name=name,
+            created_by=created_by,
+        )
+    source = earlier[0]
+    replaced = source.location
+    source.location = str(stored.resolve())
+    source.kind = kind
+    _log(source, "A new upload of the same name replaced the file.")
+    source.save(update_fields=["location", "kind", "log"])
+    if replaced != source.location:
+        transaction.on_commit(partial(upload_discard, replaced))
+    source_queue(source=source)
+    return source
+
+
 def source_queue(*, source: Source) -> None:
     """Queue an ingestion once the surrounding transaction commits (the worker must see the row)."""
+    from chatbot.jobs import job_submit_on_commit
     from chatbot.knowledge.tasks import source_ingest_task
 
     source_id = source.pk
-    transaction.on_commit(lambda: source_ingest_task.delay(source_id))
+    job_submit_on_commit(source_ingest_task, source_id)
 
 
 def sources_queue_pending() -> int:
@@ -103,7 +161,7 @@ def sources_queue_pending() -> int:
 
 
 def source_reingest(*, source: Source) -> None:
-    """Queue the source again; unchanged documents cost nothing (see `source_ingest`)."""
+    """Queue the source again; unchanged documents cost nothing (see `ingest.source_ingest`)."""
     note = {"time": timezone.now().isoformat(), "level": "info", "message": "Re-ingest queued."}
     Source.objects.filter(pk=source.pk).update(log=[*source.log, note][-LOG_KEEP:])
     source_queue(source=source)
@@ -121,250 +179,13 @@ def source_set_enabled(*, source: Source, enabled: bool) -> None:
 
 @transaction.atomic
 def source_delete(*, source: Source) -> None:
-    collection_id = source.collection_id
-    source.delete()  # documents and chunks cascade
+    """Delete the source with its documents and chunks, retired ones included, and so the
+    citations past answers made from them (the answers themselves stay): deleting is how an
+    admin takes content out of the assistant, e.g. when it was wrong or must not be kept. An
+    uploaded file is deleted too once this commits; a server path is the admin's own and stays.
+    """
+    collection_id, location = source.collection_id, source.location
+    source.delete()
     Collection.objects.filter(pk=collection_id).update(version=F("version") + 1)
-
-
-def content_hash(raw: RawDocument) -> str:
-    digest = hashlib.sha256()
-    for part in (raw.title, raw.text, raw.url):
-        digest.update(part.encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()
-
-
-# --- ingestion ----------------------------------------------------------------------------------
-
-
-@dataclass
-class _Pending:
-    raw: RawDocument
-    hash: str
-    chunks: list[TextChunk]
-
-
-@dataclass
-class _Run:
-    """One ingestion of one source: its progress, written to the row in small updates."""
-
-    source: Source
-    on_progress: ProgressFn | None
-    errors: int = 0
-
-    def note(self, level: str, message: str) -> None:
-        self.source.log.append(
-            {"time": timezone.now().isoformat(), "level": level, "message": message}
-        )
-        del self.source.log[:-LOG_KEEP]
-
-    def save(self, **fields: object) -> None:
-        for name, value in fields.items():
-            setattr(self.source, name, value)
-        names = [*fields, "documents_done", "chunks_done", "log"]
-        values = {n: getattr(self.source, n) for n in dict.fromkeys(names)}
-        # update(), not save(): an admin may disable or rename the source meanwhile.
-        Source.objects.filter(pk=self.source.pk).update(**values)
-        if self.on_progress is not None:
-            self.on_progress(self.source)
-
-    def advance(self, *, documents: int, chunks: int) -> None:
-        self.source.documents_done += documents
-        self.source.chunks_done += chunks
-
-
-def source_ingest(
-    *,
-    source_id: int,
-    embedder: Embeddings | None = None,
-    on_progress: ProgressFn | None = None,
-) -> Source:
-    """Bring the source's documents and chunks in line with its files. Safe to run again."""
-    source = Source.objects.select_related("collection").get(pk=source_id)
-    run = _Run(source=source, on_progress=on_progress)
-    if not source.enabled:
-        run.note("warning", "The source is disabled; nothing was ingested.")
-        run.save()
-        return source
-    source.documents_done = source.chunks_done = 0
-    run.note("info", f"Ingestion started: {source.location}")
-    run.save(status=Source.Status.RUNNING, error="", documents_total=0, chunks_total=0)
-    try:
-        _ingest(run, embedder)
-    except SourceUnavailable as exc:
-        _fail(run, str(exc))
-    except Exception as exc:
-        logger.exception("ingestion of source %s failed", source_id)
-        _fail(run, f"Ingestion stopped by an unexpected error: {exc}")
-    Collection.objects.filter(pk=source.collection_id).update(version=F("version") + 1)
-    return source
-
-
-def _fail(run: _Run, message: str) -> None:
-    run.note("error", message)
-    run.save(status=Source.Status.FAILED, error=message, last_ingested_at=timezone.now())
-
-
-def _dedupe(run: _Run, raws: list[RawDocument]) -> list[RawDocument]:
-    seen: set[str] = set()
-    unique: list[RawDocument] = []
-    for raw in raws:
-        if raw.external_id in seen:
-            run.note("warning", f"Duplicate document id {raw.external_id!r}: kept the first.")
-            continue
-        seen.add(raw.external_id)
-        unique.append(raw)
-    return unique
-
-
-def _ingest(run: _Run, embedder: Embeddings | None) -> None:
-    source = run.source
-    raws = _dedupe(run, parse_location(source.location, kind=source.kind, log=run.note))
-    existing = {
-        d.external_id: d
-        for d in Document.objects.filter(source=source).annotate(stored=Count("chunks"))
-    }
-    vanished = [d.pk for key, d in existing.items() if key not in {r.external_id for r in raws}]
-    if vanished:
-        Document.objects.filter(pk__in=vanished).delete()
-        run.note("info", f"Removed {len(vanished)} documents no longer in the source.")
-
-    unchanged: list[Document] = []
-    work: list[_Pending] = []
-    broken: list[RawDocument] = []
-    for raw in raws:
-        if raw.error:
-            broken.append(raw)
-            continue
-        digest = content_hash(raw)
-        old = existing.get(raw.external_id)
-        if (
-            old is not None
-            and old.status == Document.Status.OK
-            and old.content_hash == digest
-            and old.chunk_count > 0
-            and old.stored == old.chunk_count
-        ):
-            unchanged.append(old)
-            if old.metadata != raw.metadata:
-                Document.objects.filter(pk=old.pk).update(metadata=raw.metadata)
-            continue
-        chunks = split_document(title=raw.title, text=raw.text, markdown=raw.markdown)
-        if not chunks:
-            broken.append(_with_error(raw, "The document has no text to index."))
-            continue
-        work.append(_Pending(raw=raw, hash=digest, chunks=chunks))
-
-    total_chunks = sum(d.chunk_count for d in unchanged) + sum(len(p.chunks) for p in work)
-    run.note(
-        "info",
-        f"{len(raws)} documents: {len(work)} new or changed, {len(unchanged)} unchanged, "
-        f"{len(broken)} with errors.",
-    )
-    run.save(documents_total=len(raws), chunks_total=total_chunks)
-
-    for raw in broken:
-        _document_fail(run, raw)
-    for i, same in enumerate(unchanged, start=1):
-        run.advance(documents=1, chunks=same.chunk_count)
-        if i % PROGRESS_EVERY_DOCUMENTS == 0:
-            run.save()
-    run.save()
-    _embed_and_store(run, work, embedder)
-
-    run.note(
-        "info",
-        f"Done: {source.documents_done} documents, {source.chunks_done} chunks, "
-        f"{run.errors} documents with errors.",
-    )
-    run.save(status=Source.Status.DONE, error="", last_ingested_at=timezone.now())
-
-
-def _with_error(raw: RawDocument, error: str) -> RawDocument:
-    raw.error = error
-    return raw
-
-
-def _embed_and_store(run: _Run, work: list[_Pending], embedder: Embeddings | None) -> None:
-    """Embed the chunks of several documents per call (the model is fastest on full batches)."""
-    if not work:
-        return
-    if embedder is None:
-        from chatbot.llm.embeddings import LocalEmbeddings
-
-        embedder = LocalEmbeddings()
-    flush_at = max(settings.EMBEDDING_BATCH_SIZE, 1) * 4
-    batch: list[_Pending] = []
-    for pending in work:
-        batch.append(pending)
-        if sum(len(p.chunks) for p in batch) >= flush_at:
-            _flush(run, batch, embedder)
-            batch = []
-    if batch:
-        _flush(run, batch, embedder)
-
-
-def _flush(run: _Run, batch: list[_Pending], embedder: Embeddings) -> None:
-    texts = [chunk.embedding_text() for p in batch for chunk in p.chunks]
-    vectors = iter(embedder.embed_documents(texts))
-    for pending in batch:
-        _document_store(run, pending, [next(vectors) for _ in pending.chunks])
-        run.advance(documents=1, chunks=len(pending.chunks))
-    run.save()
-
-
-def _url(run: _Run, raw: RawDocument) -> str:
-    if len(raw.url) > MAX_URL:
-        run.note("warning", f"{raw.external_id}: the url is too long and was dropped.")
-        return ""
-    return raw.url
-
-
-@transaction.atomic
-def _document_store(run: _Run, pending: _Pending, vectors: list[list[float]]) -> None:
-    raw, source = pending.raw, run.source
-    # The row lock makes a second worker on the same source wait, then redo this document cleanly.
-    document, _ = Document.objects.select_for_update().get_or_create(
-        source=source, external_id=raw.external_id, defaults={"collection": source.collection}
-    )
-    Chunk.objects.filter(document=document).delete()
-    Chunk.objects.bulk_create(
-        Chunk(
-            document=document,
-            collection_id=source.collection_id,
-            ordinal=ordinal,
-            heading=chunk.heading,
-            text=chunk.text,
-            embedding=vector,
-        )
-        for ordinal, (chunk, vector) in enumerate(zip(pending.chunks, vectors, strict=True))
-    )
-    document.collection_id = source.collection_id
-    document.title = raw.title
-    document.url = _url(run, raw)
-    document.metadata = raw.metadata
-    document.content_hash = pending.hash
-    document.status = Document.Status.OK
-    document.error = ""
-    document.chunk_count = len(pending.chunks)
-    document.save()
-
-
-@transaction.atomic
-def _document_fail(run: _Run, raw: RawDocument) -> None:
-    source = run.source
-    document, _ = Document.objects.select_for_update().get_or_create(
-        source=source, external_id=raw.external_id, defaults={"collection": source.collection}
-    )
-    Chunk.objects.filter(document=document).delete()
-    document.title = raw.title
-    document.url = ""
-    document.metadata = raw.metadata
-    document.content_hash = ""
-    document.status = Document.Status.ERROR
-    document.error = raw.error
-    document.chunk_count = 0
-    document.save()
-    run.errors += 1
-    run.advance(documents=1, chunks=0)
-    run.note("error", f"{raw.external_id}: {raw.error}")
+    if is_upload(location) and not Source.objects.filter(location=location).exists():
+        transaction.on_commit(partial(upload_discard, location))

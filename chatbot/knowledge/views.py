@@ -9,6 +9,7 @@ from django_htmx.middleware import HtmxDetails
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import no_access, permission_required
+from chatbot.jobs import jobs_notify, jobs_watch
 from chatbot.knowledge import selectors, services
 from chatbot.knowledge.forms import CollectionForm, UploadForm
 from chatbot.knowledge.uploads import upload_store
@@ -57,14 +58,15 @@ def collection(request: HttpRequest, pk: int) -> HttpResponse:
         if form.is_valid():
             upload = form.cleaned_data["file"]
             stored = upload_store(upload)
-            source = services.source_create(
-                collection=current,
-                kind=form.cleaned_data["kind"],
-                location=str(stored),
-                name=upload.name or stored.name,
-                created_by=request.user,  # type: ignore[arg-type]
-            )
-            messages.success(request, f"Uploaded “{source.name}”; ingestion has started.")
+            with jobs_watch() as submitted:
+                source = services.source_upload(
+                    collection=current,
+                    kind=form.cleaned_data["kind"],
+                    stored=stored,
+                    name=upload.name or stored.name,
+                    created_by=request.user,  # type: ignore[arg-type]
+                )
+            jobs_notify(request, submitted, f"Uploaded “{source.name}”; ingestion has started.")
             return redirect("knowledge:source", source.pk)
     context = {
         "collection": current,
@@ -84,7 +86,7 @@ def source(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     template = "knowledge/_source_progress.html" if request.htmx else "knowledge/source.html"
     context = {
         "source": current,
-        "documents": current.documents.order_by("status", "external_id")[:500],
+        "documents": selectors.documents_for(current)[:500],
         "can_manage": _can_manage(request),
     }
     return render(request, template, context)
@@ -98,8 +100,9 @@ def source_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     except ObjectDoesNotExist:
         raise Http404("No such source.") from None
     if action == "reingest":
-        services.source_reingest(source=current)
-        messages.success(request, f"Re-ingesting “{current.name}”.")
+        with jobs_watch() as submitted:
+            services.source_reingest(source=current)
+        jobs_notify(request, submitted, f"Re-ingesting “{current.name}”.")
     elif action in {"enable", "disable"}:
         services.source_set_enabled(source=current, enabled=action == "enable")
         messages.success(request, f"“{current.name}” is now {action}d.")

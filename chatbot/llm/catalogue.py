@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from chatbot.llm.prompts import DEFAULT_COMPLETION_TEMPLATE
+from chatbot.llm.prompts import COMPLETION_STOP, DEFAULT_COMPLETION_TEMPLATE
 from chatbot.models import ModelEndpoint
 
 
@@ -22,7 +22,7 @@ def local_endpoint_ensure() -> ModelEndpoint:
             "max_output_tokens": 200,
             "temperature": 0.2,
             "region": "on-premises",
-            "options": {"stop": ["\nQuestion:", "\n\n\n"]},
+            "options": {"stop": list(COMPLETION_STOP)},
         },
     )
     if created and not ModelEndpoint.objects.filter(is_default=True).exists():

@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from langchain_core.language_models import BaseChatModel, BaseLLM
 
+from chatbot.llm.prompts import COMPLETION_STOP
 from chatbot.llm.types import EndpointConfig, ModelError
 
 LangchainModel = BaseChatModel | BaseLLM
@@ -45,7 +46,7 @@ def _openai(endpoint: EndpointConfig) -> LangchainModel:
         "max_retries": 0,
     }
     if endpoint.style == "completion":
-        stop = endpoint.options.get("stop", ["\nQuestion:", "\n\n\n"])
+        stop = endpoint.options.get("stop", list(COMPLETION_STOP))
         return OpenAI(**common, model_kwargs={"stop": stop}, streaming=True)
     return ChatOpenAI(**common, streaming=True, stream_usage=True)
 

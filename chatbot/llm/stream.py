@@ -15,14 +15,14 @@ from langchain_core.messages import (
 )
 
 from chatbot.llm.pricing import estimate_tokens
-from chatbot.llm.prompts import render_completion
+from chatbot.llm.prompts import chat_messages, render_completion
 from chatbot.llm.registry import model_for
-from chatbot.llm.types import EndpointConfig, Message, ModelError, Overrides, Prompt, Usage
+from chatbot.llm.types import EndpointConfig, ModelError, Overrides, Prompt, Usage
 
 
-def to_langchain(messages: tuple[Message, ...]) -> list[BaseMessage]:
+def to_langchain(prompt: Prompt) -> list[BaseMessage]:
     kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-    return [kinds[m.role](content=m.content) for m in messages]
+    return [kinds[m.role](content=m.content) for m in chat_messages(prompt)]
 
 
 def _error_for(endpoint: EndpointConfig, exc: Exception) -> ModelError:
@@ -33,7 +33,11 @@ def _error_for(endpoint: EndpointConfig, exc: Exception) -> ModelError:
     detail = f"{name}: {exc}"
     text = str(exc).lower()
     if "connect" in name.lower() or "connection" in text or "refused" in text:
-        msg = f"The model '{endpoint.name}' could not be reached. Please try again in a minute."
+        # Under `make run` a closed port is usually the local model server being restarted.
+        msg = (
+            f"The model '{endpoint.name}' is unavailable right now (it could not be reached; it "
+            "may be restarting). Please try again in a moment."
+        )
     elif "timeout" in name.lower() or "timed out" in text:
         msg = f"The model '{endpoint.name}' took too long to answer. Please try again."
     elif "ratelimit" in name.lower() or "429" in text:
@@ -92,7 +96,7 @@ async def astream_text(
         produced: list[str] = []
         stream: AsyncIterator[object]
         if isinstance(model, BaseChatModel):
-            stream = model.astream(to_langchain(prompt.messages), **kwargs)
+            stream = model.astream(to_langchain(prompt), **kwargs)
             prompt_text = "\n".join(m.content for m in prompt.messages)
         else:
             prompt_text = render_completion(endpoint.prompt_template, prompt)

@@ -16,6 +16,10 @@ Role = Literal["system", "user", "assistant"]
 class Message:
     role: Role
     content: str
+    # Reference material (knowledge-base passages) given to the model as data, never as
+    # instructions: a user-role block between delimiters, placed before the question. Chat models
+    # get it at the head of the user message that follows; completion prompts after the system text.
+    data: bool = False
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class Prompt:
     @property
     def question(self) -> str:
         for message in reversed(self.messages):
-            if message.role == "user":
+            if message.role == "user" and not message.data:
                 return message.content
         return ""
 

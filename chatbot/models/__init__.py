@@ -12,7 +12,7 @@ from chatbot.models.datasets import (
     Export,
     RewardModel,
 )
-from chatbot.models.evaluation import Judge, JudgeScore
+from chatbot.models.judges import Judge, JudgeScore
 from chatbot.models.knowledge import Chunk, Collection, Document, Source
 from chatbot.models.observability import (
     AlertFiring,
@@ -23,7 +23,7 @@ from chatbot.models.observability import (
     UserDay,
 )
 from chatbot.models.review import FlagRule, Review, ReviewAssignment, ReviewItem
-from chatbot.models.tracing import Span
+from chatbot.models.spans import Span
 
 __all__ = [
     "AlertFiring",

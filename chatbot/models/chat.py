@@ -18,6 +18,9 @@ class Conversation(models.Model):
     channel = models.CharField(max_length=10, choices=Channel.choices, default=Channel.WEB)
     # Holds the turns of a replay (observability): never listed among the owner's conversations.
     is_replay = models.BooleanField(default=False)
+    # Deleted by its owner while turns in it are escalated, reviewed or in a dataset: kept for
+    # those, never shown to the owner again (`chatbot.chat.services.conversation_delete`).
+    hidden_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -125,8 +128,9 @@ class Feedback(models.Model):
 class Citation(models.Model):
     """A chunk given to the model as numbered context [number]; `cited` when the answer used it.
 
-    Deleting a source deletes its chunks and, through them, these rows: nothing derived from a
-    deleted source survives.
+    Re-ingesting a changed document retires a cited chunk instead of deleting it, so a past
+    answer keeps the passage it was given (`chatbot.knowledge.ingest`). Deleting a source deletes
+    its chunks and, through them, these rows: nothing derived from a deleted source survives.
     """
 
     turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="citations")

@@ -69,6 +69,8 @@ class Document(models.Model):
     class Status(models.TextChoices):
         OK = "ok", "Ingested"
         ERROR = "error", "Error"
+        # Gone from its source, kept only for the retired chunks past answers cite.
+        RETIRED = "retired", "Removed from the source"
 
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="documents")
     # Denormalised from the source so search filters by collection without a join.
@@ -94,6 +96,10 @@ class Document(models.Model):
 
 
 class Chunk(models.Model):
+    """A passage of a document. When its document changes or leaves the source, a chunk that a
+    past answer cites is retired instead of deleted, so the answer keeps the text it was given;
+    search and the document page read only current chunks (`retired_at` is null)."""
+
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="chunks")
     ordinal = models.PositiveIntegerField()
@@ -107,11 +113,17 @@ class Chunk(models.Model):
         output_field=SearchVectorField(),
         db_persist=True,
     )
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["document", "ordinal"]
         constraints = [
-            models.UniqueConstraint(fields=["document", "ordinal"], name="one_chunk_per_position")
+            # Retired chunks keep their old positions beside the current ones.
+            models.UniqueConstraint(
+                fields=["document", "ordinal"],
+                condition=models.Q(retired_at__isnull=True),
+                name="one_current_chunk_per_position",
+            )
         ]
         indexes = [
             HnswIndex(

@@ -72,8 +72,6 @@ class TurnRollup(models.Model):
     reviews = models.PositiveIntegerField(default=0)
     review_grade_sum = models.PositiveIntegerField(default=0)
     flagged = models.PositiveIntegerField(default=0)
-    cache_lookups = models.PositiveIntegerField(default=0)
-    cache_hits = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -6,9 +6,12 @@ transaction (a test, an atomic request) no extra SAVEPOINT is made.
 
 Visibility is decided inside that statement: a chunk is a candidate only when its collection is
 shared with one of the caller's groups (knowledge admins see every collection, as on the pages:
-`chatbot.knowledge.selectors.sees_every_collection`), its source is enabled and its document
-ingested fine.
+`chatbot.accounts.visibility.sees_every_collection`), its source is enabled, its document
+ingested fine and the chunk is current (a retired one is kept only for the past answers citing it).
 `collection_ids` can only narrow that set; an id the caller may not see simply matches nothing.
+
+A passage is returned once: a chunk id appears once, and of chunks with the same text (one file in
+two sources, a copied document) only the best-ranked one is kept, so `k` hits are `k` passages.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
 
-from chatbot.knowledge.selectors import sees_every_collection
+from chatbot.accounts.visibility import sees_every_collection
 from chatbot.llm.embeddings import embeddings
 from chatbot.models import Document
 
@@ -31,7 +34,7 @@ RRF_K = 60
 DEFAULT_CANDIDATES = 100
 # Reciprocal rank fusion weights. At equal weights fusion was no better than dense alone on the
 # FAQ set (paraphrased questions, where words match poorly); at 1 : 0.5 it beat both legs on
-# both eval sets (figures in chatbot/retrieval/evaluation.py).
+# both eval sets (figures from evaluation/offline/retrieval.py).
 DEFAULT_DENSE_WEIGHT = 1.0
 DEFAULT_SPARSE_WEIGHT = 0.5
 # ts_rank weights for labels {D, C, B, A}, each 0..1: a chunk's heading (A: document title and
@@ -85,7 +88,7 @@ _VISIBLE = f"""
         JOIN auth_user_groups ug ON ug.group_id = cg.group_id
         WHERE ug.user_id = %(user_id)s))
     AND (%(collections)s::bigint[] IS NULL OR c.collection_id = ANY(%(collections)s::bigint[]))
-    AND d.status = '{Document.Status.OK}' AND s.enabled
+    AND d.status = '{Document.Status.OK}' AND s.enabled AND c.retired_at IS NULL
 """  # noqa: S608 (constant fragments only; every value is a bound parameter)
 _FROM = """
     chatbot_chunk c
@@ -130,13 +133,19 @@ fused AS (
            1 - dense.distance AS similarity,
            coalesce(%(dense_weight)s / (%(rrf_k)s + dense.r), 0)
            + coalesce(%(sparse_weight)s / (%(rrf_k)s + sparse.r), 0) AS score
-    FROM dense FULL OUTER JOIN sparse ON dense.id = sparse.id
-    ORDER BY score DESC, coalesce(dense.r, sparse.r), id
+    FROM dense FULL OUTER JOIN sparse ON dense.id = sparse.id),
+passages AS (
+    SELECT DISTINCT ON (md5(c.text)) f.*
+    FROM fused f JOIN chatbot_chunk c ON c.id = f.id
+    ORDER BY md5(c.text), f.score DESC, coalesce(f.dense_rank, f.sparse_rank), f.id),
+top AS (
+    SELECT * FROM passages
+    ORDER BY score DESC, coalesce(dense_rank, sparse_rank), id
     LIMIT %(k)s)
 SELECT f.id, f.score, f.dense_rank, f.sparse_rank, c.heading, c.text, d.id, d.external_id,
        d.title, d.url, col.id, col.name,
        (SELECT count(*) FROM dense), (SELECT count(*) FROM sparse), f.similarity
-FROM fused f
+FROM top f
 JOIN chatbot_chunk c ON c.id = f.id
 JOIN chatbot_document d ON d.id = c.document_id
 JOIN chatbot_collection col ON col.id = c.collection_id

@@ -2,8 +2,10 @@
 
 Starts (or reuses) the embedded Postgres and Redis and the local model server unless DATABASE_URL,
 REDIS_URL or LOCAL_MODEL_URL point elsewhere, applies migrations, creates the demo users, then runs
-one Celery worker (with beat) and daphne. If any child dies, everything is stopped and the exit
-status is non-zero. `manage.py` in a second terminal finds the same services.
+one Celery worker (with beat) and daphne. A part that dies later is restarted with backoff while the
+others keep serving (`/healthz` shows each part's state); a part that fails during start-up stops
+everything with a non-zero exit status. Ctrl-C or SIGTERM stops it all in order. `manage.py` in a
+second terminal finds the same services.
 
     python -m chatbot.runtime.up [--host 127.0.0.1] [--port 8000] [--concurrency 2]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -73,6 +76,36 @@ def _death_report(child: Child) -> str:
     return f"{report}\n--- last lines of {child.log_path.name} ---\n{tail}" if tail else report
 
 
+def celery_command(python: str, *, concurrency: int, schedule: Path | None) -> list[str]:
+    """The worker `make run` starts; with a `schedule` file it also runs beat."""
+    beat = ["-B", "--schedule", str(schedule)] if schedule is not None else []
+    return [python, "-m", "celery", "-A", "chatbot.celery:app", "worker", *beat,
+            "--concurrency", str(concurrency), "--loglevel", "INFO"]  # fmt: skip
+
+
+def daphne_command(python: str, *, host: str, port: int) -> list[str]:
+    return [python, "-m", "daphne", "-b", host, "-p", str(port), "chatbot.asgi:application"]
+
+
+def adopt_model_server(
+    sup: Supervisor, *, model_path: Path, port: int, n_ctx: int, host: str = "127.0.0.1"
+) -> Child:
+    """Start the local model server under `sup`, which starts it the same way again if it dies."""
+    from chatbot.runtime import model_server
+
+    log_path = sup.log_dir / "model-server.log"
+    url = model_server.base_url(host, port)
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return model_server.start(
+            model_path=model_path, port=port, host=host, log_path=log_path, n_ctx=n_ctx
+        )
+
+    return sup.adopt(
+        "model-server", spawn(), log_path, spawn=spawn, ready=lambda: model_server.is_ready(url)
+    )
+
+
 def _start_redis(sup: Supervisor) -> str:
     from django.conf import settings
 
@@ -81,7 +114,7 @@ def _start_redis(sup: Supervisor) -> str:
     port = settings.EMBEDDED_REDIS_PORT
     if port_open("127.0.0.1", port):
         return f"embedded Redis already running on 127.0.0.1:{port}: reusing it"
-    sup.start("redis", redis_command(daemonize=False))
+    sup.start("redis", redis_command(daemonize=False), ready=lambda: port_open("127.0.0.1", port))
     _wait_port(sup, "127.0.0.1", port, "embedded Redis", timeout=15)
     return f"embedded Redis on 127.0.0.1:{port} (data in {Path(settings.VAR_DIR) / 'redis'})"
 
@@ -100,14 +133,12 @@ def _start_model_server(sup: Supervisor) -> tuple[str, Child | None]:
             f"port {settings.LOCAL_MODEL_PORT} is taken by something that is not a model server; "
             "stop it or set LOCAL_MODEL_PORT"
         )
-    log_path = sup.log_dir / "model-server.log"
-    process = model_server.start(
+    child = adopt_model_server(
+        sup,
         model_path=Path(settings.LOCAL_MODEL_PATH),
         port=settings.LOCAL_MODEL_PORT,
-        log_path=log_path,
         n_ctx=settings.LOCAL_MODEL_CONTEXT,
     )
-    child = sup.adopt("model-server", process, log_path)
     return f"local model server at {url} (model {settings.LOCAL_MODEL_PATH})", child
 
 
@@ -135,18 +166,19 @@ def _banner(args: argparse.Namespace, notes: list[str], sup: Supervisor) -> None
         f"  logs: {sup.log_dir}/<part>.log ({', '.join(c.name for c in sup.children)})",
         f"  demo users (password: {settings.DEMO_PASSWORD}):",
         *[f"    {name:<6} {role}" for name, role in DEMO_CAST],
-        "  Ctrl-C stops everything.",
+        "  A part that dies is restarted; Ctrl-C stops everything.",
         "=" * 72,
         "",
     ]
     print("\n".join(lines), flush=True)
 
 
-def _run(args: argparse.Namespace, sup: Supervisor, notes: list[str]) -> Child | None:
-    """Start everything, then wait. Returns the child that died, if one did."""
+def _run(args: argparse.Namespace, sup: Supervisor, notes: list[str]) -> str:
+    """Start everything, then keep it running. Returns the name of the signal that stopped it."""
     from django.conf import settings
 
     from chatbot.runtime import model_server
+    from chatbot.runtime.embedded import port_open
 
     model_child: Child | None = None
     if settings.EMBEDDED_REDIS:
@@ -167,27 +199,35 @@ def _run(args: argparse.Namespace, sup: Supervisor, notes: list[str]) -> Child |
 
     python = sys.executable
     schedule = Path(settings.VAR_DIR) / "celerybeat-schedule"
-    sup.start(
-        "celery",
-        [python, "-m", "celery", "-A", "chatbot.celery:app", "worker", "-B",
-         "--schedule", str(schedule), "--concurrency", str(args.concurrency),
-         "--loglevel", "INFO"],
-    )  # fmt: skip
+    sup.start("celery", celery_command(python, concurrency=args.concurrency, schedule=schedule))
     notes.append(f"Celery worker with beat, {args.concurrency} processes")
     sup.start(
         "daphne",
-        [python, "-m", "daphne", "-b", args.host, "-p", str(args.port),
-         "chatbot.asgi:application"],
+        daphne_command(python, host=args.host, port=args.port),
         console=True,
-    )  # fmt: skip
+        ready=lambda: port_open(args.host, args.port),
+    )
     _wait_port(sup, args.host, args.port, "daphne")
     _banner(args, notes, sup)
 
-    while True:
-        dead = sup.first_exited()
-        if dead is not None:
-            return dead
-        time.sleep(0.5)
+    return serve_until_signalled(sup)
+
+
+def serve_until_signalled(sup: Supervisor) -> str:
+    """Keep the parts running until SIGINT or SIGTERM; returns the signal's name.
+
+    Here a signal only asks the loop to stop: raising Shutdown in the middle of a restart could
+    lose track of the process just started.
+    """
+    received: list[str] = []
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    sup.serve(lambda: bool(received))
+    return received[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from chatbot.runtime.embedded import ensure_postgres, stop_postgres
 
-    sup = Supervisor(Path(settings.VAR_DIR) / "log", say=say)
+    sup = Supervisor(
+        Path(settings.VAR_DIR) / "log", say=say, status_path=Path(settings.SUPERVISOR_STATUS_PATH)
+    )
     notes: list[str] = []
     started_postgres = False
     status = 0
@@ -222,11 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             notes.append("Postgres from DATABASE_URL")
-        dead = _run(args, sup, notes)
-        if dead is not None:
-            say(_death_report(dead))
-            say("stopping everything because a part died")
-            status = 1
+        stopped_by = _run(args, sup, notes)
+        say(f"{stopped_by} received: shutting down")
     except Shutdown as stop:
         say(f"{stop} received: shutting down")
     except Exception as exc:

@@ -8,9 +8,9 @@ from django.utils.safestring import SafeString, mark_safe
 
 from chatbot.chat.markdown import render_markdown
 from chatbot.models import Turn
+from chatbot.retrieval.citations import CITATION
 
 register = template.Library()
-_CITATION = re.compile(r"\[(\d{1,2}(?:\s*,\s*\d{1,2})*)\]")
 
 
 @register.filter(name="markdown")
@@ -45,5 +45,5 @@ def cited_markdown_filter(turn: Turn) -> SafeString:
             parts.append(f'[\\[{number}\\]]({url} "{safe_title}")')
         return "".join(parts)
 
-    text = _CITATION.sub(link, turn.answer or "") if targets else turn.answer or ""
+    text = CITATION.sub(link, turn.answer or "") if targets else turn.answer or ""
     return mark_safe(render_markdown(text))  # noqa: S308 - sanitised by nh3 inside

@@ -7,8 +7,9 @@ from django import forms
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.files.uploadedfile import UploadedFile
 
+from chatbot.accounts.visibility import collections_visible_to
+from chatbot.agent import vocabulary
 from chatbot.agent.grounding import assistant_settings
-from chatbot.knowledge.selectors import collections_visible_to
 from chatbot.models import AssistantSettings, Collection, Dataset, Experiment, ModelEndpoint
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
@@ -100,19 +101,9 @@ class ExperimentForm(forms.Form):
         help_text="Blank uses the product's default system prompt.",
     )
     grounding = forms.ChoiceField(choices=AssistantSettings.Grounding.choices)
-    k = forms.IntegerField(label="Chunks given as context (k)", min_value=1, max_value=20)
-    min_similarity = forms.FloatField(
-        label="Minimum similarity",
-        min_value=0,
-        max_value=1,
-        help_text="Below it for every chunk, the assistant says it doesn't know.",
-    )
-    min_coverage = forms.FloatField(
-        label="Minimum question coverage",
-        min_value=0,
-        max_value=1,
-        help_text="Share of the question's words the relevant chunks must contain (0 = off).",
-    )
+    k = vocabulary.retrieval_k_field()
+    min_similarity = vocabulary.min_similarity_field()
+    min_coverage = vocabulary.min_coverage_field()
     collections = forms.ModelMultipleChoiceField(
         queryset=Collection.objects.none(),
         required=False,

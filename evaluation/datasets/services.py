@@ -14,8 +14,8 @@ from typing import IO, Any
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 
+from chatbot.accounts.visibility import collections_visible_to
 from chatbot.agent.grounding import assistant_settings
-from chatbot.knowledge.selectors import collections_visible_to
 from chatbot.llm.router import route_choose
 from chatbot.llm.types import ModelError
 from chatbot.models import (
@@ -29,7 +29,7 @@ from chatbot.models import (
 )
 from evaluation import metrics
 from evaluation.datasets import selectors
-from evaluation.datasets.jsonl import BadDatasetFile, ItemData, parse_lines
+from evaluation.offline.data import BadJsonlFile, ItemData, load_items
 
 
 class InvalidDataset(ValueError):
@@ -135,20 +135,20 @@ def dataset_import_jsonl(
     description: str = "",
     user: User | None = None,
 ) -> Imported:
-    """Import items from jsonl (see `evaluation.datasets.jsonl` for the shapes) into the dataset
-    called `name`, created when missing. The whole import is one version. Raises `BadDatasetFile`
+    """Import items from jsonl (see `evaluation.offline.data` for the shapes) into the dataset
+    called `name`, created when missing. The whole import is one version. Raises `BadJsonlFile`
     with the line number of the first bad line; nothing is written then."""
     if (path is None) == (file is None):
         raise ValueError("Pass either path or file.")
     if path is not None:
         try:
             with Path(path).open("rb") as handle:
-                items = parse_lines(handle)
+                items = load_items(handle)
         except OSError as exc:
-            raise BadDatasetFile(f"Cannot read {path}: {exc.strerror or exc}.") from None
+            raise BadJsonlFile(f"Cannot read {path}: {exc.strerror or exc}.") from None
     else:
         assert file is not None
-        items = parse_lines(file)
+        items = load_items(file)
     name = _clean_name(name)
     with transaction.atomic():
         existing = Dataset.objects.filter(name=name).first()
@@ -298,6 +298,7 @@ def experiment_create(
 ) -> Experiment:
     """Pin the dataset's current version and the knowledge base's versions, then (with `queue`)
     run it in the background once the transaction commits. Retrieval runs as `user`."""
+    from chatbot.jobs import job_submit_on_commit
     from evaluation.datasets.tasks import experiment_run_task
 
     chosen = _endpoint(endpoint)
@@ -322,5 +323,5 @@ def experiment_create(
         created_by=user,
     )
     if queue:
-        transaction.on_commit(lambda: experiment_run_task.delay(experiment.pk))
+        job_submit_on_commit(experiment_run_task, experiment.pk)
     return experiment

@@ -16,6 +16,7 @@ from django_htmx.middleware import HtmxDetails
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.jobs import jobs_notify, jobs_watch
 from chatbot.models import Dataset, DatasetItem, Experiment, Review
 from evaluation.datasets import compare as comparing
 from evaluation.datasets import selectors, services
@@ -26,8 +27,8 @@ from evaluation.datasets.forms import (
     FromReviewForm,
     ImportForm,
 )
-from evaluation.datasets.jsonl import BadDatasetFile
 from evaluation.datasets.runner import METRICS
+from evaluation.offline.data import BadJsonlFile
 
 PAGE_SIZE = 50
 REVIEW = roles.REVIEW_ANSWERS
@@ -137,7 +138,7 @@ def dataset_import(request: HttpRequest) -> HttpResponse:
                 file=upload,
                 user=request.user,  # type: ignore[arg-type]
             )
-        except (BadDatasetFile, services.InvalidDataset) as exc:
+        except (BadJsonlFile, services.InvalidDataset) as exc:
             form.add_error("file", str(exc))
         else:
             verb = "Created" if imported.created else "Updated"
@@ -232,18 +233,19 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            created = services.experiment_create(
-                dataset=data["dataset"],
-                endpoint=data["endpoint"],
-                prompt_template=data["prompt_template"],
-                retrieval=form.retrieval(),
-                name=data["name"],
-                user=request.user,  # type: ignore[arg-type]
-            )
+            with jobs_watch() as submitted:
+                created = services.experiment_create(
+                    dataset=data["dataset"],
+                    endpoint=data["endpoint"],
+                    prompt_template=data["prompt_template"],
+                    retrieval=form.retrieval(),
+                    name=data["name"],
+                    user=request.user,  # type: ignore[arg-type]
+                )
         except services.InvalidExperiment as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Started “{created.name}”.")
+            jobs_notify(request, submitted, f"Started “{created.name}”.")
             return redirect("review:experiment", created.pk)
     context = {"tab": "experiments", "form": form}
     return render(

@@ -23,10 +23,11 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from chatbot.jobs import job_submit_on_commit
 from chatbot.llm.embeddings import embeddings
 from chatbot.models import RewardModel
 from evaluation.exports import selectors
-from evaluation.exports.scrub import normalised
+from evaluation.exports.fingerprints import normalised
 from evaluation.judges import JudgeCase, Skip, Verdict
 
 logger = logging.getLogger(__name__)
@@ -129,11 +130,28 @@ def _fit(examples: list[Example]) -> tuple[Any, dict[str, Any]]:
     return model, metrics
 
 
+def inactive_reason(metrics: dict[str, Any]) -> str:
+    """Why a new version must not score production answers, or "" when it may: it has to beat
+    always guessing the majority label on its own held-out split, or it adds only noise."""
+    accuracy, baseline = metrics["heldout_accuracy"], metrics["baseline_accuracy"]
+    if accuracy > baseline:
+        return ""
+    return (
+        f"Held-out accuracy {accuracy:.0%} does not beat the majority baseline of {baseline:.0%} "
+        f"on the same {metrics['held_out']} held-out answers, so it was kept inactive."
+    )
+
+
 def reward_train(*, user: User | None = None) -> RewardModel:
-    """Train the next version on every labelled answer and make it the active one."""
+    """Train the next version on every labelled answer. It becomes the active one only when it
+    beats the majority baseline on its held-out split; otherwise it is kept, inactive, with the
+    reason, and the version already active keeps scoring."""
     examples = reward_examples()
     examples_check(examples)
     model, metrics = _fit(examples)
+    reason = inactive_reason(metrics)
+    if reason:
+        metrics["inactive_reason"] = reason
     import joblib
 
     buffer = io.BytesIO()
@@ -143,7 +161,8 @@ def reward_train(*, user: User | None = None) -> RewardModel:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [VERSION_LOCK])
         latest = RewardModel.objects.aggregate(v=Max("version"))["v"] or 0
-        RewardModel.objects.filter(active=True).update(active=False)
+        if not reason:
+            RewardModel.objects.filter(active=True).update(active=False)
         return RewardModel.objects.create(
             version=latest + 1,
             artifact=buffer.getvalue(),
@@ -153,7 +172,7 @@ def reward_train(*, user: User | None = None) -> RewardModel:
             heldout_accuracy=metrics["heldout_accuracy"],
             baseline_accuracy=metrics["baseline_accuracy"],
             metrics=metrics,
-            active=True,
+            active=not reason,
             created_by=user,
         )
 
@@ -198,10 +217,9 @@ def reward_train_queue(*, user: User) -> dict[str, Any]:
 
     token = uuid.uuid4().hex
     state = {"token": token, "status": "queued", "since": timezone.now().timestamp(),
-             "message": "Waiting for a worker…"}  # fmt: skip
+             "message": "Waiting for a worker…", "user_id": user.pk}  # fmt: skip
     cache.set(STATE_KEY, state, STATE_TTL_S)
-    user_id = user.pk
-    transaction.on_commit(lambda: reward_train_task.delay(token, user_id))
+    job_submit_on_commit(reward_train_task, token, user.pk)
     return state
 
 
@@ -220,12 +238,13 @@ def reward_train_run(*, token: str, user: User | None) -> dict[str, Any]:
         logger.exception("reward model training failed")
         state.update(status="failed", message=f"Training failed ({type(exc).__name__}: {exc}).")
     else:
+        outcome = model.metrics.get("inactive_reason") or "it now scores new answers."
         state.update(
             status="done",
             version=model.version,
             message=f"Trained version {model.version}: held-out accuracy "
             f"{model.heldout_accuracy:.0%} against a majority baseline of "
-            f"{model.baseline_accuracy:.0%}; it now scores new answers.",
+            f"{model.baseline_accuracy:.0%}; {outcome}",
         )
     cache.set(STATE_KEY, state, STATE_TTL_S)
     return state

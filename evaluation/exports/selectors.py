@@ -11,6 +11,7 @@ from typing import Any
 from django.core.paginator import Page, Paginator
 from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 
+from chatbot.accounts.visibility import AnyUser, CollectionGate
 from chatbot.models import Citation, Export, Feedback, Review, RewardModel, Turn
 
 PAGE_SIZE = 25
@@ -66,6 +67,7 @@ class ContextBlock:
     number: int
     label: str
     text: str
+    collection_id: int
 
 
 def turn_contexts(*, turn_ids: Iterable[int]) -> dict[int, list[ContextBlock]]:
@@ -76,15 +78,24 @@ def turn_contexts(*, turn_ids: Iterable[int]) -> dict[int, list[ContextBlock]]:
         .order_by("turn_id", "number")
         .values_list(
             "turn_id", "number", "chunk__text", "chunk__heading", "chunk__document__title",
-            "chunk__document__external_id",
+            "chunk__document__external_id", "chunk__collection_id",
         )
     )  # fmt: skip
-    for turn_id, number, text, heading, title, external_id in rows:
+    for turn_id, number, text, heading, title, external_id, collection_id in rows:
         label = title or external_id
         if heading and heading != title:
             label = f"{label} — {heading}"
-        contexts[turn_id].append(ContextBlock(number=number, label=label, text=text))
+        contexts[turn_id].append(
+            ContextBlock(number=number, label=label, text=text, collection_id=collection_id)
+        )
     return contexts
+
+
+def export_readable(*, export: Export, user: AnyUser) -> bool:
+    """Whether `user` may read every passage the export's file holds (the collections its rows
+    cite, recorded when it was written)."""
+    gate = CollectionGate(user)
+    return all(gate.allows(pk) for pk in export.params.get("collections") or [])
 
 
 def corrections(*, params: dict[str, Any]) -> list[Review]:

@@ -2,7 +2,8 @@
 preference pairs (prompt, chosen, rejected) from corrections and thumbs.
 
 Every row is PII-scrubbed, written once (a normalised fingerprint drops duplicates) and carries its
-provenance back to the turn and review it came from. An export runs in the background; running it
+provenance back to the turn and review it came from. A fine-tuning row has the shape of the live
+prompt, and is left out when it cites a passage its exporter may not read. An export runs in the background; running it
 again rewrites the same file from scratch, so a redelivered task cannot leave half a file behind.
 """
 
@@ -22,14 +23,17 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
 from django.utils import timezone
 
-from chatbot.agent.grounding import GROUNDING_INSTRUCTIONS
-from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
+from chatbot.accounts.visibility import CollectionGate
+from chatbot.agent.grounding import numbered_source, sources_prompt
+from chatbot.compliance.pii import Scrubber
+from chatbot.jobs import job_submit_on_commit
+from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT, chat_messages
+from chatbot.llm.types import Message, Prompt
 from chatbot.models import Export, Review
 from evaluation.exports import selectors
-from evaluation.exports.scrub import Scrubber, fingerprint, normalised
+from evaluation.exports.fingerprints import fingerprint, normalised
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +93,7 @@ def export_create(
     if queue:
         from evaluation.exports.tasks import export_run_task
 
-        export_id = export.pk
-        transaction.on_commit(lambda: export_run_task.delay(export_id))
+        job_submit_on_commit(export_run_task, export.pk)
     return export
 
 
@@ -106,29 +109,59 @@ class Row:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _system_message(contexts: list[selectors.ContextBlock]) -> str:
-    # The answer cites [n] against these sources, so the example keeps them or it teaches citing
-    # sources that are not there.
-    if not contexts:
-        return DEFAULT_SYSTEM_PROMPT
-    sources = "\n\n".join(f"[{c.number}] {c.label}\n{c.text.strip()}" for c in contexts)
-    return f"{DEFAULT_SYSTEM_PROMPT}\n\n{GROUNDING_INSTRUCTIONS}\n\nSources:\n{sources}"
+def _prompt_messages(question: str, contexts: list[selectors.ContextBlock]) -> tuple[str, str]:
+    """(system, user) as a chat model is sent them live (`grounding.sources_prompt`): the
+    instructions in the system message, the numbered passages as data before the question.
+    The answer cites [n] against these passages, so the example keeps them or it teaches citing
+    sources that are not there."""
+    asked = Prompt((Message("system", DEFAULT_SYSTEM_PROMPT), Message("user", question)))
+    blocks = [numbered_source(c.number, c.label, c.text) for c in contexts]
+    system, user = chat_messages(sources_prompt(asked, blocks))
+    return system.content, user.content
 
 
-def _sft_rows(review_ids: list[int]) -> Iterator[Row]:
+@dataclass
+class _Reader:
+    """Whom the export is written for. A row whose turn was given a passage of a collection they
+    may not read is left out whole: its answer cites that passage, so keeping the row without it
+    would teach citing what is not there. `gate` is None for the server's command line."""
+
+    gate: CollectionGate | None
+    left_out: int = 0
+    collections: set[int] = field(default_factory=set)
+
+    def allows(self, contexts: list[selectors.ContextBlock]) -> bool:
+        cited = {c.collection_id for c in contexts}
+        if self.gate is not None and not all(self.gate.allows(pk) for pk in cited):
+            self.left_out += 1
+            return False
+        self.collections |= cited
+        return True
+
+    def params(self, export: Export) -> dict[str, Any]:
+        return {
+            **export.params,
+            "rows_left_out_unshared": self.left_out,
+            "collections": sorted(self.collections),
+        }
+
+
+def _sft_rows(review_ids: list[int], reader: _Reader) -> Iterator[Row | None]:
+    """One row per review, or None for one left out (so progress still counts it)."""
     for offset in range(0, len(review_ids), BATCH):
         reviews = selectors.reviews_with_turns(ids=review_ids[offset : offset + BATCH])
         contexts = selectors.turn_contexts(turn_ids={r.turn_id for r in reviews})
         for review in reviews:
             turn = review.turn
+            given = contexts.get(turn.pk, [])
+            if not reader.allows(given):
+                yield None
+                continue
             corrected = review.corrected_answer.strip()
             answer = corrected or turn.answer
+            system, user = _prompt_messages(turn.user_text, given)
             yield Row(
-                fields={
-                    "system": _system_message(contexts.get(turn.pk, [])),
-                    "user": turn.user_text,
-                    "assistant": answer,
-                },
+                fields={"system": system, "user": user, "assistant": answer},
                 key=("user", "assistant"),
                 metadata={
                     "turn_id": turn.pk,
@@ -210,7 +243,9 @@ class _Writer:
     written: int = 0
     duplicates: int = 0
 
-    def line(self, row: Row) -> str | None:
+    def line(self, row: Row | None) -> str | None:
+        if row is None:
+            return None
         cleaned = {name: self.scrub(text) for name, text in row.fields.items()}
         if any(not cleaned[k].strip() for k in row.key):
             return None
@@ -246,10 +281,11 @@ def export_run(*, export_id: int, on_progress: ProgressFn | None = None) -> Expo
     partial = folder / f".{name}.part"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        rows: Iterator[Row] | list[Row]
+        reader = _Reader(gate=CollectionGate(export.created_by) if export.created_by else None)
+        rows: Iterator[Row | None] | list[Row]
         if export.kind == Export.Kind.SFT:
             ids = selectors.sft_review_ids(params=export.params)
-            total, rows = len(ids), _sft_rows(ids)
+            total, rows = len(ids), _sft_rows(ids, reader)
         else:
             rows = _dpo_rows(export.params)
             total = len(rows)
@@ -265,7 +301,8 @@ def export_run(*, export_id: int, on_progress: ProgressFn | None = None) -> Expo
                     last = time.monotonic()
                     _save(export, rows_done=done, rows_written=writer.written,
                           duplicates_dropped=writer.duplicates,
-                          pii_redacted=writer.scrub.redacted)  # fmt: skip
+                          pii_redacted=writer.scrub.redacted,
+                          params=reader.params(export))  # fmt: skip
                     if on_progress is not None:
                         on_progress(export)
         os.replace(partial, folder / name)
@@ -278,7 +315,7 @@ def export_run(*, export_id: int, on_progress: ProgressFn | None = None) -> Expo
         return export
     _save(export, status=Export.Status.DONE, rows_done=total, rows_written=writer.written,
           duplicates_dropped=writer.duplicates, pii_redacted=writer.scrub.redacted, path=name,
-          finished_at=timezone.now())  # fmt: skip
+          params=reader.params(export), finished_at=timezone.now())  # fmt: skip
     if on_progress is not None:
         on_progress(export)
     return export

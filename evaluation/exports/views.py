@@ -1,4 +1,5 @@
-"""Pages for the flywheel's outputs (reviewers): training exports and the reward model."""
+"""Pages for the flywheel's outputs: training exports (reviewers) and the reward model (reviewers
+read it; only admins train or activate a version, since the active one scores production answers)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django_htmx.middleware import HtmxDetails
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.jobs import jobs_notify, jobs_watch
 from chatbot.models import Export, RewardModel
 from evaluation.exports import reward as reward_service
 from evaluation.exports import selectors, services
@@ -41,34 +43,46 @@ def export_new(request: HttpRequest) -> HttpResponse:
     form = ExportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            export = services.export_create(
-                kind=form.cleaned_data["kind"],
-                date_from=form.cleaned_data["date_from"],
-                date_to=form.cleaned_data["date_to"],
-                user=request.user,  # type: ignore[arg-type]
-            )
+            with jobs_watch() as submitted:
+                export = services.export_create(
+                    kind=form.cleaned_data["kind"],
+                    date_from=form.cleaned_data["date_from"],
+                    date_to=form.cleaned_data["date_to"],
+                    user=request.user,  # type: ignore[arg-type]
+                )
         except services.InvalidExport as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(
-                request, f"Export {export.pk} started; it is written in the background."
-            )
+            started = f"Export {export.pk} started; it is written in the background."
+            jobs_notify(request, submitted, started)
             return redirect("review:export", export.pk)
     status = 400 if form.errors else 200
     return render(request, "exports/new.html", {"form": form}, status=status)
 
 
+def _export_page(request: HttpRequest, current: Export, *, status: int = 200) -> HttpResponse:
+    context = {
+        "export": current,
+        "readable": selectors.export_readable(export=current, user=request.user),
+    }
+    template = (
+        "exports/_progress.html" if getattr(request, "htmx", False) else "exports/detail.html"
+    )
+    return render(request, template, context, status=status)
+
+
 @permission_required(roles.REVIEW_ANSWERS)
 def export(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    current = _export(pk)
-    template = "exports/_progress.html" if request.htmx else "exports/detail.html"
-    return render(request, template, {"export": current})
+    return _export_page(request, _export(pk))
 
 
 # FileResponse streams (not an HttpResponse subclass); the decorator passes it through as it is.
 @permission_required(roles.REVIEW_ANSWERS)  # type: ignore[arg-type]
-def export_download(request: HttpRequest, pk: int) -> FileResponse:
+def export_download(request: HttpRequest, pk: int) -> FileResponse | HttpResponse:
     current = _export(pk)
+    if not selectors.export_readable(export=current, user=request.user):
+        # Exports are listed to every reviewer; the passages in one are not.
+        return _export_page(request, current, status=403)
     if current.status != Export.Status.DONE:
         raise Http404("This export has not finished; download it once it is done.")
     path = services.export_file(current)
@@ -83,9 +97,11 @@ def export_download(request: HttpRequest, pk: int) -> FileResponse:
     )
 
 
-def _reward_context() -> dict[str, object]:
+def _reward_context(request: HttpRequest) -> dict[str, object]:
     state = reward_service.reward_training_state()
     return {
+        # The active version scores every production answer: reviewers see it, admins change it.
+        "can_manage": request.user.has_perm(roles.MANAGE_SETTINGS),
         "models": selectors.reward_models()[:50],
         "state": state,
         "training": bool(state and state.get("status") in {"queued", "running"}),
@@ -97,23 +113,25 @@ def _reward_context() -> dict[str, object]:
 @permission_required(roles.REVIEW_ANSWERS)
 def reward(request: HtmxHttpRequest) -> HttpResponse:
     template = "exports/_reward_body.html" if request.htmx else "exports/reward.html"
-    return render(request, template, _reward_context())
+    return render(request, template, _reward_context(request))
 
 
 @require_POST
-@permission_required(roles.REVIEW_ANSWERS)
+@permission_required(roles.MANAGE_SETTINGS)
 def reward_train(request: HttpRequest) -> HttpResponse:
     try:
-        reward_service.reward_train_queue(user=request.user)  # type: ignore[arg-type]
+        with jobs_watch() as submitted:
+            reward_service.reward_train_queue(user=request.user)  # type: ignore[arg-type]
     except reward_service.NotEnoughExamples as exc:
         messages.error(request, str(exc))
-        return render(request, "exports/reward.html", _reward_context(), status=400)
-    messages.success(request, "Training started; the new version appears below when it is done.")
+        return render(request, "exports/reward.html", _reward_context(request), status=400)
+    started = "Training started; the new version appears below when it is done."
+    jobs_notify(request, submitted, started)
     return redirect("review:reward")
 
 
 @require_POST
-@permission_required(roles.REVIEW_ANSWERS)
+@permission_required(roles.MANAGE_SETTINGS)
 def reward_activate(request: HttpRequest, pk: int) -> HttpResponse:
     model = RewardModel.objects.defer("artifact").filter(pk=pk).first()
     if model is None:

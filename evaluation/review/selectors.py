@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,8 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from chatbot.accounts.visibility import HIDDEN_PASSAGE, CollectionGate
+from chatbot.compliance.pii import redactor
 from chatbot.models import (
     Citation,
     FlagRule,
@@ -135,15 +139,41 @@ def assignment_for(*, item: ReviewItem, reviewer: AnyUser) -> ReviewAssignment |
     return ReviewAssignment.objects.filter(item=item, reviewer_id=reviewer.pk).first()
 
 
+def _shown_citations(
+    turn: Turn, gate: CollectionGate, redact: Callable[[str], str]
+) -> list[Citation]:
+    """The turn's citations as the reviewer may read them: `shown_text` is the passage (personal
+    data redacted as the policy says), or nothing with `hidden` set when its collection is not
+    shared with them."""
+    citations = list(turn.citations.all())
+    for citation in citations:
+        document = citation.chunk.document
+        citation.hidden = not gate.allows(citation.chunk.collection_id)  # type: ignore[attr-defined]
+        if citation.hidden:  # type: ignore[attr-defined]
+            # The answer's citation links carry the document's title: it is the collection's too.
+            document.title = document.external_id = HIDDEN_PASSAGE
+            citation.shown_text = ""  # type: ignore[attr-defined]
+        else:
+            citation.shown_text = redact(citation.chunk.text)  # type: ignore[attr-defined]
+    return citations
+
+
 def item_context(*, item: ReviewItem, reviewer: AnyUser) -> dict[str, Any]:
-    """Everything the item page shows about the turn, in a fixed number of queries."""
-    turn = item.turn
+    """Everything the item page shows about the turn, as `reviewer` may see it (personal data as
+    the policy says, passages of collections shared with them), in a fixed number of queries."""
+    redact = redactor(reviewer)  # type: ignore[arg-type]
+    gate = CollectionGate(reviewer)  # type: ignore[arg-type]
+    # A copy for display: the question and answer shown are redacted, the row is not touched.
+    turn = copy.copy(item.turn)
+    turn.user_text, turn.answer = redact(turn.user_text), redact(turn.answer)
     earlier = list(
         Turn.objects.filter(conversation_id=turn.conversation_id, created_at__lt=turn.created_at)
         .order_by("-created_at", "-pk")
         .only("pk", "user_text", "answer", "status", "created_at")[:EARLIER_TURNS_SHOWN]
     )
     earlier.reverse()
+    for exchange in earlier:
+        exchange.user_text, exchange.answer = redact(exchange.user_text), redact(exchange.answer)
     # The answer's markdown filter reads turn.citations too: load them once for both.
     prefetch_related_objects(
         [turn],
@@ -152,7 +182,13 @@ def item_context(*, item: ReviewItem, reviewer: AnyUser) -> dict[str, Any]:
             queryset=Citation.objects.select_related("chunk__document").order_by("number"),
         ),
     )
-    citations = list(turn.citations.all())
+    citations = _shown_citations(turn, gate, redact)
+    feedback = list(turn.feedback.select_related("user").order_by("created_at"))
+    for entry in feedback:
+        entry.comment = redact(entry.comment)
+    escalation = turn.escalation_or_none
+    if escalation is not None:
+        escalation.reason = redact(escalation.reason)
     assignment = assignment_for(item=item, reviewer=reviewer)
     reviews = list(
         Review.objects.filter(item=item).select_related("reviewer").order_by("created_at")
@@ -168,12 +204,13 @@ def item_context(*, item: ReviewItem, reviewer: AnyUser) -> dict[str, Any]:
         "scores": list(
             JudgeScore.objects.filter(turn=turn).select_related("judge").order_by("judge__name")
         ),
-        "feedback": list(turn.feedback.select_related("user").order_by("created_at")),
-        "escalation": turn.escalation_or_none,
+        "feedback": feedback,
+        "escalation": escalation,
         "spans": list(Span.objects.filter(turn=turn).order_by("started_at")),
         "assignment": assignment,
         "reviews": reviews if show_reviews else [],
         "reviews_hidden": 0 if show_reviews else len(reviews),
+        "hidden_passage": HIDDEN_PASSAGE,
     }
 
 

@@ -13,10 +13,11 @@ from django_htmx.middleware import HtmxDetails
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.compliance.pii import redactor
+from chatbot.jobs import jobs_notify, jobs_watch
 from chatbot.models import Replay, Turn
 from observability import services
 from observability.forms import ReplayForm
-from observability.trace import redactor
 from observability.views.trace import turn as turn_page
 
 # After a replay finishes, its page keeps polling this long for the judges' scores.
@@ -36,16 +37,18 @@ def start(request: HttpRequest, turn_id: int) -> HttpResponse:
     form = ReplayForm(request.POST)
     if form.is_valid():
         try:
-            replay = services.replay_create(
-                created_by=request.user,  # type: ignore[arg-type]
-                turn=source,
-                endpoint=form.cleaned_data["endpoint"],
-                system_prompt=form.cleaned_data["system_prompt"],
-                scope=form.cleaned_data["scope"],
-            )
+            with jobs_watch() as submitted:
+                replay = services.replay_create(
+                    created_by=request.user,  # type: ignore[arg-type]
+                    turn=source,
+                    endpoint=form.cleaned_data["endpoint"],
+                    system_prompt=form.cleaned_data["system_prompt"],
+                    scope=form.cleaned_data["scope"],
+                )
         except services.InvalidReplay as exc:
             form.add_error(None, str(exc))
         else:
+            jobs_notify(request, submitted, "Replay started; the new answers appear as they come.")
             return redirect("dashboard:replay", replay.pk)
     return turn_page(request, turn_id, replay_form=form)
 

@@ -8,10 +8,10 @@ from django.shortcuts import render
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.compliance.pii import redactor
 from chatbot.models import Turn
 from observability import selectors
 from observability.forms import ReplayForm, TurnSearchForm
-from observability.trace import redactor
 
 PAGE_SIZE = 50
 

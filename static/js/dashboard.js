@@ -57,7 +57,7 @@
         bar("toxicity flags", s.toxicity_flagged, c[1]), bar("personal-data flags", s.pii_flagged, c[4])],
         scales: scales("turns flagged") },
       value: { labels: labels, datasets: [
-        line("cache hit rate %", s.cache_hit_rate, c[5]), line("escalation rate %", s.escalation_rate, c[1]),
+        line("escalation rate %", s.escalation_rate, c[1]),
         line("no-answer rate %", s.no_answer_rate, c[4]), line("task success %", s.task_success, c[3])],
         scales: percentAxis(scales("%"), "y") },
       people: { labels: labels, datasets: [bar("people", s.active_users, c[0])],

@@ -11,12 +11,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from chatbot.agent.grounding import cited_numbers
+from chatbot.agent.grounding import SOURCES_OPEN, cited_numbers
 from chatbot.agent.turn import _prepare, turn_run
 from chatbot.chat import selectors, services
 from chatbot.knowledge import services as knowledge_services
 from chatbot.models import AssistantSettings, Citation, Escalation, ModelEndpoint, Span, Turn
-from observability.tracing import Tracer
+from chatbot.telemetry.tracing import Tracer
 from tests.knowledge.test_search import KnowledgeBase, make_knowledge_base
 
 PASSWORD_QUESTION = "How do I reset a forgotten password?"
@@ -62,10 +62,13 @@ def test_it_gives_the_model_numbered_sources_from_what_the_asker_may_see(
     assert not prepared.grounding.no_answer
     assert prepared.grounding.hits[0].external_id == "pw-reset"
     assert {h.collection_id for h in prepared.grounding.hits} == {kb.help.pk}
-    context = [m for m in prepared.prompt.messages if "Sources:" in m.content]
-    assert len(context) == 1 and context[0].role == "system"
-    assert "[1] Reset a password" in context[0].content
-    assert "cite its source as [1], [2]" in context[0].content
+    # The instructions are the system's; the passages are data in a user-role block.
+    [context] = [m for m in prepared.prompt.messages if m.data]
+    assert context.role == "user" and context.content.startswith(SOURCES_OPEN)
+    assert "[1] Reset a password" in context.content
+    assert prepared.prompt.messages[-2] == context, "the passages come just before the question"
+    system = "\n".join(m.content for m in prepared.prompt.messages if m.role == "system")
+    assert "cite its source as [1], [2]" in system and "Reset a password" not in system
     assert prepared.prompt.question == PASSWORD_QUESTION
     assert prepared.grounding.kb_versions == {str(kb.help.pk): kb.help.version}
 
@@ -186,7 +189,7 @@ def test_preferred_grounding_lets_the_model_answer_without_context(
     prepared = _prepare(_turn(alice, OFF_TOPIC_QUESTION).pk, None, None, Tracer())
     assert not prepared.grounding.no_answer and prepared.grounding.hits == []
     assert prepared.route is not None
-    assert not any("Sources:" in m.content for m in prepared.prompt.messages)
+    assert not any(m.data or SOURCES_OPEN in m.content for m in prepared.prompt.messages)
 
 
 def test_it_reads_the_cited_numbers_among_those_it_gave() -> None:

@@ -126,7 +126,7 @@ def test_it_reads_three_times_before_calling_the_model_without_grounding(
     """Everything before the model call is on the time-to-first-token path: prompt, assistant
     settings, route (grounded turns add retrieval: see tests/agent/test_grounded.py)."""
     from chatbot.agent.turn import _prepare
-    from observability.tracing import Tracer
+    from chatbot.telemetry.tracing import Tracer
 
     fake_endpoint()
     conversation = services.conversation_create(owner=alice)

@@ -12,10 +12,11 @@ import pytest
 from django.contrib.auth.models import User
 
 from chatbot.accounts.services import api_key_create
+from chatbot.agent import records
 from chatbot.chat import services
 from chatbot.llm.types import Usage
 from chatbot.models import Conversation, Turn
-from observability.tracing import Tracer
+from chatbot.telemetry.tracing import Tracer
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def finished_turn(
 ) -> Turn:
     """A turn as the turn loop leaves it, recorded through the same services."""
     turn = services.turn_create(conversation=conversation, user_text=text)
-    result = services.TurnResult(
+    result = records.TurnResult(
         status=Turn.Status.DONE,
         answer=answer,
         usage=Usage(input_tokens=12, output_tokens=5),
@@ -78,7 +79,7 @@ def finished_turn(
         ttft_ms=12.5,
         total_ms=40.0,
     )
-    services.turn_finish(turn_id=turn.pk, result=result, tracer=Tracer())
+    records.turn_finish(turn_id=turn.pk, result=result, tracer=Tracer())
     turn.refresh_from_db()
     return turn
 

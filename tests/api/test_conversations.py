@@ -77,6 +77,29 @@ def test_it_lists_only_the_callers_conversations_newest_first_by_page(
     assert len(page_of_five["items"]) == 5
 
 
+def test_it_bounds_the_page_number(
+    alice, alice_by_key, settings, django_assert_max_num_queries
+) -> None:
+    for n in range(3):
+        services.conversation_create(owner=alice, title=f"Question {n}")
+
+    with django_assert_max_num_queries(5) as run:
+        past_the_end = alice_by_key.get("/api/conversations?page=2")
+    at_most = alice_by_key.get(f"/api/conversations?page={settings.API_MAX_PAGE}")
+    too_far = alice_by_key.get(f"/api/conversations?page={settings.API_MAX_PAGE + 1}")
+    huge = alice_by_key.get(f"/api/conversations?page={10**30}")
+
+    assert past_the_end.status_code == 200
+    assert past_the_end.json() == {"items": [], "count": 3}
+    assert not any("OFFSET" in q["sql"] for q in run.captured_queries), "no rows are walked"
+    assert at_most.status_code == 200 and at_most.json()["items"] == []
+    for refused in (too_far, huge):
+        assert refused.status_code == 422
+        assert refused.json()["detail"] == (
+            f"'page' should be less than or equal to {settings.API_MAX_PAGE}."
+        )
+
+
 def test_it_reads_a_conversation_with_its_turns_and_the_callers_feedback(
     alice, fake_endpoint, client_as, django_assert_max_num_queries
 ) -> None:

@@ -244,6 +244,45 @@ async def test_it_refuses_bad_messages(messages, words, alice_openai, fake_endpo
     assert not await Conversation.objects.aexists()
 
 
+def _exchange(pairs: int, chars: int = 10) -> list[dict[str, str]]:
+    messages = []
+    for _ in range(pairs):
+        messages += [
+            {"role": "user", "content": "q" * chars},
+            {"role": "assistant", "content": "a" * chars},
+        ]
+    return [*messages, {"role": "user", "content": QUESTION}]
+
+
+async def test_it_caps_the_number_of_messages(alice_openai, fake_endpoint, settings) -> None:
+    await sync_to_async(fake_endpoint)([ANSWER])
+    settings.API_MAX_MESSAGES = 5
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await alice_openai.chat.completions.create(model="default", messages=_exchange(3))
+    await alice_openai.chat.completions.create(model="default", messages=_exchange(2))
+
+    assert caught.value.status_code == 400
+    assert "'messages' has 7 messages; the limit is 5" in caught.value.message
+    assert await Turn.objects.acount() == 1, "only the request within the cap became a turn"
+
+
+async def test_it_caps_the_characters_of_all_messages_together(
+    alice_openai, fake_endpoint, settings
+) -> None:
+    await sync_to_async(fake_endpoint)([ANSWER])
+    # Each message is well under the per-message limit; together they are over the total.
+    settings.API_MAX_TOTAL_CHARS = 1000
+    history = _exchange(3, chars=200)
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await alice_openai.chat.completions.create(model="default", messages=history)
+
+    assert caught.value.status_code == 400
+    assert "more than 1,000 characters in all" in caught.value.message
+    assert not await Turn.objects.aexists()
+
+
 async def test_it_reads_text_parts_as_the_question(alice_openai, fake_endpoint) -> None:
     await sync_to_async(fake_endpoint)([ANSWER])
 

@@ -11,8 +11,8 @@ conversations (85% web), --turns turns spread evenly over the last --days days (
 failed, 3% cancelled, 10% "not in the knowledge base"; three models with their own prices;
 latencies drawn from exponential tails), and around them what production accumulates: thumbs on
 6% of answers, escalations on 2%, three judges' scores on 60% of answers, review flags on 4% of
-turns and reviews on half of those, citations of 1-3 chunks (from three collections) on 60%, and a
-cache-lookup span on 30%. All indexes are in place during the load, as in production; ANALYZE
+turns and reviews on half of those, and citations of 1-3 chunks (from three collections) on
+60%. All indexes are in place during the load, as in production; ANALYZE
 follows. The rollups are then built by the same code the periodic task runs (timed and printed).
 --keep leaves the database for the next run, which reuses it when it holds --turns turns.
 
@@ -234,15 +234,6 @@ FROM chatbot_turn t
 CROSS JOIN LATERAL generate_series(1, 1 + (t.id %% 3)::int) k(n),
 (SELECT array_agg(id ORDER BY id) ids, count(*) size FROM chatbot_chunk) ch
 WHERE t.status = 'done' AND NOT t.no_answer AND t.id %% 5 < 3""",
-        ),
-        (
-            "cache spans",
-            """
-INSERT INTO chatbot_span (id, turn_id, parent_id, kind, name, started_at, duration_ms, tokens_in,
-    tokens_out, cost, attributes, error)
-SELECT gen_random_uuid(), t.id, NULL, 'cache', 'answer cache', t.created_at, 2, 0, 0, 0,
-       jsonb_build_object('hit', random() < 0.35), ''
-FROM chatbot_turn t WHERE random() < 0.30""",
         ),
     ]
     # One transaction: an interrupted load leaves no half-loaded database for --keep to reuse.

@@ -49,8 +49,9 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 
+from chatbot.knowledge.ingest import source_ingest  # noqa: E402
 from chatbot.knowledge.parsers import SUPPORTED_TYPES  # noqa: E402
-from chatbot.knowledge.services import collection_create, source_create, source_ingest  # noqa: E402
+from chatbot.knowledge.services import collection_create, source_create  # noqa: E402
 from chatbot.knowledge.splitting import TextChunk  # noqa: E402
 from chatbot.llm.embeddings import LocalEmbeddings  # noqa: E402
 from chatbot.models import Chunk, Collection, Document, Source  # noqa: E402

@@ -54,10 +54,11 @@ from websockets.typing import Origin  # noqa: E402
 from chatbot.accounts.roles import AGENT  # noqa: E402
 from chatbot.accounts.services import user_create  # noqa: E402
 from chatbot.agent.grounding import assistant_settings  # noqa: E402
+from chatbot.agent.prepare import prompt_for_turn  # noqa: E402
 from chatbot.agent.turn import _prepare  # noqa: E402
-from chatbot.chat import selectors, services  # noqa: E402
+from chatbot.chat import services  # noqa: E402
 from chatbot.knowledge.demo import demo_knowledge_ensure  # noqa: E402
-from chatbot.knowledge.services import source_ingest  # noqa: E402
+from chatbot.knowledge.ingest import source_ingest  # noqa: E402
 from chatbot.llm.catalogue import local_endpoint_ensure  # noqa: E402
 from chatbot.llm.prompts import render_completion  # noqa: E402
 from chatbot.models import (  # noqa: E402
@@ -69,7 +70,7 @@ from chatbot.models import (  # noqa: E402
 )
 from chatbot.runtime import model_server  # noqa: E402
 from chatbot.runtime.embedded import ensure_services, port_open  # noqa: E402
-from observability.tracing import Tracer  # noqa: E402
+from chatbot.telemetry.tracing import Tracer  # noqa: E402
 
 BENCH_USER = "bench-agent"
 BENCH_PASSWORD = "bench-password-1"
@@ -242,7 +243,7 @@ async def flush(client: httpx.AsyncClient, endpoint: ModelEndpoint, prompt: str)
 
 def _rendered_prompt(turn_id: int, endpoint: ModelEndpoint) -> str:
     """What our stack sends the model for this turn: history, then retrieval and its passages."""
-    prepared = _prepare(turn_id, None, selectors.prompt_for_turn(turn_id), Tracer())
+    prepared = _prepare(turn_id, None, prompt_for_turn(turn_id), Tracer())
     return render_completion(endpoint.prompt_template, prepared.prompt)
 
 

@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from celery.contrib.testing.worker import TestWorkController, start_worker
+from celery.contrib.testing.worker import TestWorkController
 from django.contrib.auth.models import User
 from playwright.sync_api import BrowserContext, FilePayload, expect
 
-from chatbot.celery import app
 from chatbot.models import Dataset, Experiment, ModelEndpoint
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.test_chat_browser import _collect_errors, _log_in
 from tests.evaluation.datasets.helpers import EVALSET_ROWS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def worker() -> Iterator[TestWorkController]:
-    with start_worker(app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
-        yield w
 
 
 def test_it_runs_an_experiment_with_a_live_progress_bar(

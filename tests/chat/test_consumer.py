@@ -181,6 +181,30 @@ async def test_it_refuses_another_users_conversation(alice, rita) -> None:
     assert await _refusal_code(rita, 987654321) == 4404
 
 
+@pytest.mark.parametrize(
+    ("change", "code", "reason"),
+    [("deactivated", 4401, "no longer active"), ("demoted", 4403, "no longer have access")],
+)
+async def test_it_refuses_a_question_on_an_open_socket_once_access_is_gone(
+    alice, fake_endpoint, chat, change, code, reason
+) -> None:
+    await sync_to_async(fake_endpoint)()
+    communicator, conversation = await chat()
+    if change == "deactivated":
+        await User.objects.filter(pk=alice.pk).aupdate(is_active=False)
+    else:
+        await sync_to_async(alice.groups.clear)()
+
+    await _ask(communicator, "Am I still allowed?")
+    frame = await communicator.receive_from(timeout=TIMEOUT)
+    closed = await communicator.receive_output(timeout=TIMEOUT)
+
+    assert _kind(frame) == "error"
+    assert 'id="composer-error"' in frame and reason in frame
+    assert closed == {"type": "websocket.close", "code": code}
+    assert not await Turn.objects.filter(conversation=conversation).aexists(), "nothing is saved"
+
+
 async def test_it_refuses_a_foreign_origin(alice) -> None:
     conversation = await sync_to_async(services.conversation_create)(owner=alice)
     cookie = await sync_to_async(_session_cookie)(alice)

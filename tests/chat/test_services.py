@@ -6,6 +6,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from chatbot.agent.prepare import prompt_for_turn
 from chatbot.chat import selectors, services
 from chatbot.models import Conversation, Feedback, Turn
 
@@ -54,7 +55,7 @@ def test_it_builds_the_prompt_from_recent_finished_turns(alice) -> None:
     Turn.objects.filter(pk=failed.pk).update(status=Turn.Status.FAILED)
     current = services.turn_create(conversation=conversation, user_text="second question")
 
-    prompt = selectors.prompt_for_turn(current.pk)
+    prompt = prompt_for_turn(current.pk)
 
     assert [(m.role, m.content) for m in prompt.messages[1:]] == [
         ("user", "first question"),

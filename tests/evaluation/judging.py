@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 
+from chatbot.accounts import roles
+from chatbot.agent import records
 from chatbot.chat import services
 from chatbot.llm.types import Usage
 from chatbot.models import Chunk, Collection, Document, Source, Turn
 from chatbot.models.knowledge import EMBEDDING_DIMENSIONS
-from observability.tracing import Tracer
+from chatbot.telemetry.tracing import Tracer
 
 PASSWORD_CHUNK = (
     "To reset a forgotten password, open the sign-in page and click Forgot password. "
@@ -19,8 +21,13 @@ PASSWORD_CHUNK = (
 )
 
 
-def chunks(*texts: str) -> list[Chunk]:
+def chunks(
+    *texts: str, shared_with: tuple[str, ...] = (roles.AGENT, roles.REVIEWER)
+) -> list[Chunk]:
+    """Chunks of a new collection shared with the roles named (agents and reviewers, as the
+    knowledge base usually is; admins read every collection)."""
     collection = Collection.objects.create(name=f"Help {uuid.uuid4().hex[:8]}")
+    collection.groups.set([Group.objects.get_or_create(name=role)[0] for role in shared_with])
     source = Source.objects.create(collection=collection, name="docs", kind="path", location="/x")
     made = []
     for ordinal, text in enumerate(texts):
@@ -47,16 +54,27 @@ def finished_turn(
     context: tuple[str, ...] = (),
     status: str = Turn.Status.DONE,
     no_answer: bool = False,
+    shared_with: tuple[str, ...] = (roles.AGENT, roles.REVIEWER),
+    traced: bool = False,
 ) -> Turn:
+    """A finished turn given `context` as its numbered passages; `traced` also records the
+    retrieval span that returned them, as `ground` does."""
     conversation = services.conversation_create(owner=user)
     turn = services.turn_create(conversation=conversation, user_text=question)
+    given = chunks(*context, shared_with=shared_with)
     citations = [
-        services.CitationRecord(
+        records.CitationRecord(
             chunk_id=chunk.pk, number=n, score=0.5, similarity=0.8, cited=f"[{n}]" in answer
         )
-        for n, chunk in enumerate(chunks(*context), start=1)
+        for n, chunk in enumerate(given, start=1)
     ]
-    result = services.TurnResult(
+    tracer = Tracer()
+    if traced:
+        with tracer.span("agent", "turn"):
+            ids = [chunk.pk for chunk in given]
+            with tracer.span("retrieval", "hybrid_search", chunk_ids=ids, relevant_chunk_ids=ids):
+                pass
+    result = records.TurnResult(
         status=status,
         answer=answer,
         usage=Usage(input_tokens=20, output_tokens=10),
@@ -66,6 +84,26 @@ def finished_turn(
         no_answer=no_answer,
         citations=citations,
     )
-    services.turn_finish(turn_id=turn.pk, result=result, tracer=Tracer())
+    records.turn_finish(turn_id=turn.pk, result=result, tracer=tracer)
     turn.refresh_from_db()
     return turn
+
+
+# A passage of a collection shared only with admins: reviewers must never read it.
+ADMINS_ONLY_PASSAGE = (
+    "Project Bluebird is confidential: the Lisbon office closes at the end of June and its "
+    "staff move to Porto."
+)
+
+
+def admins_only_turn(user: User, **fields: object) -> Turn:
+    """A traced turn whose answer cites [1], a chunk of a collection shared only with admins."""
+    return finished_turn(
+        user,
+        question=str(fields.pop("question", "Which office closes this summer?")),
+        answer=str(fields.pop("answer", "An office closes at the end of June [1].")),
+        context=(ADMINS_ONLY_PASSAGE,),
+        shared_with=(roles.ADMIN,),
+        traced=True,
+        **fields,  # type: ignore[arg-type]
+    )

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from celery.contrib.testing.worker import TestWorkController, start_worker
-from django.conf import settings
+from celery.contrib.testing.worker import TestWorkController
 from django.contrib.auth.models import User
 
-from chatbot.celery import app
 from chatbot.models import Judge, JudgeScore, ModelEndpoint, Span, Turn
 from evaluation import services
 from tests.evaluation.judging import finished_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def worker() -> Iterator[TestWorkController]:
-    assert app.conf.broker_url == settings.CELERY_BROKER_URL, "the worker must use the test Redis"
-    with start_worker(app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
-        yield w
 
 
 def _wait_for_scores(turn: Turn, count: int) -> list[JudgeScore]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatbot.knowledge.demo import demo_knowledge_ensure
-from chatbot.knowledge.services import source_ingest
+from chatbot.knowledge.ingest import source_ingest
 from chatbot.models import Document, Source
 from chatbot.retrieval.search import hybrid_search
 

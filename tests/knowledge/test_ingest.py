@@ -10,6 +10,7 @@ from django.contrib.auth.models import Group
 from pytest_django.fixtures import Settings
 
 from chatbot.knowledge import services
+from chatbot.knowledge.ingest import source_ingest
 from chatbot.models import Chunk, Collection, Document, Source
 from tests.knowledge.ingest_support import CountingEmbeddings
 
@@ -43,7 +44,7 @@ def _source(collection: Collection, location: Path, kind: str = "path") -> Sourc
 
 
 def _ingest(source: Source, embedder: CountingEmbeddings | None = None) -> Source:
-    return services.source_ingest(source_id=source.pk, embedder=embedder or CountingEmbeddings())
+    return source_ingest(source_id=source.pk, embedder=embedder or CountingEmbeddings())
 
 
 def _chunk_rows(source: Source) -> list[tuple[str, int, str]]:
@@ -79,7 +80,7 @@ def test_it_ingests_a_folder_and_records_progress(collection: Collection, folder
     source = _source(collection, folder)
     seen: list[tuple[int, int, int, int]] = []
 
-    services.source_ingest(
+    source_ingest(
         source_id=source.pk,
         on_progress=lambda s: seen.append(
             (s.documents_done, s.documents_total, s.chunks_done, s.chunks_total)

@@ -44,3 +44,20 @@ def test_it_adds_to_an_existing_collection(tmp_path: Path) -> None:
 def test_it_exits_with_an_error_for_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="does not exist on the server"):
         call_command("ingest", str(tmp_path / "missing"), "--collection", "Docs")
+
+
+def test_it_updates_the_same_source_when_a_path_is_ingested_twice(tmp_path: Path) -> None:
+    for i in range(5):
+        (tmp_path / f"page-{i}.md").write_text(f"# Page {i}\n\nFact number {i} about the office.")
+    out = StringIO()
+    call_command("ingest", str(tmp_path), "--collection", "Docs", stdout=StringIO())
+    first = Chunk.objects.filter(collection__name="Docs").count()
+
+    call_command("ingest", str(tmp_path), "--collection", "Docs", "--name", "Pages", stdout=out)
+
+    collection = Collection.objects.get(name="Docs")
+    source = collection.sources.get()
+    assert (first, Chunk.objects.filter(collection=collection).count()) == (5, 5)
+    assert source.documents.count() == 5 and source.name == "Pages"
+    assert f"Updating source #{source.pk}" in out.getvalue()
+    assert f"Source #{source.pk} done: 5 documents, 5 chunks" in out.getvalue()

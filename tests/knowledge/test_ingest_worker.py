@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
 import pytest
-from celery.contrib.testing.worker import TestWorkController, start_worker
-from django.conf import settings
+from celery.contrib.testing.worker import TestWorkController
 from django.core.management import call_command
 
 from chatbot.celery import app
@@ -17,13 +15,6 @@ from chatbot.knowledge import services
 from chatbot.models import Chunk, Collection, Source
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def worker() -> Iterator[TestWorkController]:
-    assert app.conf.broker_url == settings.CELERY_BROKER_URL, "the worker must use the test Redis"
-    with start_worker(app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
-        yield w
 
 
 def _wait_until_finished(source_id: int, timeout: float = 120) -> Source:

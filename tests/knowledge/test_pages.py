@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -9,10 +11,19 @@ from django.urls import reverse
 from langchain_core.embeddings import FakeEmbeddings
 
 from chatbot.knowledge import services
+from chatbot.knowledge.ingest import source_ingest
+from chatbot.knowledge.uploads import upload_discard
 from chatbot.models import Chunk, Collection, Document, Source
 from tests.knowledge.file_support import pdf_bytes, policy_docx_bytes
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def uploads(settings, tmp_path) -> Path:
+    """Uploads land in the test's own folder, never in the app's var/."""
+    settings.KB_UPLOAD_DIR = tmp_path / "uploads"
+    return settings.KB_UPLOAD_DIR
 
 
 @pytest.fixture
@@ -35,7 +46,7 @@ def doc_source(shared: Collection, tmp_path) -> Source:
         ' "url": "javascript:alert(1)"}\n'
     )
     source = services.source_create(collection=shared, kind="path", location=str(path), queue=False)
-    services.source_ingest(source_id=source.pk)
+    source_ingest(source_id=source.pk)
     source.refresh_from_db()
     return source
 
@@ -123,7 +134,7 @@ def test_it_uploads_a_file_and_ingests_it(
     source = Source.objects.get(collection=shared, name="guide.md")
     assert response.status_code == 302 and response["Location"].endswith(f"/sources/{source.pk}/")
     assert len(queued) == 1, "ingestion is queued once the source is committed"
-    services.source_ingest(source_id=source.pk)
+    source_ingest(source_id=source.pk)
     assert Chunk.objects.filter(document__source=source).exists()
 
 
@@ -167,7 +178,7 @@ def test_it_accepts_and_ingests_a_pdf_or_word_upload(
         )
     source = Source.objects.get(collection=shared, name=name)
     assert response.status_code == 302 and response["Location"].endswith(f"/sources/{source.pk}/")
-    services.source_ingest(source_id=source.pk, embedder=FakeEmbeddings(size=384))
+    source_ingest(source_id=source.pk, embedder=FakeEmbeddings(size=384))
     document = Document.objects.get(source=source)
     assert (document.status, document.error) == (Document.Status.OK, "")
     assert Chunk.objects.filter(document=document, text__contains=expected).exists()
@@ -209,3 +220,87 @@ def test_it_renders_chunk_text_as_sanitised_markdown(client_as, alice, doc_sourc
     page = client_as(alice).get(reverse("knowledge:document", args=[document.pk])).content.decode()
     assert "<strong>Forgot password</strong>" in page
     assert "<script>alert(1)</script>" not in page
+
+
+def _discard_uploads(callbacks) -> None:
+    """Run the file clean-ups queued on commit, not the hand-off to Celery (the tests ingest)."""
+    for callback in callbacks:
+        if getattr(callback, "func", None) is upload_discard:
+            callback()
+
+
+def _upload(client, collection: Collection, name: str, content: bytes, capture) -> Source:
+    upload = SimpleUploadedFile(name, content)
+    with capture(execute=False) as callbacks:
+        response = client.post(
+            reverse("knowledge:collection", args=[collection.pk]),
+            {"file": upload, "kind": "upload"},
+        )
+    _discard_uploads(callbacks)
+    assert response.status_code == 302, response.content.decode()
+    return Source.objects.get(pk=response["Location"].rstrip("/").rsplit("/", 1)[1])
+
+
+def test_it_replaces_an_earlier_upload_of_the_same_name(
+    client_as, adam, shared, django_capture_on_commit_callbacks
+) -> None:
+    client, capture = client_as(adam), django_capture_on_commit_callbacks
+    first = _upload(
+        client, shared, "guide.md", b"# Billing\n\nInvoices go out on the 1st.\n", capture
+    )
+    source_ingest(source_id=first.pk)
+    old_file = Path(first.location)
+
+    again = _upload(
+        client, shared, "guide.md", b"# Billing\n\nInvoices go out on the 5th.\n", capture
+    )
+    source_ingest(source_id=again.pk)
+
+    assert again.pk == first.pk and shared.sources.count() == 1
+    assert not old_file.exists() and Path(again.location).exists()
+    texts = list(Chunk.objects.filter(collection=shared).values_list("text", flat=True))
+    assert texts == ["Invoices go out on the 5th."]
+
+
+def test_it_keeps_the_extension_of_a_long_upload_name(
+    client_as, adam, shared, django_capture_on_commit_callbacks
+) -> None:
+    name = "Quarterly report " * 12 + ".md"  # 207 characters
+    content = b"# Report\n\nRevenue grew.\n"
+    source = _upload(client_as(adam), shared, name, content, django_capture_on_commit_callbacks)
+
+    stored = Path(source.location)
+    assert stored.suffix == ".md" and len(stored.name) <= 120
+    assert stored.name.startswith("Quarterly_report_Quarterly_report")
+    assert source_ingest(source_id=source.pk).status == Source.Status.DONE
+    assert Chunk.objects.filter(document__source=source).exists()
+
+
+def test_it_deletes_the_uploaded_file_with_its_source(
+    client_as, adam, shared, django_capture_on_commit_callbacks
+) -> None:
+    client, capture = client_as(adam), django_capture_on_commit_callbacks
+    kept = _upload(client, shared, "kept.md", b"# Kept\n\nStays.\n", capture)
+    gone = _upload(client, shared, "gone.md", b"# Gone\n\nGoes.\n", capture)
+    missing = _upload(client, shared, "missing.md", b"# Missing\n\nAlready gone.\n", capture)
+    Path(missing.location).unlink()  # someone cleaned the volume by hand
+
+    with capture() as callbacks:
+        for source in (gone, missing):
+            url = reverse("knowledge:source_action", args=[source.pk, "delete"])
+            assert client.post(url).status_code == 302
+    _discard_uploads(callbacks)
+
+    assert not Path(gone.location).exists() and not Path(gone.location).parent.exists()
+    assert not Source.objects.filter(pk__in=[gone.pk, missing.pk]).exists()
+    assert Path(kept.location).exists()
+
+
+def test_it_leaves_a_server_path_on_disk_when_its_source_is_deleted(
+    client_as, adam, doc_source, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        client_as(adam).post(reverse("knowledge:source_action", args=[doc_source.pk, "delete"]))
+    assert not [c for c in callbacks if getattr(c, "func", None) is upload_discard]
+    assert not Source.objects.filter(pk=doc_source.pk).exists()
+    assert Path(doc_source.location).exists()

@@ -13,6 +13,7 @@ from langchain_core.embeddings import FakeEmbeddings
 from pytest_django.fixtures import Settings
 
 from chatbot.knowledge import services
+from chatbot.knowledge.ingest import source_ingest
 from chatbot.knowledge.markup import html_to_markdown
 from chatbot.knowledge.parsers import RawDocument, SourceUnavailable, parse_location
 from chatbot.knowledge.splitting import split_document
@@ -374,7 +375,7 @@ def test_it_ingests_the_good_files_beside_a_broken_and_a_scanned_pdf(tmp_path: P
         collection=collection, kind="path", location=str(tmp_path), queue=False
     )
 
-    services.source_ingest(source_id=source.pk, embedder=FakeEmbeddings(size=384))
+    source_ingest(source_id=source.pk, embedder=FakeEmbeddings(size=384))
 
     source.refresh_from_db()
     assert source.status == Source.Status.DONE

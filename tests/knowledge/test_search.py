@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.utils import timezone
 
 from chatbot.accounts import roles
-from chatbot.knowledge.selectors import collections_visible_to
+from chatbot.accounts.visibility import collections_visible_to
 from chatbot.llm.embeddings import LocalEmbeddings
 from chatbot.models import Chunk, Collection, Document, Source
 from chatbot.retrieval.search import hybrid_search
@@ -232,3 +233,32 @@ def test_it_gives_each_dense_hit_its_cosine_similarity(kb: KnowledgeBase, alice:
     assert all(h.similarity is not None and h.similarity < top.similarity for h in unrelated.hits)
     sparse_only = hybrid_search(user=alice, query="reset password", k=3, dense_weight=0)
     assert all(hit.similarity is None for hit in sparse_only.hits)
+
+
+def test_it_returns_a_passage_stored_twice_only_once(kb: KnowledgeBase, alice: User) -> None:
+    # The same file ingested as a second source of the collection: same text, new chunk ids.
+    original = Chunk.objects.select_related("document").get(document__external_id="pw-reset")
+    mirror = Source.objects.create(collection=kb.help, name="copy", kind="path", location="/y")
+    copy = Document.objects.create(
+        source=mirror, collection=kb.help, external_id="pw-reset", title=original.document.title
+    )
+    Chunk.objects.create(
+        document=copy,
+        collection=kb.help,
+        ordinal=0,
+        heading=original.heading,
+        text=original.text,
+        embedding=original.embedding,
+    )
+
+    result = hybrid_search(user=alice, query="I forgot my password, how do I reset it?", k=3)
+
+    texts = [hit.text for hit in result.hits]
+    assert texts[0] == original.text
+    assert len(texts) == len(set(texts)) == 3, "no passage twice, and still k of them"
+    assert len({hit.chunk_id for hit in result.hits}) == 3
+
+
+def test_it_never_returns_a_retired_chunk(kb: KnowledgeBase, alice: User) -> None:
+    Chunk.objects.filter(document__external_id="pw-reset").update(retired_at=timezone.now())
+    assert "pw-reset" not in ids(hybrid_search(user=alice, query="reset my password", k=50))

@@ -1,11 +1,10 @@
 """Generated production data for the observability tests: turns of every status over a few
-days, with feedback, escalations, judge scores, reviews, review flags, citations, cache spans and
+days, with feedback, escalations, judge scores, reviews, review flags, citations and
 replays, written in bulk (the services are tested elsewhere; here only the numbers matter)."""
 
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,7 +21,6 @@ from chatbot.models import (
     ModelEndpoint,
     Review,
     ReviewItem,
-    Span,
     Turn,
 )
 from tests.evaluation.judging import chunks
@@ -123,7 +121,7 @@ def generate(users: list[User], *, turns: int = 400, days: int = 3, seed: int = 
     Turn.objects.bulk_update(created, ["created_at"])
     out.turns = created
 
-    feedback, escalations, scores, items, reviews, spans, citations = [], [], [], [], [], [], []
+    feedback, escalations, scores, items, reviews, citations = [], [], [], [], [], []
     for turn in created:
         if rng.random() < 0.3:
             feedback.append(Feedback(turn=turn, user=users[0], rating=rng.choice([1, -1])))
@@ -145,17 +143,6 @@ def generate(users: list[User], *, turns: int = 400, days: int = 3, seed: int = 
                 )
         if rng.random() < 0.2:
             items.append(ReviewItem(turn=turn))
-        for _ in range(rng.choice([0, 0, 1, 2])):
-            spans.append(
-                Span(
-                    id=uuid.uuid4(),
-                    turn=turn,
-                    kind=Span.Kind.CACHE,
-                    name="answer cache",
-                    started_at=moments[turn.pk],
-                    attributes={"hit": rng.random() < 0.4},
-                )
-            )
         if rng.random() < 0.5:
             picked = rng.sample(pool, k=rng.randint(1, 2))
             for number, chunk in enumerate(picked, start=1):
@@ -168,6 +155,5 @@ def generate(users: list[User], *, turns: int = 400, days: int = 3, seed: int = 
         grades = {name: rng.randint(1, 5) for name in Review.RUBRIC}
         reviews.append(Review(item=item, turn_id=item.turn_id, reviewer=users[1], **grades))
     Review.objects.bulk_create(reviews)
-    Span.objects.bulk_create(spans)
     Citation.objects.bulk_create(citations)
     return out

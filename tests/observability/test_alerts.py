@@ -4,17 +4,14 @@ crossing, shown as a banner and POSTed to a webhook (a fake HTTP peer); the admi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from celery.contrib.testing.worker import TestWorkController, start_worker
-from django.conf import settings
+from celery.contrib.testing.worker import TestWorkController
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from chatbot.celery import app
 from chatbot.chat import services
 from chatbot.models import AlertFiring, AlertRule, ReviewItem, Turn
 from observability import alerts
@@ -201,13 +198,6 @@ def test_it_lets_only_admins_change_rules(cast, client_as, who) -> None:
     assert client.get(f"/dashboard/alerts/{rule.pk}/").status_code == 403
     assert client.post(f"/dashboard/alerts/{rule.pk}/delete/").status_code == 403
     assert AlertRule.objects.filter(pk=rule.pk).exists()
-
-
-@pytest.fixture
-def worker() -> Iterator[TestWorkController]:
-    assert app.conf.broker_url == settings.CELERY_BROKER_URL, "the worker must use the test Redis"
-    with start_worker(app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
-        yield w
 
 
 @pytest.mark.django_db(transaction=True)

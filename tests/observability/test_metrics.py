@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import re
-from decimal import Decimal
 
 import pytest
 import redis
@@ -18,9 +17,9 @@ from django.test import Client
 from chatbot.agent.turn import turn_run
 from chatbot.chat import services
 from chatbot.models import Span, Turn
-from observability import metrics, otel
-from observability.logs import TurnContextFilter, json_formatter, turn_logging
-from observability.tracing import Tracer, spans_save
+from chatbot.telemetry import otel
+from chatbot.telemetry.logs import TurnContextFilter, json_formatter, turn_logging
+from chatbot.telemetry.tracing import Tracer, spans_save
 from tests.fake_peers import fake_peer
 
 pytestmark = pytest.mark.django_db
@@ -100,22 +99,7 @@ def test_it_counts_turns_tokens_cost_errors_and_latency(alice, adam, fake_endpoi
     )
 
 
-def test_it_counts_cache_lookups_and_reports_the_queue_depth(adam, client_as) -> None:
-    tracer = Tracer()
-    with tracer.span("agent", "turn"):
-        with tracer.span("cache", "answer cache", hit=True):
-            pass
-        with tracer.span("cache", "answer cache", hit=False):
-            pass
-    result = services.TurnResult(
-        status="done", answer="a", usage=services.Usage(), cost=Decimal(0), ttft_ms=1, total_ms=2
-    )
-    hits = metrics.CACHE_LOOKUPS.labels("hit")._value.get()
-    misses = metrics.CACHE_LOOKUPS.labels("miss")._value.get()
-    metrics.turn_observe(result=result, model="m", tracer=tracer)
-    assert metrics.CACHE_LOOKUPS.labels("hit")._value.get() == hits + 1
-    assert metrics.CACHE_LOOKUPS.labels("miss")._value.get() == misses + 1
-
+def test_it_reports_the_queue_depth_and_no_cache_series_without_a_cache(adam, client_as) -> None:
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     key = "celery:" + settings.CELERY_TASK_DEFAULT_QUEUE
     broker.delete(key)
@@ -125,6 +109,8 @@ def test_it_counts_cache_lookups_and_reports_the_queue_depth(adam, client_as) ->
     finally:
         broker.delete(key)
     assert _value(text, "chatbot_celery_queue_depth", queue="default") == 3
+    # Nothing looks answers up in a cache yet, so no series claims to count lookups.
+    assert "chatbot_cache_lookups" not in text
 
 
 def test_it_writes_the_spans_once_after_the_answer_has_streamed(alice, fake_endpoint) -> None:
@@ -208,3 +194,15 @@ def test_it_exports_a_turns_spans_over_otlp(alice, settings, django_capture_on_c
     assert attributes["chatbot.turn_id"].int_value == turn.pk
     assert attributes["gen_ai.usage.output_tokens"].int_value == 5
     assert Span.objects.filter(turn=turn).count() == 3
+
+
+def test_it_labels_unknown_http_methods_as_other_so_series_stay_bounded(adam, client_as) -> None:
+    client = client_as(adam)
+    for method in ("BREW", "X-ANYTHING-1", "X-ANYTHING-2"):
+        client.generic(method, "/healthz")
+    text = client.get("/metrics").content.decode()
+    methods = set(
+        re.findall(r'chatbot_http_request_duration_seconds_count\{[^}]*method="([^"]*)"', text)
+    )
+    assert "BREW" not in methods and "X-ANYTHING-1" not in methods
+    assert "other" in methods

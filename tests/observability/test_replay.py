@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import async_to_sync
-from celery.contrib.testing.worker import TestWorkController, start_worker
-from django.conf import settings
+from celery.contrib.testing.worker import TestWorkController
 
 from chatbot.agent.turn import turn_run
-from chatbot.celery import app
 from chatbot.chat import selectors, services
 from chatbot.models import Conversation, Replay, Turn
+from chatbot.telemetry import metrics
 from evaluation import services as evaluation
-from observability import metrics, replay, rollups
+from observability import replay, rollups
 from observability import services as observability
 from observability.rollups import Filters
 
@@ -159,13 +157,6 @@ def test_it_lets_only_admins_start_a_replay(cast, fake_endpoint, client_as, who)
     assert not Replay.objects.exists()
 
 
-@pytest.fixture
-def worker() -> Iterator[TestWorkController]:
-    assert app.conf.broker_url == settings.CELERY_BROKER_URL, "the worker must use the test Redis"
-    with start_worker(app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
-        yield w
-
-
 @pytest.mark.django_db(transaction=True)
 def test_it_runs_a_replay_in_a_real_worker_with_progress(
     alice, adam, fake_endpoint, client_as, worker: TestWorkController
@@ -199,3 +190,23 @@ def test_it_runs_a_replay_in_a_real_worker_with_progress(
     assert "<html" not in body, "htmx polls get the partial"
     assert re.search(r"3 of 3 turns replayed", body)
     assert body.count(">new<") + body.count("<p>new</p>") >= 3
+
+
+@pytest.mark.django_db
+def test_it_hides_source_titles_of_collections_not_shared_with_the_viewer(
+    alice, rita, adam, client_as
+) -> None:
+    from chatbot.models import Document
+    from tests.evaluation.judging import admins_only_turn
+
+    original = admins_only_turn(alice)
+    Document.objects.filter(chunks__citations__turn=original).update(title="Bluebird memo")
+    job = Replay.objects.create(created_by=adam, source_turn=original, total=1)
+
+    as_rita = client_as(rita).get(f"/dashboard/replays/{job.pk}/")
+    as_adam = client_as(adam).get(f"/dashboard/replays/{job.pk}/")
+
+    assert as_rita.status_code == 200
+    assert "Bluebird memo" not in as_rita.content.decode()
+    assert "Passage from a collection not shared with you." in as_rita.content.decode()
+    assert "Bluebird memo" in as_adam.content.decode()

@@ -20,7 +20,6 @@ from chatbot.models import (
     JudgeScore,
     Review,
     ReviewItem,
-    Span,
     Turn,
     TurnRollup,
     UserDay,
@@ -74,9 +73,6 @@ def _reference(filters: Filters) -> dict[date, dict[str, Any]]:
     for review in Review.objects.filter(turn_id__in=ids):
         reviews_by[review.turn_id].append(review)
     flagged_ids = set(ReviewItem.objects.filter(turn_id__in=ids).values_list("turn_id", flat=True))
-    cache_by: dict[int, list[Span]] = defaultdict(list)
-    for span in Span.objects.filter(turn_id__in=ids, kind="cache"):
-        cache_by[span.turn_id].append(span)
     top_collection: dict[int, int] = {}
     for citation in Citation.objects.filter(turn_id__in=ids).select_related("chunk"):
         if citation.number == 1:
@@ -97,7 +93,6 @@ def _reference(filters: Filters) -> dict[date, dict[str, Any]]:
         escalated = turn.pk in escalated_ids
         scores = scores_by[turn.pk]
         reviews = reviews_by[turn.pk]
-        cache = cache_by[turn.pk]
         done = turn.status == Turn.Status.DONE
         row["turns"] += 1
         row[turn.status] += 1
@@ -121,8 +116,6 @@ def _reference(filters: Filters) -> dict[date, dict[str, Any]]:
         row["reviews"] += len(reviews)
         row["review_grade_sum"] += sum(sum(r.grades.values()) for r in reviews)
         row["flagged"] += turn.pk in flagged_ids
-        row["cache_lookups"] += len(cache)
-        row["cache_hits"] += sum(1 for s in cache if s.attributes.get("hit") is True)
     return dict(days)
 
 

@@ -9,12 +9,14 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import User
 
+from chatbot.accounts.visibility import HIDDEN_PASSAGE
+from chatbot.agent import records
 from chatbot.chat import services
 from chatbot.llm.types import Usage
 from chatbot.models import Feedback, JudgeScore, ReviewItem, Span, Turn
+from chatbot.telemetry.tracing import Tracer
 from evaluation import services as evaluation
-from observability.tracing import Tracer
-from tests.evaluation.judging import PASSWORD_CHUNK, chunks
+from tests.evaluation.judging import ADMINS_ONLY_PASSAGE, PASSWORD_CHUNK, admins_only_turn, chunks
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +42,7 @@ def traced_turn(user: User, *, question: str = f"Reset the password for {EMAIL}"
             pass
         with tracer.span("llm", "fake-model", model="fake-list-chat") as llm:
             llm.tokens_in, llm.tokens_out, llm.cost = 120, 30, Decimal("0.00018")
-    result = services.TurnResult(
+    result = records.TurnResult(
         status=Turn.Status.DONE,
         answer=f"Open the sign-in page and click **Forgot password** [1]. We wrote to {EMAIL}.",
         usage=Usage(input_tokens=120, output_tokens=30),
@@ -48,9 +50,9 @@ def traced_turn(user: User, *, question: str = f"Reset the password for {EMAIL}"
         ttft_ms=80.0,
         total_ms=420.0,
         route_reason="catalogue default",
-        citations=[services.CitationRecord(chunk.pk, 1, 0.5, 0.81, True)],
+        citations=[records.CitationRecord(chunk.pk, 1, 0.5, 0.81, True)],
     )
-    services.turn_finish(turn_id=turn.pk, result=result, tracer=tracer)
+    records.turn_finish(turn_id=turn.pk, result=result, tracer=tracer)
     judges = {j.name: j for j in evaluation.judges_ensure()}
     for name in ("pii", "format"):
         evaluation.judge_run(turn_id=turn.pk, judge_id=judges[name].pk)
@@ -200,3 +202,15 @@ def test_it_renders_the_trace_partial_for_any_page_that_includes_it(alice, rita)
     without = render_to_string("dashboard/_trace.html", {"turn": turn}, request=request)
 
     assert with_spans.count("<rect ") == without.count("<rect ") == 6
+
+
+def test_it_hides_passages_of_collections_not_shared_with_the_viewer(client_as, adam, rita) -> None:
+    turn = admins_only_turn(adam)
+
+    as_reviewer = client_as(rita).get(f"/dashboard/turns/{turn.pk}/").content.decode()
+    as_admin = client_as(adam).get(f"/dashboard/turns/{turn.pk}/").content.decode()
+
+    assert "hybrid_search" in as_reviewer, "the retrieval step itself is still shown"
+    assert "Project Bluebird" not in as_reviewer and "Lisbon" not in as_reviewer
+    assert HIDDEN_PASSAGE in as_reviewer
+    assert ADMINS_ONLY_PASSAGE in as_admin and HIDDEN_PASSAGE not in as_admin

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chatbot.knowledge import services
+from chatbot.knowledge.ingest import source_ingest
 from chatbot.models import Collection, Document, Source
 
 BAR_WIDTH = 30
@@ -39,6 +40,7 @@ class Command(BaseCommand):
             if collection is None:
                 collection = services.collection_create(name=name)
                 self.stdout.write(f"Created collection {name!r}.")
+            known = set(collection.sources.values_list("pk", flat=True))
             source = services.source_create(
                 collection=collection,
                 kind=options["kind"],
@@ -48,10 +50,13 @@ class Command(BaseCommand):
             )
         except services.InvalidSource as exc:
             raise CommandError(str(exc)) from None
+        if source.pk in known:
+            # Idempotent: the same path into the same collection is the same source.
+            self.stdout.write(f"Updating source #{source.pk}, already in {name!r}.")
         if options["no_wait"]:
             self.stdout.write(f"Queued source #{source.pk} ({source.location}) for a worker.")
             return
-        source = services.source_ingest(source_id=source.pk, on_progress=self._progress)
+        source = source_ingest(source_id=source.pk, on_progress=self._progress)
         self.stderr.write("")
         self._summary(source)
         if source.status != Source.Status.DONE:

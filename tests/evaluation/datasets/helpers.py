@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import User
 
 from chatbot.models import Dataset, Review, ReviewItem, Turn
 from evaluation.datasets import services
-from evaluation.datasets.jsonl import ItemData, item_from_row
+from evaluation.offline.data import ItemData, item_from_row
 from tests.evaluation.judging import PASSWORD_CHUNK, finished_turn
 
 # The shape of ../shared/evalsets/covidqa_dev/questions.jsonl, plus an unanswerable one.
@@ -26,15 +25,9 @@ EVALSET_ROWS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
-def write_jsonl(path: Path, rows: Sequence[Mapping[str, object] | str]) -> Path:
-    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return path
-
-
 def rows_to_items(rows: Sequence[Mapping[str, object]]) -> list[ItemData]:
     """Rows read the way an import reads them."""
-    return [item_from_row(dict(row), number) for number, row in enumerate(rows, start=1)]
+    return [item_from_row(dict(row)) for row in rows]
 
 
 def jsonl_bytes(rows: Sequence[Mapping[str, object]]) -> bytes:

@@ -11,15 +11,15 @@ from django.contrib.auth.models import User
 
 from chatbot.models import Dataset, DatasetItem
 from evaluation.datasets import selectors, services
-from evaluation.datasets.jsonl import BadDatasetFile, ItemData
+from evaluation.offline.data import BadJsonlFile, ItemData
 from tests.evaluation.datasets.helpers import (
     EVALSET_ROWS,
     jsonl_bytes,
     make_dataset,
     reviewed_turn,
-    write_jsonl,
 )
 from tests.evaluation.judging import PASSWORD_CHUNK
+from tests.evaluation.offline.evalset import write_jsonl
 
 pytestmark = pytest.mark.django_db
 
@@ -116,13 +116,13 @@ def test_it_explains_a_bad_file_by_line_and_writes_nothing(
 ) -> None:
     path = write_jsonl(tmp_path / "bad.jsonl", lines)
 
-    with pytest.raises(BadDatasetFile, match=message):
+    with pytest.raises(BadJsonlFile, match=message):
         services.dataset_import_jsonl(path=path, name="bad")
     assert not Dataset.objects.exists() and not DatasetItem.objects.exists()
 
 
 def test_it_explains_a_file_it_cannot_read(tmp_path: Path) -> None:
-    with pytest.raises(BadDatasetFile, match="Cannot read"):
+    with pytest.raises(BadJsonlFile, match="Cannot read"):
         services.dataset_import_jsonl(path=tmp_path / "missing.jsonl", name="x")
 
 

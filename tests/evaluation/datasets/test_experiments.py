@@ -20,7 +20,7 @@ from chatbot.models import (
 from evaluation import selectors as judge_selectors
 from evaluation import services as judge_services
 from evaluation.datasets import runner, services
-from evaluation.datasets.jsonl import ItemData
+from evaluation.offline.data import ItemData
 from tests.evaluation.datasets.helpers import EVALSET_ROWS, rows_to_items
 from tests.knowledge.test_search import make_knowledge_base
 

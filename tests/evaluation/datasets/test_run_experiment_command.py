@@ -14,7 +14,8 @@ from django.core.management import CommandError, call_command
 
 from chatbot.models import Dataset, Experiment, ModelEndpoint
 from evaluation import services as judge_services
-from tests.evaluation.datasets.helpers import EVALSET_ROWS, write_jsonl
+from tests.evaluation.datasets.helpers import EVALSET_ROWS
+from tests.evaluation.offline.evalset import write_jsonl
 
 pytestmark = pytest.mark.django_db
 

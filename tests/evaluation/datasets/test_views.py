@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from chatbot.models import Dataset, DatasetItem, Experiment, ExperimentResult, ModelEndpoint
 from evaluation.datasets import selectors, services
-from evaluation.datasets.jsonl import ItemData
+from evaluation.offline.data import ItemData
 from tests.evaluation.datasets.helpers import EVALSET_ROWS, jsonl_bytes, make_dataset, reviewed_turn
 
 pytestmark = pytest.mark.django_db

@@ -13,9 +13,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.utils import timezone
 
+from chatbot.compliance.pii import Scrubber
 from chatbot.models import Export, Turn
 from evaluation.exports import services
-from evaluation.exports.scrub import Scrubber
 from tests.evaluation.exports.support import (
     assert_dpo_row,
     assert_sft_row,
@@ -24,7 +24,12 @@ from tests.evaluation.exports.support import (
     review,
     run_export,
 )
-from tests.evaluation.judging import PASSWORD_CHUNK, finished_turn
+from tests.evaluation.judging import (
+    ADMINS_ONLY_PASSAGE,
+    PASSWORD_CHUNK,
+    admins_only_turn,
+    finished_turn,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -56,15 +61,19 @@ def test_it_writes_fine_tuning_rows_in_the_chat_messages_format(alice: User, rit
     assert first["metadata"]["export_id"] == export.pk
     assert first["metadata"]["review_id"] == approved.pk
     assert first["metadata"]["source"] == "approved"
-    assert first["messages"][1]["content"] == grounded.user_text
     assert first["messages"][2]["content"] == grounded.answer
-    # The answer cites [1]: the source it cites travels with it in the system message.
-    assert "[1] doc-0\nTo reset a forgotten password" in first["messages"][0]["content"]
+    # The answer cites [1]: the source it cites travels with it, as the live prompt carries it
+    # (data before the question in the user message, not in the system message).
+    user = first["messages"][1]["content"]
+    assert user.startswith("<sources>\n[1] doc-0\nTo reset a forgotten password")
+    assert user.endswith(f"</sources>\n\n{grounded.user_text}")
+    assert "To reset" not in first["messages"][0]["content"]
     second = by_turn[wrong.pk]
     assert second["metadata"]["source"] == "corrected"
     assert second["metadata"]["review_id"] == corrected.pk
+    assert second["messages"][1]["content"] == wrong.user_text
     assert second["messages"][2]["content"] == "Your line manager approves leave."
-    assert "Sources:" not in second["messages"][0]["content"]
+    assert "<sources>" not in second["messages"][0]["content"]
     assert export.path == f"sft-{export.pk:06d}.jsonl"
 
 
@@ -187,7 +196,13 @@ def test_it_exports_only_turns_in_the_date_range(alice: User, rita: User) -> Non
     export, rows = run_export(Export.Kind.SFT, date_from=since)
 
     assert [row["metadata"]["turn_id"] for row in rows] == [new.pk]
-    assert export.params == {"date_from": since.isoformat(), "date_to": None}
+    assert export.params == {
+        "date_from": since.isoformat(),
+        "date_to": None,
+        # What the run found, kept beside the filters: nothing was left out, no passages.
+        "rows_left_out_unshared": 0,
+        "collections": [],
+    }
 
 
 def test_it_refuses_a_bad_kind_or_date_range(alice: User) -> None:
@@ -272,3 +287,23 @@ def test_it_writes_an_export_from_the_command_line(alice: User, rita: User, tmp_
     (row,) = read_jsonl(out)
     assert_sft_row(row)
     assert f"1 rows to {out}" in printed.getvalue()
+
+
+def test_it_leaves_out_rows_citing_passages_the_exporter_may_not_read(
+    alice: User, rita: User, adam: User
+) -> None:
+    secret = admins_only_turn(adam)
+    review(secret, adam, approved=True)
+    shared = finished_turn(alice, answer="Click Forgot password [1].", context=(PASSWORD_CHUNK,))
+    review(shared, rita, approved=True)
+
+    by_rita, rows = run_export(Export.Kind.SFT, user=rita)
+
+    text = Path(services.exports_dir() / by_rita.path).read_text()
+    assert "Project Bluebird" not in text and "Lisbon" not in text
+    assert [row["metadata"]["turn_id"] for row in rows] == [shared.pk]
+    assert by_rita.params["rows_left_out_unshared"] == 1
+    by_adam, rows = run_export(Export.Kind.SFT, user=adam)
+    assert {row["metadata"]["turn_id"] for row in rows} == {secret.pk, shared.pk}
+    assert ADMINS_ONLY_PASSAGE in Path(services.exports_dir() / by_adam.path).read_text()
+    assert by_adam.params["rows_left_out_unshared"] == 0

@@ -4,26 +4,16 @@ Redis, against the test database."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from celery.contrib.testing.worker import TestWorkController, start_worker
-from django.conf import settings
+from celery.contrib.testing.worker import TestWorkController
 from django.contrib.auth.models import User
 
-from chatbot.celery import app
 from chatbot.models import Export
 from evaluation.exports import services
 from tests.evaluation.exports.support import assert_dpo_row, rated, read_jsonl
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def worker() -> Iterator[TestWorkController]:
-    assert app.conf.broker_url == settings.CELERY_BROKER_URL, "the worker must use the test Redis"
-    with start_worker(app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
-        yield w
 
 
 def test_it_writes_an_export_in_a_real_worker(alice: User, worker: TestWorkController) -> None:

@@ -144,9 +144,9 @@ def test_it_never_serves_a_file_outside_the_exports_folder(
 
 
 def test_it_explains_when_there_is_too_little_to_train_on(
-    client_as: ClientAs, alice: User, rita: User
+    client_as: ClientAs, alice: User, adam: User
 ) -> None:
-    client = client_as(rita)
+    client = client_as(adam)
     assert "No reward model yet" in client.get(reverse("review:reward")).content.decode()
 
     response = client.post(reverse("review:reward_train"))
@@ -157,10 +157,11 @@ def test_it_explains_when_there_is_too_little_to_train_on(
 
 
 def test_it_trains_in_the_background_and_shows_the_new_version(
-    client_as: ClientAs, alice: User, rita: User, django_capture_on_commit_callbacks: Any
-) -> None:
+    client_as: ClientAs, alice: User, rita: User, adam: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
     _labelled(alice, rita)
-    client = client_as(rita)
+    client = client_as(adam)
 
     with django_capture_on_commit_callbacks(execute=False) as queued:
         response = client.post(reverse("review:reward_train"))
@@ -183,13 +184,57 @@ def test_it_trains_in_the_background_and_shows_the_new_version(
 
 
 def test_it_makes_an_older_version_active_again(
-    client_as: ClientAs, alice: User, rita: User
+    client_as: ClientAs, alice: User, rita: User, adam: User
 ) -> None:
     _labelled(alice, rita)
     first = reward.reward_train(user=rita)
     reward.reward_train(user=rita)
 
-    response = client_as(rita).post(reverse("review:reward_activate", args=[first.pk]))
+    response = client_as(adam).post(reverse("review:reward_activate", args=[first.pk]))
 
     assert response.status_code == 302
     assert list(RewardModel.objects.filter(active=True)) == [first]
+
+
+def test_it_says_how_many_rows_were_left_out_and_keeps_others_exports_from_reviewers(
+    client_as: ClientAs, rita: User, adam: User
+) -> None:
+    from tests.evaluation.judging import admins_only_turn
+
+    review(admins_only_turn(adam), adam, approved=True)
+    by_rita, _ = run_export(Export.Kind.SFT, user=rita)
+    by_adam, _ = run_export(Export.Kind.SFT, user=adam)
+    client = client_as(rita)
+
+    page = client.get(reverse("review:export", args=[by_rita.pk])).content.decode()
+    assert "Left out: passages not shared with the exporter" in page
+    assert "<dd>1</dd>" in page.split("Left out")[1][:200]
+    refused = client.get(reverse("review:export_download", args=[by_adam.pk]))
+    assert refused.status_code == 403
+    assert "not shared with you" in refused.content.decode()
+    assert (
+        client_as(adam).get(reverse("review:export_download", args=[by_adam.pk])).status_code == 200
+    )
+
+
+def test_it_lets_reviewers_see_the_reward_model_but_only_admins_train_or_activate_it(
+    client_as: ClientAs, alice: User, rita: User, nora: User
+) -> None:
+    _labelled(alice, rita)
+    first = reward.reward_train(user=rita)
+    second = reward.reward_train(user=rita)
+    client = client_as(rita)
+
+    page = client.get(reverse("review:reward"))
+    train = client.post(reverse("review:reward_train"))
+    activate = client.post(reverse("review:reward_activate", args=[first.pk]))
+
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "v1" in body and "v2" in body
+    assert "Train a new version" not in body and "Make active" not in body
+    assert "Only admins train and activate" in body
+    assert train.status_code == activate.status_code == 403
+    assert reward.reward_training_state() is None
+    assert list(RewardModel.objects.filter(active=True)) == [second]
+    assert client_as(nora).get(reverse("review:reward")).status_code == 403

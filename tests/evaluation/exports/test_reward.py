@@ -124,7 +124,7 @@ def test_it_refuses_to_train_on_one_class_only(alice: User, rita: User) -> None:
         reward.reward_train(user=rita)
 
 
-def test_it_trains_a_model_that_beats_or_equals_the_majority_baseline(
+def test_it_trains_a_model_that_beats_the_majority_baseline_and_activates_it(
     alice: User, rita: User
 ) -> None:
     _labelled(alice, rita)
@@ -135,7 +135,8 @@ def test_it_trains_a_model_that_beats_or_equals_the_majority_baseline(
     assert first.trained_on + first.held_out == 32 and first.held_out == 8
     assert first.baseline_accuracy == 0.5
     assert first.heldout_accuracy is not None
-    assert first.heldout_accuracy >= first.baseline_accuracy
+    assert first.heldout_accuracy > first.baseline_accuracy
+    assert "inactive_reason" not in first.metrics
     assert first.metrics["labels"] == {"good": 16, "bad": 16}
     assert set(first.metrics["sources"]) == {"rubric", "thumbs", "corrected"}
     assert bytes(RewardModel.objects.get(pk=first.pk).artifact)
@@ -173,3 +174,24 @@ def test_the_reward_judge_skips_until_a_model_is_trained_then_scores(
     assert 0 <= bad_score.score < good_score.score <= 1
     assert good_score.details["reward_model_version"] == model.version
     assert good_score.passed is True and bad_score.passed is False
+
+
+def test_it_keeps_a_version_that_does_not_beat_the_baseline_inactive_with_the_reason(
+    alice: User, adam: User
+) -> None:
+    _labelled(alice, adam)
+    working = reward.reward_train(user=adam)
+    Turn.objects.all().delete()
+    # Answers that all read the same: nothing tells good from bad, so the model can at best
+    # guess the majority label, which is exactly the baseline.
+    question, answer = TOPICS[0]
+    for n in range(20):
+        rated(alice, 1 if n % 4 else -1, question=question, answer=answer)
+
+    weak = reward.reward_train(user=adam)
+
+    assert weak.version == 2 and not weak.active
+    assert weak.heldout_accuracy is not None and weak.baseline_accuracy is not None
+    assert weak.heldout_accuracy <= weak.baseline_accuracy
+    assert "does not beat the majority baseline" in weak.metrics["inactive_reason"]
+    assert list(RewardModel.objects.filter(active=True)) == [working]

@@ -318,3 +318,57 @@ def test_it_turns_a_reviewed_item_into_a_dataset_item_in_one_click(
     added = DatasetItem.objects.get(source_review=review)
     assert (added.dataset.name, added.source_turn_id) == ("regressions", item.turn_id)
     assert added.expected_answer == "The link lasts 30 minutes."
+
+
+def test_it_hides_passages_of_collections_not_shared_with_the_reviewer(
+    adam: User, rita: User, client_as: ClientAs
+) -> None:
+    from chatbot.accounts import roles
+    from chatbot.accounts.visibility import HIDDEN_PASSAGE
+    from tests.evaluation.judging import ADMINS_ONLY_PASSAGE
+
+    item = flagged_item(
+        adam,
+        question="Which office closes this summer?",
+        answer="An office closes at the end of June [1].",
+        context=(ADMINS_ONLY_PASSAGE,),
+        shared_with=(roles.ADMIN,),
+        traced=True,
+    )
+    url = reverse("review:item", args=[item.pk])
+
+    as_reviewer = client_as(rita).get(url).content.decode()
+    as_admin = client_as(adam).get(url).content.decode()
+
+    # Neither the passages list nor the trace included on the page shows it to rita.
+    assert "Project Bluebird" not in as_reviewer and "Lisbon" not in as_reviewer
+    assert as_reviewer.count(HIDDEN_PASSAGE) >= 2
+    assert "Project Bluebird" in as_admin and HIDDEN_PASSAGE not in as_admin
+
+
+def test_it_redacts_personal_data_in_the_question_answer_and_history_as_the_policy_says(
+    alice: User, rita: User, adam: User, client_as: ClientAs, settings: object
+) -> None:
+    settings.TRACE_PII_POLICY = "admins"  # type: ignore[attr-defined]
+    email, phone = "jane.doe@example.org", "+1 212-555-0143"
+    earlier = flagged_item(alice, question=f"Earlier: my number is {phone}")
+    item = flagged_item(
+        alice,
+        question=f"Reset the password for {email}",
+        answer=f"Done: we wrote to {email} and will call {phone}.",
+    )
+    turn = item.turn
+    type(turn).objects.filter(pk=earlier.turn_id).update(
+        conversation=turn.conversation, created_at=turn.created_at - timedelta(minutes=1)
+    )
+    url = reverse("review:item", args=[item.pk])
+
+    as_reviewer = client_as(rita).get(url).content.decode()
+    as_admin = client_as(adam).get(url).content.decode()
+
+    assert email not in as_reviewer and phone not in as_reviewer
+    assert "Reset the password for &lt;EMAIL_ADDRESS&gt;" in as_reviewer
+    assert "&lt;PHONE_NUMBER&gt;" in as_reviewer
+    assert "Earlier: my number is &lt;PHONE_NUMBER&gt;" in as_reviewer
+    assert f"Reset the password for {email}" in as_admin
+    assert phone in as_admin and f"Earlier: my number is {phone}" in as_admin

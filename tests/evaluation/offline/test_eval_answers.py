@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
 
@@ -14,7 +14,9 @@ from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 
 from chatbot.models import AssistantSettings, Chunk, Collection, ModelEndpoint, Turn
-from evaluation.answers import GoldQuestion, holdout_ids, interleave
+from evaluation.offline.answers import holdout_ids, interleave
+from evaluation.offline.data import GoldQuestion
+from tests.evaluation.offline.evalset import write_jsonl
 
 DOCUMENTS = [
     {"id": "doc-1", "title": "Reset a password",
@@ -51,11 +53,6 @@ FAKE_ANSWER = "The emailed link expires after 30 minutes [1]."
 #   q2 best gold "30 minutes": 2 common -> P 1/3, R 1 -> F1 1/2; containment 2/2
 #   q3 gold "tray 2": nothing in common -> F1 0, containment 0
 MEAN_F1 = (2 / 3 + 1 / 2 + 0) / 3
-
-
-def write_jsonl(path: Path, rows: Sequence[Mapping[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -216,28 +213,3 @@ def test_it_takes_questions_in_turn_from_each_document() -> None:
     questions = [q("b1", "b"), q("b2", "b"), q("b3", "b"), q("a1", "a"), q("c1", "c")]
     assert [x.id for x in interleave(questions, 4)] == ["a1", "b1", "c1", "b2"]
     assert [x.id for x in interleave(questions, 10)] == ["a1", "b1", "c1", "b2", "b3"]
-
-
-@pytest.mark.django_db
-def test_it_keeps_the_figures_when_the_scratch_cleanup_fails(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A database that refuses the clean-up (here a real trigger) must not throw away a run's
-    figures: the scratch objects stay, and the log says what to delete by hand."""
-    from django.db import connection
-
-    from evaluation.answers import scratch_knowledge_base
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'deleting is refused'; END $$"
-        )
-        cursor.execute(
-            "CREATE TRIGGER refuse_delete BEFORE DELETE ON chatbot_collection "
-            "FOR EACH ROW EXECUTE FUNCTION refuse_delete()"
-        )
-    with scratch_knowledge_base(DOCUMENTS[:1]) as scratch:
-        name = scratch.name
-    assert Collection.objects.filter(name=name).exists()
-    assert f"could not delete the scratch collection, user and group '{name}'" in caplog.text

@@ -19,7 +19,7 @@ from django.conf import settings
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from observability.tracing import SpanRecord
+    from chatbot.telemetry.tracing import SpanRecord
 
 logger = logging.getLogger(__name__)
 

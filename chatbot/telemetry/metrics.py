@@ -2,7 +2,7 @@
 
 Each web process (one daphne per replica) keeps its own counters; scrape every replica. Turn
 metrics are observed once a production turn is saved (`turn_observe`, called by the turn loop;
-replays are left out), request latency by `observability.middleware`, and the Celery queue depth
+replays are left out), request latency by `chatbot.telemetry.middleware`, and the Celery queue depth
 is read from Redis at scrape time.
 
 Access: a scraper sends `Authorization: Bearer <METRICS_TOKEN>`; with no token configured, or
@@ -11,21 +11,14 @@ without the header, only a signed-in admin (manage settings) may read it.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import redis
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from chatbot.accounts import roles
-from chatbot.accounts.access import no_access
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +45,6 @@ TOKENS = Counter(
     "chatbot_tokens", "Tokens sent to and received from models.", ["model", "direction"]
 )
 COST = Counter("chatbot_cost_dollars", "What the models cost, in dollars.", ["model"])
-CACHE_LOOKUPS = Counter("chatbot_cache_lookups", "Cache lookups by turns.", ["result"])
 
 # kombu's Redis transport keeps one list per priority step beside the queue's own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -80,45 +72,24 @@ class QueueDepth(Collector):
 REGISTRY.register(QueueDepth())
 
 
-def turn_observe(*, result: Any, model: str, tracer: Any) -> None:
-    """Count one saved production turn (a `chatbot.chat.services.TurnResult`) and its spans."""
+def turn_observe(
+    *,
+    model: str,
+    status: str,
+    total_ms: float,
+    ttft_ms: float | None,
+    tokens_in: int,
+    tokens_out: int,
+    cost: float,
+) -> None:
+    """Count one saved production turn."""
     label = model or "none"
-    TURNS.labels(label, result.status).inc()
-    if result.status == "failed":
+    TURNS.labels(label, status).inc()
+    if status == "failed":
         TURN_ERRORS.labels(label).inc()
-    TURN_SECONDS.labels(label, result.status).observe(result.total_ms / 1000)
-    if result.ttft_ms is not None:
-        TTFT_SECONDS.labels(label).observe(result.ttft_ms / 1000)
-    TOKENS.labels(label, "input").inc(result.usage.input_tokens)
-    TOKENS.labels(label, "output").inc(result.usage.output_tokens)
-    COST.labels(label).inc(float(result.cost))
-    for record in tracer.records:
-        if record.kind == "cache":
-            CACHE_LOOKUPS.labels("hit" if record.attributes.get("hit") is True else "miss").inc()
-
-
-def _bearer(request: HttpRequest) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-@require_GET
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    token = _bearer(request)
-    expected = settings.METRICS_TOKEN
-    allowed = bool(token and expected and hmac.compare_digest(token, expected))
-    if not allowed and token:
-        return HttpResponse("Wrong metrics token.\n", status=401, content_type="text/plain")
-    if not allowed:
-        if not request.user.is_authenticated:
-            response = HttpResponse(
-                "Send the metrics token as 'Authorization: Bearer <token>', or sign in as an admin.\n",
-                status=401,
-                content_type="text/plain",
-            )
-            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return response
-        if not request.user.has_perm(roles.MANAGE_SETTINGS):
-            return no_access(request)
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    TURN_SECONDS.labels(label, status).observe(total_ms / 1000)
+    if ttft_ms is not None:
+        TTFT_SECONDS.labels(label).observe(ttft_ms / 1000)
+    TOKENS.labels(label, "input").inc(tokens_in)
+    TOKENS.labels(label, "output").inc(tokens_out)
+    COST.labels(label).inc(cost)

@@ -20,7 +20,7 @@ from django.db.models import Q
 from chatbot.accounts import roles
 from chatbot.models import AssistantSettings, Dataset, Experiment, ExperimentResult, ModelEndpoint
 from evaluation.datasets import runner, services
-from evaluation.datasets.jsonl import BadDatasetFile, parse_lines
+from evaluation.offline.data import BadJsonlFile, load_items
 
 
 class Command(BaseCommand):
@@ -39,7 +39,7 @@ class Command(BaseCommand):
             default=None,
             help="Grounding mode (default: the saved setting).",
         )
-        parser.add_argument("--k", type=int, default=None, help="Chunks given as context.")
+        parser.add_argument("--k", type=int, default=None, help="Passages per answer (k).")
         parser.add_argument("--min-similarity", type=float, default=None)
         parser.add_argument(
             "--min-coverage",
@@ -104,10 +104,10 @@ class Command(BaseCommand):
         limit) was imported before, so repeated runs compare on one dataset."""
         try:
             raw = path.read_bytes()
-            items = parse_lines(raw.splitlines())
+            items = load_items(raw.splitlines())
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-        except BadDatasetFile as exc:
+        except BadJsonlFile as exc:
             raise CommandError(f"{path}: {exc}") from None
         if limit is not None:
             items = items[:limit]

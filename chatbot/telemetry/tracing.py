@@ -84,7 +84,7 @@ def spans_save(*, turn_id: int, tracer: Tracer) -> None:
     # Parents come first in `records`, so one ordered bulk insert satisfies the foreign keys.
     Span.objects.bulk_create(tracer.to_models(turn_id))
     if settings.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and tracer.records:
-        from observability.otel import spans_export
+        from chatbot.telemetry.otel import spans_export
 
         records = list(tracer.records)
         # After the commit, so a rolled-back turn exports nothing; the SDK sends in the background.

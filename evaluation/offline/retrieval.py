@@ -7,11 +7,9 @@ A search returns chunks; a question is answered by documents. Each ranking is th
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from django.contrib.auth.models import User
 
@@ -22,48 +20,9 @@ from chatbot.retrieval.search import (
     DEFAULT_TEXT_WEIGHTS,
     hybrid_search,
 )
+from evaluation.offline.data import Question
 
 MODES = ("dense", "sparse", "fused")
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    text: str
-    relevant: frozenset[str]
-
-
-class BadEvalFile(ValueError):
-    """A questions file the evaluation cannot read; the message says which line and why."""
-
-
-def load_questions(path: Path, *, limit: int | None = None) -> list[Question]:
-    """FAQ lines `{"id", "query", "relevant_doc_ids"}` or COVID-QA lines `{"id", "question",
-    "answers", "doc_id"}`; blank lines are skipped."""
-    questions: list[Question] = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text = row.get("query") or row.get("question")
-                relevant = row.get("relevant_doc_ids") or (
-                    [row["doc_id"]] if "doc_id" in row else []
-                )
-            except (json.JSONDecodeError, AttributeError, KeyError) as exc:
-                raise BadEvalFile(f"{path}:{number}: not a JSON object ({exc})") from exc
-            if not isinstance(text, str) or not text.strip() or not relevant:
-                raise BadEvalFile(
-                    f"{path}:{number}: needs 'query' and 'relevant_doc_ids', "
-                    "or 'question' and 'doc_id'"
-                )
-            questions.append(
-                Question(str(row.get("id", number)), text, frozenset(map(str, relevant)))
-            )
-            if limit is not None and len(questions) >= limit:
-                break
-    return questions
 
 
 @dataclass

@@ -4,22 +4,20 @@ recall@k, MRR and search latency side by side, then delete the scratch collectio
 
 from __future__ import annotations
 
-import secrets
-import time
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chatbot.models import Collection, Source
-from chatbot.retrieval.evaluation import BadEvalFile, Levers, evaluate, format_table, load_questions
 from chatbot.retrieval.search import (
     DEFAULT_CANDIDATES,
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_SPARSE_WEIGHT,
     DEFAULT_TEXT_WEIGHTS,
 )
+from evaluation.offline.data import BadJsonlFile, load_questions
+from evaluation.offline.retrieval import Levers, evaluate, format_table
+from evaluation.offline.scratch import IngestFailed, scratch_knowledge_base
 
 
 def _ks(value: str) -> tuple[int, ...]:
@@ -73,7 +71,7 @@ class Command(BaseCommand):
         ks = _ks(options["k"])
         try:
             questions = load_questions(options["questions"], limit=options["limit"])
-        except (OSError, BadEvalFile) as exc:
+        except BadJsonlFile as exc:
             raise CommandError(str(exc)) from None
         if not questions:
             raise CommandError(f"No questions in {options['questions']}.")
@@ -96,52 +94,31 @@ class Command(BaseCommand):
             ),
         )
 
-        name = f"eval-retrieval-{secrets.token_hex(4)}"
-        group = Group.objects.create(name=name)
-        user = User.objects.create_user(username=name, is_active=False)
-        user.groups.add(group)
-        collection: Collection | None = None
         try:
-            collection = self._ingest(name=name, group=group, documents=documents)
+            with scratch_knowledge_base(
+                documents, purpose="eval_retrieval", keep=options["keep"]
+            ) as scratch:
+                self.stdout.write(
+                    f"Ingested {scratch.documents} documents ({scratch.chunks} chunks) from "
+                    f"{documents} in {scratch.ingest_s:.1f} s into scratch collection "
+                    f"{scratch.name!r}."
+                )
+                self.stdout.write(
+                    f"Asking {len(questions)} questions (candidates={levers.candidates}, "
+                    f"weights dense={levers.dense_weight} sparse={levers.sparse_weight}, "
+                    f"full-text title={title_weight} text={text_weight})…"
+                )
+                reports = evaluate(
+                    user=scratch.user,
+                    questions=questions,
+                    collection_id=scratch.collection.pk,
+                    ks=ks,
+                    levers=levers,
+                )
+                self.stdout.write(format_table(reports))
+        except IngestFailed as exc:
+            raise CommandError(str(exc)) from None
+        if options["keep"]:
             self.stdout.write(
-                f"Asking {len(questions)} questions (candidates={levers.candidates}, "
-                f"weights dense={levers.dense_weight} sparse={levers.sparse_weight}, "
-                f"full-text title={title_weight} text={text_weight})…"
+                f"Kept collection {scratch.name!r} (visible to group {scratch.name!r})."
             )
-            reports = evaluate(
-                user=user, questions=questions, collection_id=collection.pk, ks=ks, levers=levers
-            )
-            self.stdout.write(format_table(reports))
-        finally:
-            if options["keep"]:
-                self.stdout.write(f"Kept collection {name!r} (visible to group {name!r}).")
-            else:
-                if collection is not None:
-                    collection.delete()
-                user.delete()
-                group.delete()
-
-    def _ingest(self, *, name: str, group: Group, documents: Path) -> Collection:
-        # The ingestion pipeline is the knowledge area's; measuring through it is the point.
-        from chatbot.knowledge.services import collection_create, source_create, source_ingest
-
-        collection = collection_create(
-            name=name, description="Scratch collection for eval_retrieval", groups=[group]
-        )
-        started = time.perf_counter()
-        source = source_create(
-            collection=collection,
-            kind=Source.Kind.PATH,
-            location=str(documents.resolve()),
-            name=documents.name,
-            queue=False,
-        )
-        source = source_ingest(source_id=source.pk)
-        elapsed = time.perf_counter() - started
-        if source.status != Source.Status.DONE:
-            raise CommandError(f"Ingesting {documents} failed: {source.error or source.status}")
-        self.stdout.write(
-            f"Ingested {source.documents_done} documents ({source.chunks_done} chunks) from "
-            f"{documents} in {elapsed:.1f} s into scratch collection {name!r}."
-        )
-        return collection

@@ -12,89 +12,23 @@ Retrieval runs as a scratch user whose only group sees only the scratch collecti
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import secrets
 import statistics
-import tempfile
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from django.contrib.auth.models import Group, User
-from django.db import DatabaseError, transaction
+from django.contrib.auth.models import User
 
-from chatbot.agent.grounding import assistant_settings, cited_numbers
-from chatbot.models import AssistantSettings, Collection, Source
-from chatbot.retrieval.evaluation import BadEvalFile
+from chatbot.agent.grounding import cited_numbers
+from chatbot.models import AssistantSettings
 from evaluation import metrics
+from evaluation.datasets.services import run_config
+from evaluation.offline.data import GoldQuestion
+from evaluation.offline.scratch import Scratch, scratch_knowledge_base
 from evaluation.pipeline import pipeline_answer
 
-logger = logging.getLogger(__name__)
-
-SCRATCH_PREFIX = "eval-answers-"
-
-
 # --- the evaluation set --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GoldQuestion:
-    id: str
-    text: str
-    answers: tuple[str, ...]
-    doc_id: str
-
-
-def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadEvalFile(f"{path}:{number}: not valid JSON ({exc})") from exc
-            if not isinstance(row, dict):
-                raise BadEvalFile(f"{path}:{number}: not a JSON object")
-            yield number, row
-
-
-def load_documents(path: Path) -> dict[str, dict[str, Any]]:
-    """The documents by id, in file order: `{"id", "title", "text", ...}` a line."""
-    documents: dict[str, dict[str, Any]] = {}
-    for number, row in _json_lines(path):
-        doc_id, text = row.get("id"), row.get("text")
-        if doc_id is None or str(doc_id).strip() == "" or not isinstance(text, str):
-            raise BadEvalFile(f"{path}:{number}: a document needs 'id' and 'text'")
-        documents[str(doc_id)] = row
-    return documents
-
-
-def load_gold_questions(path: Path) -> list[GoldQuestion]:
-    """COVID-QA style lines: `{"id", "question", "answers": [...], "doc_id"}`."""
-    questions: list[GoldQuestion] = []
-    for number, row in _json_lines(path):
-        text, answers, doc_id = row.get("question"), row.get("answers"), row.get("doc_id")
-        if (
-            not isinstance(text, str)
-            or not text.strip()
-            or not isinstance(answers, list)
-            or not answers
-            or not all(isinstance(a, str) and a.strip() for a in answers)
-            or doc_id is None
-        ):
-            raise BadEvalFile(
-                f"{path}:{number}: needs 'question', 'answers' (a list of strings) and 'doc_id'"
-            )
-        questions.append(
-            GoldQuestion(str(row.get("id", number)), text.strip(), tuple(answers), str(doc_id))
-        )
-    return questions
 
 
 def holdout_ids(doc_ids: list[str], fraction: float) -> set[str]:
@@ -121,74 +55,7 @@ def interleave(questions: list[GoldQuestion], limit: int) -> list[GoldQuestion]:
     return picked[:limit]
 
 
-# --- the scratch knowledge base and settings -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scratch:
-    name: str
-    user: User
-    collection: Collection
-    documents: int
-    chunks: int
-    ingest_s: float
-
-
-@contextmanager
-def scratch_knowledge_base(documents: list[dict[str, Any]]) -> Iterator[Scratch]:
-    """A collection holding `documents`, shared with a new group whose only member is a new
-    (inactive) user; all three are deleted on the way out."""
-    from chatbot.knowledge.services import collection_create, source_create, source_ingest
-
-    name = f"{SCRATCH_PREFIX}{secrets.token_hex(4)}"
-    group = Group.objects.create(name=name)
-    user = User.objects.create_user(username=name, is_active=False)
-    user.groups.add(group)
-    collection: Collection | None = None
-    try:
-        collection = collection_create(
-            name=name, description="Scratch collection for eval_answers", groups=[group]
-        )
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=name) as folder:
-            path = Path(folder) / "documents.jsonl"
-            path.write_text(
-                "".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in documents),
-                encoding="utf-8",
-            )
-            source = source_create(
-                collection=collection, kind=Source.Kind.PATH, location=str(path), queue=False
-            )
-            source = source_ingest(source_id=source.pk)
-        if source.status != Source.Status.DONE:
-            raise BadEvalFile(f"Ingesting the documents failed: {source.error or source.status}")
-        yield Scratch(
-            name=name,
-            user=user,
-            collection=collection,
-            documents=source.documents_done,
-            chunks=source.chunks_done,
-            ingest_s=time.perf_counter() - started,
-        )
-    finally:
-        _scratch_delete(name, collection, user, group)
-
-
-def _scratch_delete(name: str, collection: Collection | None, user: User, group: Group) -> None:
-    """Delete the scratch objects. A failure here must not throw away figures that took many
-    minutes of model time to get: it is logged with what is left to delete by hand."""
-    try:
-        with transaction.atomic():
-            if collection is not None:
-                collection.delete()
-            user.delete()
-            group.delete()
-    except DatabaseError:
-        logger.exception(
-            "could not delete the scratch collection, user and group %r; delete them by hand "
-            "(Knowledge → the collection → delete; the user and group in the Django shell)",
-            name,
-        )
+# --- settings ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -199,14 +66,8 @@ class RunSettings:
     min_coverage: float = 0.0
 
     def config(self) -> AssistantSettings:
-        """The settings `ground` uses for this run: the saved ones (for the no-answer message)
-        with the run's values on top, never saved, so production chat is untouched."""
-        config = assistant_settings()
-        config.grounding = self.grounding
-        config.retrieval_k = self.k
-        config.min_similarity = self.min_similarity
-        config.min_coverage = self.min_coverage
-        return config
+        """The settings `ground` uses for this run, never saved: production chat is untouched."""
+        return run_config(asdict(self))
 
 
 # --- asking --------------------------------------------------------------------------------------
@@ -322,7 +183,7 @@ def evaluate(
     asked = [(q, True) for q in answerable] + [(q, False) for q in unanswerable]
     kept = [doc for doc_id, doc in documents.items() if doc_id not in held_out]
     outcomes: list[Outcome] = []
-    with scratch_knowledge_base(kept) as scratch:
+    with scratch_knowledge_base(kept, purpose="eval_answers") as scratch:
         if on_ingested is not None:
             on_ingested(scratch)
         config = run.config()

@@ -8,8 +8,9 @@ from typing import Any
 
 from django import template
 
+from chatbot.accounts.visibility import CollectionGate
 from chatbot.models import Span, Turn
-from observability.trace import Trace, trace_build
+from observability.waterfall import Trace, trace_build
 
 register = template.Library()
 
@@ -25,6 +26,23 @@ def trace_for(context: dict[str, Any], turn: Turn, spans: Iterable[Span] | None 
     # An include without `spans` passes the template engine's empty string: load them here.
     chosen = turn.spans.order_by("started_at") if spans is None or spans == "" else spans
     return trace_build(turn=turn, spans=chosen, user=user)
+
+
+@register.simple_tag(takes_context=True)
+def may_read(context: template.Context, collection_id: int | None) -> bool:
+    """Whether the viewer may read a passage of this collection; one gate (one query) per page."""
+    gate = context.get("_collection_gate")
+    if gate is None:
+        request = context.get("request")
+        user = getattr(request, "user", None)
+        if user is None:
+            from django.contrib.auth.models import AnonymousUser
+
+            user = AnonymousUser()
+        gate = CollectionGate(user)
+        # The root context lives as long as the page's render, so every include shares the gate.
+        context.dicts[0]["_collection_gate"] = gate
+    return gate.allows(collection_id)
 
 
 @register.filter

@@ -1,4 +1,5 @@
-"""Request latency for /metrics, labelled by URL pattern (not path, so ids do not multiply series)."""
+"""Request latency for /metrics, labelled by URL pattern (not path, so ids do not multiply series)
+and by method from a fixed list (a client can send any token as a method)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
-from observability.metrics import REQUEST_SECONDS
+from chatbot.telemetry.metrics import REQUEST_SECONDS
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _observe(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
     match = getattr(request, "resolver_match", None)
     route = str(match.route) if match is not None and match.route else "unmatched"
     status = f"{response.status_code // 100}xx"
-    REQUEST_SECONDS.labels(request.method or "", route, status).observe(
-        time.perf_counter() - started
-    )
+    method = request.method if request.method in METHODS else "other"
+    REQUEST_SECONDS.labels(method, route, status).observe(time.perf_counter() - started)
 
 
 @sync_and_async_middleware

@@ -13,21 +13,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
-from chatbot.agent.grounding import assistant_settings
 from chatbot.llm.router import route_choose
 from chatbot.llm.types import ModelError
 from chatbot.models import AssistantSettings
-from chatbot.retrieval.evaluation import BadEvalFile
-from evaluation.answers import (
-    Outcome,
-    RunSettings,
-    Scratch,
-    evaluate,
-    figures,
-    format_table,
-    load_documents,
-    load_gold_questions,
-)
+from evaluation.datasets.services import InvalidExperiment, retrieval_settings
+from evaluation.offline.answers import Outcome, RunSettings, evaluate, figures, format_table
+from evaluation.offline.data import BadJsonlFile, load_documents, load_gold_questions
+from evaluation.offline.scratch import IngestFailed, Scratch
 
 
 class Command(BaseCommand):
@@ -53,7 +45,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--limit", type=int, default=40, help="Questions per set (default 40).")
         parser.add_argument(
-            "--k", type=int, default=None, help="Chunks given as context (default: saved setting)."
+            "--k",
+            type=int,
+            default=None,
+            help="Passages per answer (k); default: the saved setting.",
         )
         parser.add_argument(
             "--min-similarity",
@@ -88,7 +83,7 @@ class Command(BaseCommand):
         try:
             documents = load_documents(options["documents"])
             questions = load_gold_questions(options["questions"])
-        except (OSError, UnicodeDecodeError, BadEvalFile) as exc:
+        except BadJsonlFile as exc:
             raise CommandError(str(exc)) from None
         if not documents:
             raise CommandError(f"No documents in {options['documents']}.")
@@ -113,7 +108,7 @@ class Command(BaseCommand):
                 on_ingested=self._ingested,
                 progress=self._progress,
             )
-        except BadEvalFile as exc:
+        except IngestFailed as exc:
             raise CommandError(str(exc)) from None
         data = figures(report)
         if as_json:
@@ -126,23 +121,23 @@ class Command(BaseCommand):
         self.stdout.write(format_table(data))
 
     def _settings(self, options: dict[str, Any]) -> RunSettings:
-        saved = assistant_settings()
-        k = options["k"] if options["k"] is not None else saved.retrieval_k
-        threshold = options["min_similarity"]
-        threshold = threshold if threshold is not None else saved.min_similarity
-        share = options["min_coverage"]
-        share = share if share is not None else saved.min_coverage
-        if not 0 <= share <= 1:
-            raise CommandError("--min-coverage takes a number from 0 to 1.")
-        if not 1 <= k <= 20:
-            raise CommandError("--k must be from 1 to 20.")
-        if not 0 <= threshold <= 1:
-            raise CommandError("--min-similarity takes a number from 0 to 1.")
+        """The flags over the saved settings, resolved as an experiment resolves its own."""
+        for flag, low, high in (("k", 1, 20), ("min_similarity", 0, 1), ("min_coverage", 0, 1)):
+            value = options[flag]
+            if value is not None and not low <= value <= high:
+                name = "--" + flag.replace("_", "-")
+                raise CommandError(f"{name} takes a number from {low} to {high}.")
+        try:
+            chosen = retrieval_settings(
+                {key: options[key] for key in ("grounding", "k", "min_similarity", "min_coverage")}
+            )
+        except InvalidExperiment as exc:
+            raise CommandError(str(exc)) from None
         return RunSettings(
-            grounding=options["grounding"] or saved.grounding,
-            k=k,
-            min_similarity=threshold,
-            min_coverage=share,
+            grounding=chosen["grounding"],
+            k=chosen["k"],
+            min_similarity=chosen["min_similarity"],
+            min_coverage=chosen["min_coverage"],
         )
 
     def _ingested(self, scratch: Scratch) -> None:

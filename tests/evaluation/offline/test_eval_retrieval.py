@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping, Sequence
 from io import StringIO
 from pathlib import Path
 
@@ -13,19 +11,10 @@ from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 
 from chatbot.models import Chunk, Collection
+from tests.evaluation.offline.evalset import DOCUMENTS, write_jsonl
 
 pytestmark = pytest.mark.django_db
 
-DOCUMENTS = [
-    {"id": "kb-1", "title": "Reset a password",
-     "text": "Open the sign-in page and click 'Forgot password'. The emailed link expires after 30 minutes."},
-    {"id": "kb-2", "title": "Connect to the VPN",
-     "text": "Install the VPN client, sign in with your staff account and pick the nearest gateway."},
-    {"id": "kb-3", "title": "Printer jams",
-     "text": "When the office printer jams, open tray 2, remove the crumpled paper and restart it."},
-    {"id": "kb-4", "title": "Expense claims",
-     "text": "Submit receipts for travel expenses within 60 days through the finance portal."},
-]  # fmt: skip
 FAQ_QUESTIONS = [
     {"id": "q1", "query": "I forgot my password, how do I reset it?", "relevant_doc_ids": ["kb-1"]},
     {"id": "q2", "query": "How do I connect to the VPN from home?", "relevant_doc_ids": ["kb-2"]},
@@ -38,11 +27,6 @@ COVIDQA_QUESTIONS = [
     {"id": "c2", "question": "Which tray do I open when the printer jams?",
      "answers": ["tray 2"], "doc_id": "kb-3"},
 ]  # fmt: skip
-
-
-def write_jsonl(path: Path, rows: Sequence[Mapping[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 def run(*args: str) -> str:
@@ -127,3 +111,14 @@ def test_it_explains_a_bad_questions_file(documents: Path, tmp_path: Path) -> No
         run("--documents", str(documents), "--questions", str(bad))
     with pytest.raises(CommandError, match="No documents file"):
         run("--documents", str(tmp_path / "missing.jsonl"), "--questions", str(bad))
+
+
+def test_it_explains_a_questions_file_that_is_not_utf8(documents: Path, tmp_path: Path) -> None:
+    """Such a file once ended the command in a traceback (UnicodeDecodeError)."""
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(
+        '{"id": "q1", "query": "café?", "relevant_doc_ids": ["kb-1"]}'.encode("latin-1")
+    )
+    with pytest.raises(CommandError, match=r"latin.jsonl:1: not UTF-8 text"):
+        run("--documents", str(documents), "--questions", str(latin))
+    assert not Collection.objects.exists()

@@ -1,7 +1,8 @@
 """A turn's spans laid out as a waterfall, with what each step took in and gave out, personal data
-redacted as `settings.TRACE_PII_POLICY` says.
+redacted as `settings.TRACE_PII_POLICY` says, and retrieved passages shown only to people who may
+read their collection.
 
-The turn's own steps (agent, retrieval, cache, model, tools) form one timeline; judges run in the
+The turn's own steps (agent, retrieval, model) form one timeline; judges run in the
 background after the answer, so they get a timeline of their own rather than a long empty gap.
 """
 
@@ -13,10 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 
-from chatbot.accounts import roles
+from chatbot.accounts.visibility import HIDDEN_PASSAGE, CollectionGate
+from chatbot.compliance.pii import pii_visible, redactor
 from chatbot.models import Chunk, Span, Turn
 
 # SVG user units across a timeline; bars narrower than MIN_WIDTH are drawn at MIN_WIDTH.
@@ -26,24 +27,6 @@ TEXT_LIMIT = 4000
 # Attributes shown as inputs and outputs, not in the attribute list.
 INPUT_KEYS = ("input", "arguments", "query", "prompt")
 OUTPUT_KEYS = ("output", "result", "response")
-
-
-def pii_visible(user: User | AnonymousUser) -> bool:
-    policy = settings.TRACE_PII_POLICY
-    if policy == "show":
-        return True
-    return policy == "admins" and user.has_perm(roles.MANAGE_SETTINGS)
-
-
-def redactor(user: User | AnonymousUser) -> Callable[[str], str]:
-    """Text as this person may see it on trace pages."""
-    if pii_visible(user):
-        return lambda text: text
-    # The scrubber of training exports: the PII judge's recognizers, replacing with typed tags.
-    from evaluation.exports.scrub import Scrubber
-
-    scrub = Scrubber()
-    return lambda text: scrub(text) if text else text
 
 
 @dataclass
@@ -130,7 +113,30 @@ def _text(value: Any) -> str:
     return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + " …"
 
 
-def _describe(bar: Bar, turn: Turn, redact: Callable[[str], str], chunks: dict[int, Chunk]) -> None:
+def _chunk_row(
+    chunk_id: Any, chunk: Chunk | None, gate: CollectionGate, redact: Callable[[str], str]
+) -> dict[str, Any]:
+    if chunk is None:
+        return {"id": chunk_id, "document_id": None, "title": "(deleted)", "text": ""}
+    if not gate.allows(chunk.collection_id):
+        # Neither its text nor its document's title: both belong to the collection.
+        return {"id": chunk_id, "document_id": None, "title": HIDDEN_PASSAGE, "text": "",
+                "hidden": True}  # fmt: skip
+    return {
+        "id": chunk_id,
+        "document_id": chunk.document_id,
+        "title": chunk.document.title or chunk.document.external_id,
+        "text": _text(redact(chunk.text)),
+    }
+
+
+def _describe(
+    bar: Bar,
+    turn: Turn,
+    redact: Callable[[str], str],
+    chunks: dict[int, Chunk],
+    gate: CollectionGate,
+) -> None:
     span = bar.span
     attributes = dict(span.attributes or {})
     for key in INPUT_KEYS:
@@ -147,28 +153,21 @@ def _describe(bar: Bar, turn: Turn, redact: Callable[[str], str], chunks: dict[i
         relevant = set(attributes.get("relevant_chunk_ids") or [])
         similarities = attributes.get("similarities") or []
         for position, chunk_id in enumerate(attributes.get("chunk_ids") or []):
-            chunk = chunks.get(chunk_id)
-            similarity = similarities[position] if position < len(similarities) else None
-            bar.chunks.append(
-                {
-                    "id": chunk_id,
-                    "document_id": chunk.document_id if chunk else None,
-                    "title": (chunk.document.title or chunk.document.external_id)
-                    if chunk
-                    else "(deleted)",
-                    "text": _text(redact(chunk.text)) if chunk else "",
-                    "similarity": similarity,
-                    "relevant": chunk_id in relevant,
-                }
-            )
+            row = _chunk_row(chunk_id, chunks.get(chunk_id), gate, redact)
+            row["similarity"] = similarities[position] if position < len(similarities) else None
+            row["relevant"] = chunk_id in relevant
+            bar.chunks.append(row)
     if attributes:
         bar.attributes = json.dumps(_redact_value(attributes, redact), indent=2, default=str)
 
 
 def trace_build(*, turn: Turn, spans: Iterable[Span], user: User | AnonymousUser) -> Trace:
-    """The waterfall of `turn` as `user` may see it. One query: the chunks retrieval returned."""
+    """The waterfall of `turn` as `user` may see it: personal data as the policy says, and
+    passages only from collections shared with them. At most two queries: the chunks retrieval
+    returned, and (for someone who does not see every collection) the collections they see."""
     spans = list(spans)
     redact = redactor(user)
+    gate = CollectionGate(user)
     ids = {
         chunk_id
         for span in spans
@@ -190,7 +189,7 @@ def trace_build(*, turn: Turn, spans: Iterable[Span], user: User | AnonymousUser
     ]
     for block in blocks:
         for bar in block.bars:
-            _describe(bar, turn, redact, chunks)
+            _describe(bar, turn, redact, chunks, gate)
     return Trace(
         blocks=blocks,
         tokens_in=sum(s.tokens_in for s in spans),

@@ -1,0 +1,91 @@
+"""Everything a turn needs before a model can be called: the prompt (system prompt, history,
+question), grounding in the knowledge base as the person asking, and the route.
+
+One step for every caller: live turns (`chatbot.agent.turn.turn_run`: chat, the API, replays) and
+offline runs (`evaluation.pipeline`: experiments, eval_answers), so what is measured offline is
+what production does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db.models import Q, Subquery
+
+from chatbot.agent.grounding import Grounding, ground, prompt_with_context
+from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
+from chatbot.llm.router import Route, route_choose
+from chatbot.llm.types import Message, Prompt
+from chatbot.models import AssistantSettings, Turn
+from chatbot.telemetry.tracing import Tracer
+
+
+def prompt_for_turn(
+    turn_id: int, *, system_prompt: str = "", history_of: int | None = None
+) -> Prompt:
+    """System prompt, the last few finished exchanges, then the turn's question.
+
+    The history is the one before `history_of` in its conversation (a replay of one turn keeps its
+    original's history), by default the turn's own. One query: it runs before every model call.
+    """
+    anchor = history_of or turn_id
+    conversation = Turn.objects.filter(pk=anchor).values("conversation_id")
+    history = Q(conversation_id=Subquery(conversation[:1]), pk__lt=anchor, status=Turn.Status.DONE)
+    rows = list(
+        Turn.objects.filter(Q(pk=turn_id) | history)
+        .order_by("-pk")
+        .values_list("pk", "user_text", "answer")[: settings.CHAT_HISTORY_TURNS + 1]
+    )
+    question = next((row for row in rows if row[0] == turn_id), None)
+    if question is None:
+        raise Turn.DoesNotExist(f"turn {turn_id} does not exist")
+    messages: list[Message] = [Message("system", system_prompt or DEFAULT_SYSTEM_PROMPT)]
+    for pk, asked, answer in reversed(rows):
+        if pk != turn_id:
+            messages += [Message("user", asked), Message("assistant", answer)]
+    messages.append(Message("user", question[1]))
+    return Prompt(tuple(messages))
+
+
+def prompt_first(question: str, *, system_prompt: str = "") -> Prompt:
+    """What `prompt_for_turn` builds for the first turn of a new conversation."""
+    system = Message("system", system_prompt or DEFAULT_SYSTEM_PROMPT)
+    return Prompt((system, Message("user", question)))
+
+
+@dataclass
+class Prepared:
+    prompt: Prompt
+    grounding: Grounding
+    route: Route | None  # None when there is nothing to ask a model (no answer in the KB)
+
+
+def turn_prepare(
+    *,
+    asker: Callable[[], User],
+    prompt: Prompt,
+    tracer: Tracer,
+    requested_model: str | None = None,
+    config: AssistantSettings | None = None,
+    collection_ids: list[int] | None = None,
+) -> Prepared:
+    """Ground the question as the person `asker()` loads, then route and fit the context.
+
+    `config` and `collection_ids` let offline runs try other settings without saving them
+    (see `chatbot.agent.grounding.ground`). Raises `ModelError` when no model can be routed to.
+    """
+    grounding = ground(
+        user=asker,
+        question=prompt.question,
+        tracer=tracer,
+        config=config,
+        collection_ids=collection_ids,
+    )
+    if grounding.no_answer:
+        return Prepared(prompt=prompt, grounding=grounding, route=None)
+    route = route_choose(requested=requested_model)
+    prompt = prompt_with_context(grounding, prompt, route.endpoint)
+    return Prepared(prompt=prompt, grounding=grounding, route=route)

@@ -1,0 +1,96 @@
+"""Writes the turn loop makes about the turn it runs: the route once known, and the outcome with
+its spans and citations in one transaction after the answer has streamed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from chatbot import hooks
+from chatbot.llm.types import Usage
+from chatbot.models import Chunk, Citation, Turn
+from chatbot.telemetry.tracing import Tracer, spans_save
+
+
+def turn_mark_streaming(*, turn_id: int, endpoint_id: int, route_reason: str) -> None:
+    Turn.objects.filter(pk=turn_id).update(
+        status=Turn.Status.STREAMING, endpoint_id=endpoint_id, route_reason=route_reason
+    )
+
+
+@dataclass(frozen=True)
+class CitationRecord:
+    chunk_id: int
+    number: int
+    score: float
+    similarity: float | None
+    cited: bool
+
+
+@dataclass
+class TurnResult:
+    status: str
+    answer: str
+    usage: Usage
+    cost: Decimal
+    ttft_ms: float | None
+    total_ms: float
+    error: str = ""
+    endpoint_id: int | None = None
+    route_reason: str = ""
+    no_answer: bool = False
+    kb_versions: dict[str, int] = field(default_factory=dict)
+    citations: list[CitationRecord] = field(default_factory=list)
+
+
+@transaction.atomic
+def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
+    """Record the outcome and the spans in one transaction, after the answer has streamed."""
+    fields: dict[str, object] = {
+        "status": result.status,
+        "answer": result.answer,
+        "tokens_in": result.usage.input_tokens,
+        "tokens_out": result.usage.output_tokens,
+        "tokens_estimated": result.usage.estimated,
+        "cost": result.cost,
+        "ttft_ms": result.ttft_ms,
+        "total_ms": result.total_ms,
+        "error": result.error,
+        "no_answer": result.no_answer,
+        "kb_versions": result.kb_versions,
+        "finished_at": timezone.now(),
+    }
+    if result.endpoint_id is not None:
+        fields["endpoint_id"] = result.endpoint_id
+    if result.route_reason:
+        fields["route_reason"] = result.route_reason[:200]
+    Turn.objects.filter(pk=turn_id).update(**fields)
+    spans_save(turn_id=turn_id, tracer=tracer)
+    _citations_save(turn_id=turn_id, citations=result.citations)
+    # Evaluation judges the answer in the background (its hook, after the commit); nothing it
+    # does can reach the chat.
+    hooks.fire_on_commit(hooks.turn_finished, turn_id=turn_id, status=result.status)
+
+
+def _citations_save(*, turn_id: int, citations: list[CitationRecord]) -> None:
+    if not citations:
+        return
+    # A source deleted while the answer streamed took its chunks with it: cite only what is left.
+    alive = set(
+        Chunk.objects.filter(pk__in=[c.chunk_id for c in citations]).values_list("pk", flat=True)
+    )
+    Citation.objects.bulk_create(
+        Citation(
+            turn_id=turn_id,
+            chunk_id=c.chunk_id,
+            number=c.number,
+            score=c.score,
+            similarity=c.similarity,
+            cited=c.cited,
+        )
+        for c in citations
+        if c.chunk_id in alive
+    )

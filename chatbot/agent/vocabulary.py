@@ -1,0 +1,39 @@
+"""The names of the grounding settings, one vocabulary for every page and command that shows them
+(Models → Answers & grounding, new experiments, eval_answers, run_experiment)."""
+
+from __future__ import annotations
+
+from django import forms
+
+RETRIEVAL_K = "Passages per answer (k)"
+RETRIEVAL_K_HELP = "How many knowledge-base passages the model is given as numbered context."
+MIN_SIMILARITY = "Relevance threshold"
+MIN_SIMILARITY_HELP = (
+    "Cosine similarity (0-1) from which a passage counts as relevant. When no passage reaches "
+    "it, the assistant says it doesn't know and offers a human. Around 0.3 suits "
+    "all-MiniLM-L6-v2."
+)
+MIN_COVERAGE = "Question coverage"
+MIN_COVERAGE_HELP = (
+    "Share of the question's words (0-1) the relevant passages must contain. A passage on the "
+    "same topic can be similar without answering: below this the assistant says it doesn't "
+    "know. 0 turns the check off; 0.5 is the default."
+)
+
+
+def retrieval_k_field() -> forms.IntegerField:
+    return forms.IntegerField(
+        label=RETRIEVAL_K, min_value=1, max_value=20, help_text=RETRIEVAL_K_HELP
+    )
+
+
+def min_similarity_field() -> forms.FloatField:
+    return forms.FloatField(
+        label=MIN_SIMILARITY, min_value=0.0, max_value=1.0, help_text=MIN_SIMILARITY_HELP
+    )
+
+
+def min_coverage_field() -> forms.FloatField:
+    return forms.FloatField(
+        label=MIN_COVERAGE, min_value=0.0, max_value=1.0, help_text=MIN_COVERAGE_HELP
+    )

@@ -1,0 +1,331 @@
+"""The ingestion pipeline: parse a source's files, split them, embed the chunks, store them, and
+record progress the pages and `manage.py ingest` show.
+
+Ingestion is idempotent and resumable. Each document is written in its own transaction (its old
+chunks put away, its new chunks inserted, its content hash saved last), so a worker killed mid-job
+leaves every document either fully old or fully new; running the source again skips the documents
+whose hash and chunk count already match and redoes the rest, with no duplicate chunks.
+
+Past answers keep their sources: the old chunks of a changed (or vanished, or now unreadable)
+document are deleted only when no citation points at them; a cited one is retired instead
+(`Chunk.retired_at`), which search and the document page leave out. A later run of the source
+deletes the retired chunks whose citations have gone since (turns deleted by retention, say).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
+from langchain_core.embeddings import Embeddings
+
+from chatbot.knowledge.parsers import RawDocument, SourceUnavailable, parse_location
+from chatbot.knowledge.services import LOG_KEEP
+from chatbot.knowledge.splitting import TextChunk, split_document
+from chatbot.models import Chunk, Citation, Collection, Document, Source
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_EVERY_DOCUMENTS = 25  # unchanged documents between two progress writes
+MAX_URL = 1000
+
+ProgressFn = Callable[[Source], None]
+
+
+def content_hash(raw: RawDocument) -> str:
+    digest = hashlib.sha256()
+    for part in (raw.title, raw.text, raw.url):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+@dataclass
+class _Pending:
+    raw: RawDocument
+    hash: str
+    chunks: list[TextChunk]
+
+
+@dataclass
+class _Run:
+    """One ingestion of one source: its progress, written to the row in small updates."""
+
+    source: Source
+    on_progress: ProgressFn | None
+    errors: int = 0
+
+    def note(self, level: str, message: str) -> None:
+        self.source.log.append(
+            {"time": timezone.now().isoformat(), "level": level, "message": message}
+        )
+        del self.source.log[:-LOG_KEEP]
+
+    def save(self, **fields: object) -> None:
+        for name, value in fields.items():
+            setattr(self.source, name, value)
+        names = [*fields, "documents_done", "chunks_done", "log"]
+        values = {n: getattr(self.source, n) for n in dict.fromkeys(names)}
+        # update(), not save(): an admin may disable or rename the source meanwhile.
+        Source.objects.filter(pk=self.source.pk).update(**values)
+        if self.on_progress is not None:
+            self.on_progress(self.source)
+
+    def advance(self, *, documents: int, chunks: int) -> None:
+        self.source.documents_done += documents
+        self.source.chunks_done += chunks
+
+
+def source_ingest(
+    *,
+    source_id: int,
+    embedder: Embeddings | None = None,
+    on_progress: ProgressFn | None = None,
+) -> Source:
+    """Bring the source's documents and chunks in line with its files. Safe to run again."""
+    source = Source.objects.select_related("collection").get(pk=source_id)
+    run = _Run(source=source, on_progress=on_progress)
+    if not source.enabled:
+        run.note("warning", "The source is disabled; nothing was ingested.")
+        run.save()
+        return source
+    source.documents_done = source.chunks_done = 0
+    run.note("info", f"Ingestion started: {source.location}")
+    run.save(status=Source.Status.RUNNING, error="", documents_total=0, chunks_total=0)
+    try:
+        _ingest(run, embedder)
+    except SourceUnavailable as exc:
+        _fail(run, str(exc))
+    except Exception as exc:
+        logger.exception("ingestion of source %s failed", source_id)
+        _fail(run, f"Ingestion stopped by an unexpected error: {exc}")
+    Collection.objects.filter(pk=source.collection_id).update(version=F("version") + 1)
+    return source
+
+
+def _fail(run: _Run, message: str) -> None:
+    run.note("error", message)
+    run.save(status=Source.Status.FAILED, error=message, last_ingested_at=timezone.now())
+
+
+# --- chunks past answers cite ---------------------------------------------------------------------
+
+
+def _uncited() -> Q:
+    return ~Q(Exists(Citation.objects.filter(chunk_id=OuterRef("pk"))))
+
+
+def _chunks_put_away(chunks: QuerySet[Chunk], *, now: datetime) -> None:
+    """Delete the current chunks no answer cites and retire the others."""
+    current = chunks.filter(retired_at__isnull=True)
+    current.filter(_uncited()).delete()
+    current.update(retired_at=now)
+
+
+@transaction.atomic
+def _documents_put_away(run: _Run, document_ids: list[int]) -> None:
+    """Documents gone from the source: deleted, unless a past answer cites one of their chunks."""
+    _chunks_put_away(Chunk.objects.filter(document_id__in=document_ids), now=timezone.now())
+    gone = Document.objects.filter(pk__in=document_ids)
+    has_chunks = Exists(Chunk.objects.filter(document_id=OuterRef("pk")))
+    gone.filter(~has_chunks).delete()
+    kept = gone.filter(has_chunks).update(
+        status=Document.Status.RETIRED, content_hash="", error="", chunk_count=0
+    )
+    removed = len(document_ids)
+    run.note("info", f"Removed {removed} documents no longer in the source.")
+    if kept:
+        run.note("info", f"Kept {kept} of them for the past answers that cite them.")
+
+
+@transaction.atomic
+def _retired_prune(source: Source) -> None:
+    """Retired chunks no answer cites any more, and retired documents left empty, are deleted."""
+    Chunk.objects.filter(document__source=source, retired_at__isnull=False).filter(
+        _uncited()
+    ).delete()
+    Document.objects.filter(source=source, status=Document.Status.RETIRED).filter(
+        ~Exists(Chunk.objects.filter(document_id=OuterRef("pk")))
+    ).delete()
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def _dedupe(run: _Run, raws: list[RawDocument]) -> list[RawDocument]:
+    seen: set[str] = set()
+    unique: list[RawDocument] = []
+    for raw in raws:
+        if raw.external_id in seen:
+            run.note("warning", f"Duplicate document id {raw.external_id!r}: kept the first.")
+            continue
+        seen.add(raw.external_id)
+        unique.append(raw)
+    return unique
+
+
+def _ingest(run: _Run, embedder: Embeddings | None) -> None:
+    source = run.source
+    raws = _dedupe(run, parse_location(source.location, kind=source.kind, log=run.note))
+    _retired_prune(source)
+    existing = {
+        d.external_id: d
+        for d in Document.objects.filter(source=source).annotate(
+            stored=Count("chunks", filter=Q(chunks__retired_at__isnull=True))
+        )
+    }
+    keys = {r.external_id for r in raws}
+    vanished = [
+        d.pk
+        for key, d in existing.items()
+        if key not in keys and d.status != Document.Status.RETIRED
+    ]
+    if vanished:
+        _documents_put_away(run, vanished)
+
+    unchanged: list[Document] = []
+    work: list[_Pending] = []
+    broken: list[RawDocument] = []
+    for raw in raws:
+        if raw.error:
+            broken.append(raw)
+            continue
+        digest = content_hash(raw)
+        old = existing.get(raw.external_id)
+        if (
+            old is not None
+            and old.status == Document.Status.OK
+            and old.content_hash == digest
+            and old.chunk_count > 0
+            and old.stored == old.chunk_count
+        ):
+            unchanged.append(old)
+            if old.metadata != raw.metadata:
+                Document.objects.filter(pk=old.pk).update(metadata=raw.metadata)
+            continue
+        chunks = split_document(title=raw.title, text=raw.text, markdown=raw.markdown)
+        if not chunks:
+            broken.append(_with_error(raw, "The document has no text to index."))
+            continue
+        work.append(_Pending(raw=raw, hash=digest, chunks=chunks))
+
+    total_chunks = sum(d.chunk_count for d in unchanged) + sum(len(p.chunks) for p in work)
+    run.note(
+        "info",
+        f"{len(raws)} documents: {len(work)} new or changed, {len(unchanged)} unchanged, "
+        f"{len(broken)} with errors.",
+    )
+    run.save(documents_total=len(raws), chunks_total=total_chunks)
+
+    for raw in broken:
+        _document_fail(run, raw)
+    for i, same in enumerate(unchanged, start=1):
+        run.advance(documents=1, chunks=same.chunk_count)
+        if i % PROGRESS_EVERY_DOCUMENTS == 0:
+            run.save()
+    run.save()
+    _embed_and_store(run, work, embedder)
+
+    run.note(
+        "info",
+        f"Done: {source.documents_done} documents, {source.chunks_done} chunks, "
+        f"{run.errors} documents with errors.",
+    )
+    run.save(status=Source.Status.DONE, error="", last_ingested_at=timezone.now())
+
+
+def _with_error(raw: RawDocument, error: str) -> RawDocument:
+    raw.error = error
+    return raw
+
+
+def _embed_and_store(run: _Run, work: list[_Pending], embedder: Embeddings | None) -> None:
+    """Embed the chunks of several documents per call (the model is fastest on full batches)."""
+    if not work:
+        return
+    if embedder is None:
+        from chatbot.llm.embeddings import LocalEmbeddings
+
+        embedder = LocalEmbeddings()
+    flush_at = max(settings.EMBEDDING_BATCH_SIZE, 1) * 4
+    batch: list[_Pending] = []
+    for pending in work:
+        batch.append(pending)
+        if sum(len(p.chunks) for p in batch) >= flush_at:
+            _flush(run, batch, embedder)
+            batch = []
+    if batch:
+        _flush(run, batch, embedder)
+
+
+def _flush(run: _Run, batch: list[_Pending], embedder: Embeddings) -> None:
+    texts = [chunk.embedding_text() for p in batch for chunk in p.chunks]
+    vectors = iter(embedder.embed_documents(texts))
+    for pending in batch:
+        _document_store(run, pending, [next(vectors) for _ in pending.chunks])
+        run.advance(documents=1, chunks=len(pending.chunks))
+    run.save()
+
+
+def _url(run: _Run, raw: RawDocument) -> str:
+    if len(raw.url) > MAX_URL:
+        run.note("warning", f"{raw.external_id}: the url is too long and was dropped.")
+        return ""
+    return raw.url
+
+
+@transaction.atomic
+def _document_store(run: _Run, pending: _Pending, vectors: list[list[float]]) -> None:
+    raw, source = pending.raw, run.source
+    # The row lock makes a second worker on the same source wait, then redo this document cleanly.
+    document, _ = Document.objects.select_for_update().get_or_create(
+        source=source, external_id=raw.external_id, defaults={"collection": source.collection}
+    )
+    _chunks_put_away(Chunk.objects.filter(document=document), now=timezone.now())
+    Chunk.objects.bulk_create(
+        Chunk(
+            document=document,
+            collection_id=source.collection_id,
+            ordinal=ordinal,
+            heading=chunk.heading,
+            text=chunk.text,
+            embedding=vector,
+        )
+        for ordinal, (chunk, vector) in enumerate(zip(pending.chunks, vectors, strict=True))
+    )
+    document.collection_id = source.collection_id
+    document.title = raw.title
+    document.url = _url(run, raw)
+    document.metadata = raw.metadata
+    document.content_hash = pending.hash
+    document.status = Document.Status.OK
+    document.error = ""
+    document.chunk_count = len(pending.chunks)
+    document.save()
+
+
+@transaction.atomic
+def _document_fail(run: _Run, raw: RawDocument) -> None:
+    source = run.source
+    document, _ = Document.objects.select_for_update().get_or_create(
+        source=source, external_id=raw.external_id, defaults={"collection": source.collection}
+    )
+    _chunks_put_away(Chunk.objects.filter(document=document), now=timezone.now())
+    document.title = raw.title
+    document.url = ""
+    document.metadata = raw.metadata
+    document.content_hash = ""
+    document.status = Document.Status.ERROR
+    document.error = raw.error
+    document.chunk_count = 0
+    document.save()
+    run.errors += 1
+    run.advance(documents=1, chunks=0)
+    run.note("error", f"{raw.external_id}: {raw.error}")

@@ -1,0 +1,36 @@
+"""Evaluation reacts to what chat and the agent report (`chatbot.hooks`): a finished answer is
+judged in the background, and a thumbs down or a request for a human puts the turn in the review
+queue. Connected in `EvaluationConfig.ready`; the hooks arrive after the commit."""
+
+from __future__ import annotations
+
+import logging
+
+from chatbot.models import Feedback, Turn
+
+logger = logging.getLogger(__name__)
+
+
+def on_turn_finished(*, turn_id: int, status: str, **_: object) -> None:
+    if status != Turn.Status.DONE:
+        return
+    from evaluation.tasks import judge_turn_task
+
+    try:
+        judge_turn_task.delay(turn_id)
+    except Exception:
+        # The judge sweep (every few minutes) picks the turn up once the broker is back.
+        logger.exception("could not queue judging of turn %s; the sweep will catch it", turn_id)
+
+
+def on_feedback_given(*, turn_id: int, rating: int, **_: object) -> None:
+    if rating == Feedback.Rating.DOWN:
+        from evaluation.review.flagging import turn_flag_quietly
+
+        turn_flag_quietly(turn_id)
+
+
+def on_escalation_requested(*, turn_id: int, **_: object) -> None:
+    from evaluation.review.flagging import turn_flag_quietly
+
+    turn_flag_quietly(turn_id)
