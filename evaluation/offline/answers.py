@@ -7,6 +7,13 @@ Each question goes through what a chat turn does (`ground`, `route_choose`, `pro
 `astream_text`; see `evaluation.pipeline`) but no Turn is written and the run's
 settings are passed to retrieval rather than saved, so production figures and chat stay untouched.
 Retrieval runs as a scratch user whose only group sees only the scratch collection.
+
+Within one part of a split set (`--splits`, `--part`) the design is kept: the questions asked are
+the part's, and the held-out articles are drawn from the part's own articles (for a set split by
+document; from all of them for a set split by question), `holdout` of them. Every other document
+of the set, the other part's articles included, is ingested: they are distractors whose questions
+are never asked, so no figure of one part depends on the other's questions, and both parts face
+a knowledge base of about the same size.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -154,6 +161,8 @@ class Report:
     held_out: list[str]
     skipped_questions: int  # their doc_id is not in the documents file
     outcomes: list[Outcome]
+    part: str | None = None  # of a split set: tune or confirm; None = every question
+    split_set: str | None = None
 
     def answerable(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.answerable]
@@ -173,10 +182,15 @@ def evaluate(
     endpoint_name: str,
     holdout: float = 0.3,
     limit: int = 40,
+    articles: Collection[str] | None = None,
+    part: str | None = None,
+    split_set: str | None = None,
     on_ingested: Callable[[Scratch], None] | None = None,
     progress: Progress | None = None,
 ) -> Report:
-    held_out = holdout_ids(list(documents), holdout)
+    """`articles`: the documents the held-out ones are drawn from (default: all of them)."""
+    pool = list(documents) if articles is None else [d for d in documents if d in articles]
+    held_out = holdout_ids(pool, holdout)
     known = [q for q in questions if q.doc_id in documents]
     answerable = interleave([q for q in known if q.doc_id not in held_out], limit)
     unanswerable = interleave([q for q in known if q.doc_id in held_out], limit)
@@ -209,6 +223,8 @@ def evaluate(
         held_out=sorted(held_out),
         skipped_questions=len(questions) - len(known),
         outcomes=outcomes,
+        part=part,
+        split_set=split_set,
     )
 
 
@@ -239,6 +255,8 @@ def figures(report: Report) -> dict[str, Any]:
         "chunks": report.chunks,
         "documents_held_out": report.held_out,
         "skipped_questions": report.skipped_questions,
+        "part": report.part,
+        "split_set": report.split_set,
         "answerable": {
             "n": len(answerable),
             "mean_f1": _mean([o.f1 for o in answerable]),
@@ -277,6 +295,8 @@ def format_table(data: dict[str, Any]) -> str:
         f"{data['documents_ingested']} documents ingested ({data['chunks']} chunks), "
         f"{len(data['documents_held_out'])} held out"
     )
+    if data.get("part"):
+        header += f"; part {data['part']} of set {data['split_set']}"
     rows = [
         ("answerable questions", _cell(a["n"])),
         ("  mean token F1", _cell(a["mean_f1"])),

@@ -51,6 +51,16 @@ class ModeReport:
     def mrr(self) -> float:
         return statistics.fmean(self.reciprocal_ranks) if self.reciprocal_ranks else 0.0
 
+    def merged(self, other: ModeReport) -> ModeReport:
+        """Both reports' questions as one report (two parts of a set, the whole set)."""
+        return ModeReport(
+            self.mode,
+            self.ks,
+            {k: self.hits_at.get(k, 0) + other.hits_at.get(k, 0) for k in self.ks},
+            self.reciprocal_ranks + other.reciprocal_ranks,
+            self.latencies_ms + other.latencies_ms,
+        )
+
     def latency(self, quantile: float) -> float:
         if not self.latencies_ms:
             return 0.0

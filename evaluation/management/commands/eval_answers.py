@@ -3,7 +3,11 @@ collection, answer the questions about them through the real pipeline (token F1,
 the gold answer, citations) and the questions about the held-out rest (how often the assistant
 refuses), print the figures, then delete the scratch collection, user and group.
 
-No chat turns are written, so the figures never reach production metrics."""
+No chat turns are written, so the figures never reach production metrics.
+
+With `--splits FILE --part tune|confirm`, only that part's questions are asked and the held-out
+articles are drawn from that part's articles; the rest of the set is ingested as distractors
+(see `evaluation.offline.answers`). The JSON output gains "part" and "split_set"."""
 
 from __future__ import annotations
 
@@ -18,8 +22,14 @@ from chatbot.llm.types import ModelError
 from chatbot.models import AssistantSettings
 from evaluation.datasets.services import InvalidExperiment, retrieval_settings
 from evaluation.offline.answers import Outcome, RunSettings, evaluate, figures, format_table
-from evaluation.offline.data import BadJsonlFile, load_documents, load_gold_questions
+from evaluation.offline.data import (
+    BadJsonlFile,
+    GoldQuestion,
+    load_documents,
+    load_gold_questions,
+)
 from evaluation.offline.scratch import IngestFailed, Scratch
+from evaluation.offline.splits import PARTS, BadSplits, split_parts
 
 
 class Command(BaseCommand):
@@ -69,6 +79,25 @@ class Command(BaseCommand):
             help="Grounding mode (default: saved setting).",
         )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+        parser.add_argument(
+            "--splits",
+            type=Path,
+            default=None,
+            help="splits.json with each set's tuning and confirming parts (default: no split).",
+        )
+        parser.add_argument(
+            "--part",
+            choices=PARTS,
+            default=None,
+            help="With --splits: ask only this part's questions, holding out this part's articles.",
+        )
+        parser.add_argument(
+            "--set",
+            dest="split_set",
+            default=None,
+            help="With --splits: the set the questions are (default: the one whose parts hold "
+            "every question's article, e.g. covidqa_dev).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = self._settings(options)
@@ -89,6 +118,7 @@ class Command(BaseCommand):
             raise CommandError(f"No documents in {options['documents']}.")
         if not questions:
             raise CommandError(f"No questions in {options['questions']}.")
+        questions, articles, split_set = self._part(questions, documents, options)
         try:
             endpoint = route_choose(requested=options["endpoint"]).endpoint.name
         except ModelError as exc:
@@ -105,6 +135,9 @@ class Command(BaseCommand):
                 endpoint_name=endpoint,
                 holdout=holdout,
                 limit=limit,
+                articles=articles,
+                part=options["part"],
+                split_set=split_set,
                 on_ingested=self._ingested,
                 progress=self._progress,
             )
@@ -119,6 +152,32 @@ class Command(BaseCommand):
                 f"Skipped {report.skipped_questions} questions whose doc_id is not a document."
             )
         self.stdout.write(format_table(data))
+
+    def _part(
+        self, questions: list[GoldQuestion], documents: dict[str, Any], options: dict[str, Any]
+    ) -> tuple[list[GoldQuestion], set[str] | None, str | None]:
+        """The part's questions, the articles to hold out from, and the set's name."""
+        path, part = options["splits"], options["part"]
+        if (path is None) != (part is None):
+            raise CommandError("--splits and --part go together, e.g. --splits FILE --part tune.")
+        if path is None:
+            if options["split_set"] is not None:
+                raise CommandError("--set needs --splits FILE --part tune|confirm.")
+            return questions, None, None
+        try:
+            split, parts = split_parts(
+                questions,
+                path=path,
+                parts=(part,),
+                set_name=options["split_set"],
+                key=lambda q: (q.id, (q.doc_id,)),
+            )
+        except BadSplits as exc:
+            raise CommandError(str(exc)) from None
+        if not parts[part]:
+            raise CommandError(f"Part {part} of set {split.name!r} holds none of the questions.")
+        articles = set(split.ids(part)) if split.by == "doc" else None
+        return parts[part], articles, split.name
 
     def _settings(self, options: dict[str, Any]) -> RunSettings:
         """The flags over the saved settings, resolved as an experiment resolves its own."""
