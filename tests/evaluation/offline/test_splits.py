@@ -152,6 +152,14 @@ def write_splits(files: dict[str, Path], content: object) -> None:
             [],
             r"not a set of .*splits.json .*'x', holds 3 of 4, missing e.g. q4",
         ),
+        (
+            {
+                "a": SPLITS["mini_faq"],
+                "b": {"tune_query_ids": ["q1"], "confirm_query_ids": ["q2", "q3", "q4"]},
+            },
+            [],
+            r"fit several sets of .* \(a, b\); name one with --set",
+        ),
         (SPLITS, ["--set", "covidqa_dev"], r"No set 'covidqa_dev' in .*; it has mini_faq, mini_qa"),
         (
             {**SPLITS, "mini_qa": {"tune_doc_ids": ["kb-1"], "confirm_doc_ids": ["kb-2"]}},
