@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,7 +36,7 @@ from celery.app.task import Task
 from django.conf import settings
 from django.contrib import messages
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import DateTimeField, F, Func, IntegerField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
@@ -258,6 +259,30 @@ def jobs_requeue_stale() -> dict[str, int]:
 @shared_task(name="jobs.requeue_stale")
 def jobs_requeue_stale_task() -> dict[str, int]:
     return jobs_requeue_stale()
+
+
+@contextmanager
+def job_exclusive(kind: str, pk: int) -> Iterator[bool]:
+    """Yield True when this process may run job `kind` #`pk`, holding a Postgres advisory lock
+    (per session, so on every replica) until the block ends; False when another copy holds it.
+
+    The sweep re-sends a job that shows no progress, and a slow step can look like a dead worker:
+    the second copy then finds the lock taken and stops instead of writing the same rows twice.
+    The lock dies with the connection, so a killed worker never leaves a job locked."""
+    space = zlib.crc32(kind.encode()) & 0x7FFFFFFF
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [space, pk])
+        row = cursor.fetchone()
+    held = bool(row and row[0])
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [space, pk])
+
+
+ALREADY_RUNNING = "already running"
 
 
 def jobs_notify(request: HttpRequest, submitted: Submissions, started: str) -> None:

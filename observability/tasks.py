@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from chatbot.jobs import ALREADY_RUNNING, job_exclusive
 from observability import services
 
 DELIVERY_ATTEMPTS = 3
@@ -41,5 +42,8 @@ def alert_deliver_task(firing_id: int) -> bool:
 
 @shared_task(name="observability.replay_run")
 def replay_run_task(replay_id: int) -> str:
-    replay = services.replay_run(replay_id=replay_id)
-    return replay.status if replay else "missing"
+    with job_exclusive("replay", replay_id) as mine:
+        if not mine:
+            return ALREADY_RUNNING
+        replay = services.replay_run(replay_id=replay_id)
+        return replay.status if replay else "missing"

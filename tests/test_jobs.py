@@ -8,6 +8,7 @@ import base64
 import json
 import socket
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -306,3 +307,49 @@ def test_it_sends_again_a_reward_training_left_queued_or_abandoned(rita: User) -
     cache.set(reward.STATE_KEY, {**state, "status": "running", "since": time.time() - limit - 1})
     assert reward_train_requeue_stale_task() is True
     assert len(queued()) == 2
+
+
+@pytest.fixture
+def other_session() -> Iterator[Any]:
+    """A second Postgres session, as another worker holding a job's lock would have."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as other:
+        yield other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_runs_no_second_copy_of_a_job_another_worker_is_running(other_session: Any) -> None:
+    """The sweep may re-send a job whose worker is slow rather than dead: the copy finds the
+    job's lock held and stops without touching it; once the first run ends, it runs."""
+    from chatbot.knowledge.tasks import source_ingest_task
+    from evaluation.datasets.tasks import experiment_run_task
+    from evaluation.exports.tasks import export_run_task
+    from observability.tasks import replay_run_task
+
+    collection = Collection.objects.create(name="Locked")
+    source = Source.objects.create(
+        collection=collection, name="docs", kind="path", location="/x", enabled=False
+    )
+    cases = [
+        ("source", source.pk, source_ingest_task),
+        ("experiment", 987_654, experiment_run_task),
+        ("export", 987_654, export_run_task),
+        ("replay", 987_654, replay_run_task),
+    ]
+    for kind, pk, task in cases:
+        space = zlib.crc32(kind.encode()) & 0x7FFFFFFF
+        other_session.execute("SELECT pg_advisory_lock(%s, %s)", [space, pk])
+        try:
+            assert task(pk) == jobs.ALREADY_RUNNING, kind
+        finally:
+            other_session.execute("SELECT pg_advisory_unlock(%s, %s)", [space, pk])
+        assert task(pk) != jobs.ALREADY_RUNNING, kind
+    # The copy that stopped wrote nothing; the run after it did (a disabled source says so).
+    assert [n["message"] for n in Source.objects.get(pk=source.pk).log] == [
+        "The source is disabled; nothing was ingested."
+    ]

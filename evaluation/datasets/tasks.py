@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from chatbot.jobs import ALREADY_RUNNING, job_exclusive
 from evaluation.datasets import runner
 
 
@@ -12,5 +13,8 @@ from evaluation.datasets import runner
 # and the next worker resumes the experiment instead of it staying "running" for ever.
 @shared_task(name="evaluation.experiment_run", acks_late=True, reject_on_worker_lost=True)
 def experiment_run_task(experiment_id: int) -> str:
-    experiment = runner.experiment_run(experiment_id=experiment_id)
-    return "missing" if experiment is None else experiment.status
+    with job_exclusive("experiment", experiment_id) as mine:
+        if not mine:
+            return ALREADY_RUNNING
+        experiment = runner.experiment_run(experiment_id=experiment_id)
+        return "missing" if experiment is None else experiment.status

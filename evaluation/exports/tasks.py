@@ -7,15 +7,18 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from chatbot.jobs import job_resubmit_once
+from chatbot.jobs import ALREADY_RUNNING, job_exclusive, job_resubmit_once
 from evaluation.exports import reward, services
 
 
 @shared_task(name="evaluation.export_run")
 def export_run_task(export_id: int) -> str:
     """Write one export; a redelivered task rewrites the file from the start."""
-    export = services.export_run(export_id=export_id)
-    return "missing" if export is None else export.status
+    with job_exclusive("export", export_id) as mine:
+        if not mine:
+            return ALREADY_RUNNING
+        export = services.export_run(export_id=export_id)
+        return "missing" if export is None else export.status
 
 
 @shared_task(name="evaluation.reward_train")
