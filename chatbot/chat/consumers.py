@@ -64,7 +64,6 @@ GONE_MESSAGE = "This conversation no longer exists. Start a new one."
 REVOKED_MESSAGES = {
     CLOSE_UNAUTHENTICATED: "Your account is no longer active, so this question was not sent.",
     CLOSE_FORBIDDEN: "You no longer have access to chat, so this question was not sent.",
-    CLOSE_NOT_FOUND: GONE_MESSAGE,
 }
 
 
@@ -80,13 +79,19 @@ def _refusal(user: User | AnonymousUser, conversation_id: int) -> int | None:
     return None
 
 
-def _recheck(user: User | AnonymousUser, conversation_id: int) -> tuple[User | None, int | None]:
-    """The person as the database has them now (a fresh object: no cached permissions), and the
-    close code when they may no longer ask here."""
+def _start_as_now(
+    user: User | AnonymousUser, conversation_id: int, text: object
+) -> tuple[User, Turn, str] | int:
+    """Start the turn as the person is in the database now (a fresh object: no cached
+    permissions), in the same thread hop as saving the question; the close code when they may no
+    longer ask. Raises like `frames.turn_start` (bad text, a conversation no longer theirs)."""
     fresh = User.objects.filter(pk=user.pk, is_active=True).first() if user.pk else None
     if fresh is None:
-        return None, CLOSE_UNAUTHENTICATED
-    return fresh, _refusal(fresh, conversation_id)
+        return CLOSE_UNAUTHENTICATED
+    if not fresh.has_perm(roles.USE_CHAT):
+        return CLOSE_FORBIDDEN
+    turn, start = frames.turn_start(fresh, conversation_id, text)
+    return fresh, turn, start
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -140,16 +145,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.task is not None and not self.task.done():
             await self.send(text_data=frames.input_error_frame(BUSY_MESSAGE))
             return
-        fresh, refusal = await database_sync_to_async(_recheck)(self.user, self.conversation_id)
-        if fresh is None or refusal is not None:
-            code = refusal or CLOSE_UNAUTHENTICATED
-            self.allowed = False
-            await self.send(text_data=frames.input_error_frame(REVOKED_MESSAGES[code]))
-            await self.close(code=code)
-            return
-        self.user = fresh
         try:
-            turn, start = await database_sync_to_async(frames.turn_start)(
+            started = await database_sync_to_async(_start_as_now)(
                 self.user, self.conversation_id, content.get("message")
             )
         except InvalidInput as exc:
@@ -159,6 +156,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send(text_data=frames.input_error_frame(GONE_MESSAGE))
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        if isinstance(started, int):
+            self.allowed = False
+            await self.send(text_data=frames.input_error_frame(REVOKED_MESSAGES[started]))
+            await self.close(code=started)
+            return
+        self.user, turn, start = started
         await self.send(text_data=start)
         self.turn_id = turn.pk
         self.task = asyncio.create_task(self._answer(turn.pk))
