@@ -18,8 +18,9 @@ from chatbot.llm.pricing import estimate_tokens
 from chatbot.llm.prompts import delimited
 from chatbot.llm.types import EndpointConfig, Message, Prompt
 from chatbot.models import AssistantSettings
+from chatbot.retrieval.answerable import answerable_model, answerable_probability
 from chatbot.retrieval.citations import citation_numbers
-from chatbot.retrieval.search import SearchHit, hybrid_search
+from chatbot.retrieval.search import SearchHit, SearchResult, hybrid_search
 from chatbot.retrieval.words import coverage
 from chatbot.telemetry.tracing import Tracer
 
@@ -94,6 +95,9 @@ def ground(
         covered = coverage(question, (f"{h.heading} {h.text}" for h in relevant))
         if relevant and covered < config.min_coverage:
             relevant = []
+        answerable = _answerable(question, result)
+        if relevant and answerable is not None and answerable < config.min_answerable:
+            relevant = []
         read = collections_visible_to(reader)
         if collection_ids is not None:
             read = read.filter(pk__in=collection_ids)
@@ -108,27 +112,42 @@ def ground(
             relevant_chunk_ids=[h.chunk_id for h in relevant],
             top_similarity=round(top, 4),
             coverage=round(covered, 4),
+            answerable=None if answerable is None else round(answerable, 4),
+            rerank_ms=round(result.rerank_ms, 2),
             embed_ms=round(result.embed_ms, 2),
             sql_ms=round(result.sql_ms, 2),
             kb_versions=versions,
         )
     grounding = Grounding(mode=config.grounding, hits=relevant, kb_versions=versions)
+    judged = "" if answerable is None else f", answerable {answerable:.2f}"
     if relevant:
         grounding.reason = (
             f"{len(relevant)} relevant chunks (top similarity {top:.2f}, "
-            f"question coverage {covered:.2f})"
+            f"question coverage {covered:.2f}{judged})"
         )
     elif config.grounding == AssistantSettings.Grounding.REQUIRED:
         grounding.no_answer = True
         grounding.no_answer_message = config.no_answer_message
         if top < config.min_similarity:
             why = f"top similarity {top:.2f} < {config.min_similarity:.2f}"
-        else:
+        elif covered < config.min_coverage:
             why = f"the chunks cover {covered:.0%} of the question's words"
+        else:
+            why = f"answerable {answerable or 0:.2f} < {config.min_answerable:.2f}"
         grounding.reason = f"nothing relevant in the knowledge base ({why})"
     else:
         grounding.reason = "nothing relevant in the knowledge base; answered without it"
     return grounding
+
+
+def _answerable(question: str, result: SearchResult) -> float | None:
+    """The no-answer classifier's probability that the reranked context answers `question`;
+    None without a classifier or a reranked result (it reads the reranker's scores)."""
+    model = answerable_model()
+    if model is None or not result.reranked:
+        return None
+    scores = [h.rerank_score or 0.0 for h in result.hits]
+    return answerable_probability(model, question, result.term_weights, result.hits, scores)
 
 
 def numbered_source(number: int, label: str, text: str) -> str:

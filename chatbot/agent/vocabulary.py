@@ -19,6 +19,13 @@ MIN_COVERAGE_HELP = (
     "same topic can be similar without answering: below this the assistant says it doesn't "
     "know. 0 turns the check off; 0.5 is the default."
 )
+MIN_ANSWERABLE = "Answerability threshold"
+MIN_ANSWERABLE_HELP = (
+    "The no-answer classifier's probability (0-1) that the passages found answer the question. "
+    "Below it the assistant says it doesn't know and offers a human. Higher refuses more "
+    "questions the knowledge base cannot answer, and also more that it can: see the measured "
+    "trade-off. 0 turns the check off."
+)
 
 
 def retrieval_k_field() -> forms.IntegerField:
@@ -36,4 +43,10 @@ def min_similarity_field() -> forms.FloatField:
 def min_coverage_field() -> forms.FloatField:
     return forms.FloatField(
         label=MIN_COVERAGE, min_value=0.0, max_value=1.0, help_text=MIN_COVERAGE_HELP
+    )
+
+
+def min_answerable_field() -> forms.FloatField:
+    return forms.FloatField(
+        label=MIN_ANSWERABLE, min_value=0.0, max_value=1.0, help_text=MIN_ANSWERABLE_HELP
     )

@@ -53,6 +53,9 @@ class SearchHitOut(Schema):
     score: float
     dense_rank: int | None
     sparse_rank: int | None
+    rerank_score: float | None = Field(
+        None, description="The reranker's log-odds that the passage's document answers the query."
+    )
     heading: str
     text: str
     document: DocumentRef
@@ -72,6 +75,7 @@ def _hit_out(rank: int, hit: SearchHit) -> SearchHitOut:
         score=hit.score,
         dense_rank=hit.dense_rank,
         sparse_rank=hit.sparse_rank,
+        rerank_score=None if hit.rerank_score is None else round(hit.rerank_score, 4),
         heading=hit.heading,
         text=hit.text,
         document=DocumentRef(
@@ -87,8 +91,8 @@ def _hit_out(rank: int, hit: SearchHit) -> SearchHitOut:
     summary="Search the knowledge base",
 )
 def search(request: HttpRequest, payload: SearchIn) -> SearchOut:
-    """Hybrid search (vector similarity + full text, fused by reciprocal rank) over the
-    collections shared with your groups, best first."""
+    """Hybrid search (vector similarity + full text, fused by reciprocal rank, then reranked)
+    over the collections shared with your groups, best first."""
     user = caller(request)
     if not user.has_perm(roles.VIEW_KNOWLEDGE):
         raise AuthorizationError(message=NO_KNOWLEDGE_ACCESS)

@@ -96,10 +96,18 @@ class AssistantSettingsForm(forms.ModelForm):
     retrieval_k = vocabulary.retrieval_k_field()
     min_similarity = vocabulary.min_similarity_field()
     min_coverage = vocabulary.min_coverage_field()
+    min_answerable = vocabulary.min_answerable_field()
 
     class Meta:
         model = AssistantSettings
-        fields = ["grounding", "retrieval_k", "min_similarity", "min_coverage", "no_answer_message"]
+        fields = [
+            "grounding",
+            "retrieval_k",
+            "min_similarity",
+            "min_coverage",
+            "min_answerable",
+            "no_answer_message",
+        ]
         widgets = {
             "grounding": forms.RadioSelect,
             "no_answer_message": forms.Textarea(attrs={"rows": 3}),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -11,6 +13,7 @@ from chatbot.agent.grounding import assistant_settings
 from chatbot.console import services
 from chatbot.console.forms import AssistantSettingsForm, ModelEndpointForm
 from chatbot.models import ModelEndpoint
+from chatbot.retrieval.answerable import answerable_model, trade_off_table
 
 
 def _endpoint(pk: int) -> ModelEndpoint:
@@ -56,10 +59,21 @@ def model_make_default(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required(roles.MANAGE_SETTINGS)
 def assistant(request: HttpRequest) -> HttpResponse:
     """How answers are grounded in the knowledge base; one set of settings for the product."""
+    classifier = answerable_model()
     form = AssistantSettingsForm(request.POST or None, instance=assistant_settings())
+    if classifier is None:
+        del form.fields["min_answerable"]  # no classifier shipped: the threshold would do nothing
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, "Saved the assistant settings; the next answer uses them.")
         return redirect("console:assistant")
     status = 400 if form.errors else 200
-    return render(request, "console/assistant.html", {"form": form}, status=status)
+    context: dict[str, Any] = {"form": form, "classifier": classifier}
+    if classifier is not None:
+        context |= {
+            "trade_off": trade_off_table(classifier),
+            "tuned_threshold": classifier.about.get("threshold"),
+            "trained_on": classifier.about.get("trained_on") or {},
+            "saved_threshold": form.instance.min_answerable,
+        }
+    return render(request, "console/assistant.html", context, status=status)

@@ -30,6 +30,7 @@ from chatbot.knowledge.parsers import RawDocument, SourceUnavailable, parse_loca
 from chatbot.knowledge.services import LOG_KEEP
 from chatbot.knowledge.splitting import TextChunk, split_document
 from chatbot.models import Chunk, Citation, Collection, Document, Source
+from chatbot.retrieval.terms import term_stats_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +233,9 @@ def _ingest(run: _Run, embedder: Embeddings | None) -> None:
             run.save()
     run.save()
     _embed_and_store(run, work, embedder)
+    if work or vanished:
+        # The rerank stage weighs words by how many chunks hold them: recount after a change.
+        term_stats_refresh()
 
     run.note(
         "info",

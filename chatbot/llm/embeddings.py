@@ -65,6 +65,11 @@ def embeddings_warm() -> threading.Thread:
     def warm() -> None:
         LocalEmbeddings().embed_query("warm up")
 
+    # Import torch and sentence-transformers here, not in the thread: a module another thread is
+    # still importing is visible half-made in sys.modules, and scipy (imported meanwhile by the
+    # caller's thread) reads torch's attributes from there and fails.
+    import sentence_transformers  # noqa: F401
+
     thread = threading.Thread(target=warm, name="embeddings-warm", daemon=True)
     thread.start()
     return thread

@@ -13,7 +13,7 @@ from chatbot.models.datasets import (
     RewardModel,
 )
 from chatbot.models.judges import Judge, JudgeScore
-from chatbot.models.knowledge import Chunk, Collection, Document, Source
+from chatbot.models.knowledge import Chunk, Collection, Document, Source, TermStat
 from chatbot.models.observability import (
     AlertFiring,
     AlertRule,
@@ -55,6 +55,7 @@ __all__ = [
     "RollupRun",
     "Source",
     "Span",
+    "TermStat",
     "Turn",
     "TurnRollup",
     "UserDay",

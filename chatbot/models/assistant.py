@@ -2,6 +2,10 @@ from __future__ import annotations
 
 from django.db import models
 
+# The no-answer classifier's threshold chosen on the tuning parts by `manage.py train_retrieval`
+# (its "threshold" in chatbot/retrieval/weights/answerable.json; a test keeps the two equal).
+DEFAULT_MIN_ANSWERABLE = 0.55
+
 
 class AssistantSettings(models.Model):
     """How the assistant grounds its answers; one row (pk 1), edited by admins in the console."""
@@ -27,6 +31,12 @@ class AssistantSettings(models.Model):
         help_text="Share of the question's words (0-1) the relevant chunks must contain. A chunk "
         "on the same topic is similar without answering; below this the assistant says it "
         "doesn't know. 0 turns the check off.",
+    )
+    min_answerable = models.FloatField(
+        default=DEFAULT_MIN_ANSWERABLE,
+        help_text="The no-answer classifier's probability (0-1) that the retrieved passages "
+        "answer the question, from which the assistant answers; below it, it says it doesn't "
+        "know. 0 turns the check off.",
     )
     no_answer_message = models.TextField(
         default=(

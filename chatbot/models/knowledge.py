@@ -139,3 +139,15 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
+
+
+class TermStat(models.Model):
+    """How many current chunks hold each full-text lexeme: the document frequencies behind the
+    rerank stage's BM25 and IDF-weighted coverage (`chatbot.retrieval.terms`). Recomputed from the
+    chunks after each ingestion; the row with the empty lexeme counts the chunks themselves."""
+
+    lexeme = models.TextField(primary_key=True)
+    chunks = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.lexeme or '(all chunks)'}: {self.chunks}"

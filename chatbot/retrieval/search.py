@@ -16,6 +16,8 @@ two sources, a copied document) only the best-ranked one is kept, so `k` hits ar
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +28,8 @@ from django.db import connection, transaction
 from chatbot.accounts.visibility import sees_every_collection
 from chatbot.llm.embeddings import embeddings
 from chatbot.models import Document
+from chatbot.retrieval.rerank import RERANK_DEPTH, LinearModel, rerank_scores, reranker
+from chatbot.retrieval.terms import query_weights
 
 RRF_K = 60
 # How deep each leg searches before fusion (and hnsw.ef_search). 100 rather than 50: HNSW recall@10
@@ -53,9 +57,11 @@ class SearchHit:
     score: float
     dense_rank: int | None  # 1-based rank in the dense leg; None when that leg did not find it
     sparse_rank: int | None
-    # Cosine similarity of the chunk to the query (1 = same direction); None when the dense leg
-    # did not find it. Unlike the fused score, it says how relevant a hit is, not only its rank.
+    # Cosine similarity of the chunk to the query (1 = same direction), whichever leg found it;
+    # None in a full-text-only search. Unlike the fused score, it says how relevant a hit is.
     similarity: float | None
+    # The full-text leg's ts_rank of the chunk; None when that leg did not find it.
+    text_rank: float | None
     heading: str
     text: str
     document_id: int
@@ -64,6 +70,13 @@ class SearchHit:
     url: str
     collection_id: int
     collection_name: str
+    # The passage's count of each query lexeme (Postgres's stemmed words) and its own number of
+    # distinct lexemes: the rerank stage's BM25 and coverage read them.
+    term_counts: dict[str, int] = field(default_factory=dict)
+    lexemes: int = 0
+    # The reranker's log-odds that the passage's document answers the query; None when the
+    # result was not reranked (one leg only, or no reranker). Hits are in this order when set.
+    rerank_score: float | None = None
 
 
 @dataclass
@@ -77,6 +90,10 @@ class SearchResult:
     dense_candidates: int
     sparse_candidates: int
     queries: int
+    rerank_ms: float = 0.0
+    reranked: bool = False
+    # Each query lexeme's IDF in the knowledge base (`chatbot.retrieval.terms`).
+    term_weights: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,6 +109,7 @@ _VISIBLE = f"""
         WHERE ug.user_id = %(user_id)s))
     AND (%(collections)s::bigint[] IS NULL OR c.collection_id = ANY(%(collections)s::bigint[]))
     AND d.status = '{Document.Status.OK}' AND s.enabled AND c.retired_at IS NULL
+    AND (%(exclude)s::bigint[] IS NULL OR d.id <> ALL(%(exclude)s::bigint[]))
 """  # noqa: S608 (constant fragments only; every value is a bound parameter)
 _FROM = """
     chatbot_chunk c
@@ -126,14 +144,26 @@ sparse_raw AS MATERIALIZED (
     WHERE c.search_vector @@ q.tsq AND {_VISIBLE}
     ORDER BY rank DESC, c.id
     LIMIT %(candidates)s),
-sparse AS (SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS r FROM sparse_raw)
+sparse AS (SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS r FROM sparse_raw)
 """  # noqa: S608
-_NO_SPARSE = "sparse AS (SELECT NULL::bigint AS id, NULL::bigint AS r WHERE false)"
+_NO_SPARSE = (
+    "sparse AS (SELECT NULL::bigint AS id, NULL::float4 AS rank, NULL::bigint AS r WHERE false)"
+)
 
+# The cosine similarity of every returned passage, whichever leg found it (NULL without the query
+# vector, in a full-text-only search).
+_SIMILARITY = "1 - (c.embedding <=> %(vector)s::vector)"
+# The query's own lexemes (stemmed as the chunks' vectors are) with how many chunks hold each
+# ("" -> all chunks), and per returned passage its count of each: the rerank stage's BM25 input.
+_TERMS = """
+query_lexemes AS (
+    SELECT coalesce(array_agg(lexeme), '{}') AS lexemes
+    FROM unnest(to_tsvector('english', %(query)s))),
+"""
 _FUSE = """
 fused AS (
     SELECT coalesce(dense.id, sparse.id) AS id, dense.r AS dense_rank, sparse.r AS sparse_rank,
-           1 - dense.distance AS similarity,
+           sparse.rank AS text_rank,
            coalesce(%(dense_weight)s / (%(rrf_k)s + dense.r), 0)
            + coalesce(%(sparse_weight)s / (%(rrf_k)s + sparse.r), 0) AS score
     FROM dense FULL OUTER JOIN sparse ON dense.id = sparse.id),
@@ -147,8 +177,16 @@ top AS (
     LIMIT %(k)s)
 SELECT f.id, f.score, f.dense_rank, f.sparse_rank, c.heading, c.text, d.id, d.external_id,
        d.title, d.url, col.id, col.name,
-       (SELECT count(*) FROM dense), (SELECT count(*) FROM sparse), f.similarity
-FROM top f
+       (SELECT count(*) FROM dense), (SELECT count(*) FROM sparse), {similarity}, f.text_rank,
+       (SELECT coalesce(jsonb_object_agg(u.lexeme, coalesce(array_length(u.positions, 1), 1)),
+                        '{}')
+        FROM unnest(c.search_vector) u
+        WHERE u.lexeme = ANY(ql.lexemes)),
+       length(c.search_vector),
+       (SELECT coalesce(jsonb_object_agg(t.lexeme, t.chunks), '{}') FROM chatbot_termstat t
+        WHERE t.lexeme = ANY(ql.lexemes) OR t.lexeme = ''),
+       ql.lexemes
+FROM top f CROSS JOIN query_lexemes ql
 JOIN chatbot_chunk c ON c.id = f.id
 JOIN chatbot_document d ON d.id = c.document_id
 JOIN chatbot_collection col ON col.id = c.collection_id
@@ -166,11 +204,18 @@ def hybrid_search(
     dense_weight: float = DEFAULT_DENSE_WEIGHT,
     sparse_weight: float = DEFAULT_SPARSE_WEIGHT,
     text_weights: tuple[float, float, float, float] = DEFAULT_TEXT_WEIGHTS,
+    rerank: bool = True,
+    rerank_model: LinearModel | None = None,
+    exclude_documents: list[int] | None = None,
 ) -> SearchResult:
     """The top `k` chunks `user` may see for `query`, best first.
 
     A weight of 0 skips that leg entirely (no embedding for a sparse-only search), which is how
-    the evaluation measures each leg on its own.
+    the evaluation measures each leg on its own. With both legs and `rerank`, the first
+    `RERANK_DEPTH` fused passages are reordered by `rerank_model` (default: the shipped reranker,
+    `chatbot.retrieval.rerank`; none shipped: the fused order stands). `exclude_documents`
+    searches as if those documents had never been ingested (how the no-answer classifier's
+    training asks a question whose document is missing).
     """
     query = query.strip()
     if not query:
@@ -189,6 +234,7 @@ def hybrid_search(
         "user_id": user.pk if user.is_authenticated else None,
         "see_all": sees_every_collection(user),
         "collections": list(collection_ids) if collection_ids is not None else None,
+        "exclude": list(exclude_documents) if exclude_documents else None,
         "dense_weight": float(dense_weight),
         "sparse_weight": float(sparse_weight),
         "rrf_k": float(RRF_K),
@@ -196,12 +242,16 @@ def hybrid_search(
         "normalization": RANK_NORMALIZATION,
     }
     use_dense, use_sparse = dense_weight > 0, sparse_weight > 0
+    model = (rerank_model or reranker()) if rerank and use_dense and use_sparse else None
+    if model is not None:
+        params["k"] = max(k, RERANK_DEPTH)
     embed_ms = 0.0
     if use_dense:
         params["vector"] = _vector_literal(embeddings().embed_query(query))
         embed_ms = (time.perf_counter() - started) * 1000
     ctes = [_DENSE if use_dense else _NO_DENSE, _SPARSE if use_sparse else _NO_SPARSE]
-    sql = "WITH " + ",\n".join(ctes) + ",\n" + _FUSE
+    fuse = _FUSE.replace("{similarity}", _SIMILARITY if use_dense else "NULL::float8")
+    sql = "WITH " + _TERMS + ",\n".join(ctes) + ",\n" + fuse
 
     sql_started = time.perf_counter()
     queries = 1
@@ -221,6 +271,15 @@ def hybrid_search(
     sql_ms = (time.perf_counter() - sql_started) * 1000
 
     hits = [_hit(row) for row in rows]
+    weights = query_weights(_json(rows[0][18]), rows[0][19]) if rows else {}
+    rerank_ms = 0.0
+    if model is not None and hits:
+        rerank_started = time.perf_counter()
+        scores = rerank_scores(weights, hits, model)
+        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
+        hits = [dataclasses.replace(hits[i], rerank_score=scores[i]) for i in order[:k]]
+        rerank_ms = (time.perf_counter() - rerank_started) * 1000
+    params["k"] = k
     return SearchResult(
         hits=hits,
         duration_ms=(time.perf_counter() - started) * 1000,
@@ -229,8 +288,17 @@ def hybrid_search(
         dense_candidates=int(rows[0][12]) if rows else 0,
         sparse_candidates=int(rows[0][13]) if rows else 0,
         queries=queries,
+        rerank_ms=rerank_ms,
+        reranked=model is not None,
+        term_weights=weights,
         params={k_: v for k_, v in params.items() if k_ not in ("vector", "query")},
     )
+
+
+def _json(value: Any) -> dict[str, Any]:
+    """A jsonb column: Django's Postgres connection hands those over undecoded, as text."""
+    decoded = json.loads(value) if isinstance(value, str | bytes) else value
+    return decoded if isinstance(decoded, dict) else {}
 
 
 def _hit(row: tuple[Any, ...]) -> SearchHit:
@@ -240,6 +308,9 @@ def _hit(row: tuple[Any, ...]) -> SearchHit:
         dense_rank=row[2],
         sparse_rank=row[3],
         similarity=None if row[14] is None else float(row[14]),
+        text_rank=None if row[15] is None else float(row[15]),
+        term_counts={str(k): int(v) for k, v in _json(row[16]).items()},
+        lexemes=int(row[17] or 0),
         heading=row[4],
         text=row[5],
         document_id=row[6],

@@ -104,6 +104,7 @@ class ExperimentForm(forms.Form):
     k = vocabulary.retrieval_k_field()
     min_similarity = vocabulary.min_similarity_field()
     min_coverage = vocabulary.min_coverage_field()
+    min_answerable = vocabulary.min_answerable_field()
     collections = forms.ModelMultipleChoiceField(
         queryset=Collection.objects.none(),
         required=False,
@@ -120,6 +121,7 @@ class ExperimentForm(forms.Form):
                 "k": saved.retrieval_k,
                 "min_similarity": saved.min_similarity,
                 "min_coverage": saved.min_coverage,
+                "min_answerable": saved.min_answerable,
                 "endpoint": ModelEndpoint.objects.filter(enabled=True, is_default=True).first(),
             },
         )
@@ -136,6 +138,7 @@ class ExperimentForm(forms.Form):
             "k": data["k"],
             "min_similarity": data["min_similarity"],
             "min_coverage": data["min_coverage"],
+            "min_answerable": data["min_answerable"],
             "collections": [c.pk for c in chosen] if chosen else None,
         }
 

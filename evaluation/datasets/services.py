@@ -238,14 +238,20 @@ def retrieval_settings(raw: dict[str, Any] | None = None) -> dict[str, Any]:
         threshold = float(floor if floor is not None else saved.min_similarity)
         share = raw.get("min_coverage")
         min_coverage = float(share if share is not None else saved.min_coverage)
+        odds = raw.get("min_answerable")
+        min_answerable = float(odds if odds is not None else saved.min_answerable)
     except (TypeError, ValueError):
-        raise InvalidExperiment("k, min_similarity and min_coverage must be numbers.") from None
+        raise InvalidExperiment(
+            "k, min_similarity, min_coverage and min_answerable must be numbers."
+        ) from None
     if not 1 <= k <= 20:
         raise InvalidExperiment("k (chunks given as context) must be from 1 to 20.")
     if not 0 <= threshold <= 1:
         raise InvalidExperiment("The minimum similarity must be from 0 to 1.")
     if not 0 <= min_coverage <= 1:
         raise InvalidExperiment("The minimum question coverage must be from 0 to 1.")
+    if not 0 <= min_answerable <= 1:
+        raise InvalidExperiment("The answerability threshold must be from 0 to 1.")
     collections = raw.get("collections")
     if collections is not None:
         collections = sorted({int(pk) for pk in collections}) or None
@@ -254,6 +260,7 @@ def retrieval_settings(raw: dict[str, Any] | None = None) -> dict[str, Any]:
         "k": k,
         "min_similarity": threshold,
         "min_coverage": min_coverage,
+        "min_answerable": min_answerable,
         "collections": collections,
     }
 
@@ -266,6 +273,8 @@ def run_config(retrieval: dict[str, Any]) -> AssistantSettings:
     config.min_similarity = retrieval["min_similarity"]
     # Experiments recorded before the coverage check existed ran without it.
     config.min_coverage = retrieval.get("min_coverage", 0.0)
+    # ... and those recorded before the no-answer classifier, without it.
+    config.min_answerable = retrieval.get("min_answerable", 0.0)
     return config
 
 

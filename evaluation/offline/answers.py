@@ -71,6 +71,7 @@ class RunSettings:
     k: int
     min_similarity: float
     min_coverage: float = 0.0
+    min_answerable: float = 0.0
 
     def config(self) -> AssistantSettings:
         """The settings `ground` uses for this run, never saved: production chat is untouched."""
@@ -250,6 +251,7 @@ def figures(report: Report) -> dict[str, Any]:
         "k": report.settings.k,
         "min_similarity": report.settings.min_similarity,
         "min_coverage": report.settings.min_coverage,
+        "min_answerable": report.settings.min_answerable,
         "holdout": report.holdout,
         "documents_ingested": report.documents_ingested,
         "chunks": report.chunks,
@@ -314,6 +316,7 @@ def format_table(data: dict[str, Any]) -> str:
         ("  model errors", _cell(u["errors"])),
         ("no-answer threshold (min similarity)", _cell(data["min_similarity"], 2)),
         ("no-answer threshold (min coverage)", _cell(data["min_coverage"], 2)),
+        ("no-answer threshold (answerable)", _cell(data.get("min_answerable"), 2)),
     ]
     width = max(len(label) for label, _ in rows)
     return "\n".join([header, *(f"{label.ljust(width)}  {value}" for label, value in rows)])

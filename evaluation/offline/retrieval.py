@@ -1,5 +1,6 @@
-"""Retrieval evaluation: doc-level recall@k, MRR and latency for the dense leg, the sparse leg
-and their fusion, side by side, so we see whether fusion beats the best single leg.
+"""Retrieval evaluation: doc-level recall@k, MRR and latency for the dense leg, the sparse leg,
+their fusion and the fusion reranked (what search returns), side by side, so we see whether
+fusion and reranking beat the best single leg. Without a shipped reranker there is no reranked row.
 
 A search returns chunks; a question is answered by documents. Each ranking is the chunk list
 (`candidates` deep) reduced to its documents in first-seen order.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth.models import User
 
+from chatbot.retrieval.rerank import reranker
 from chatbot.retrieval.search import (
     DEFAULT_CANDIDATES,
     DEFAULT_DENSE_WEIGHT,
@@ -22,7 +24,7 @@ from chatbot.retrieval.search import (
 )
 from evaluation.offline.data import Question
 
-MODES = ("dense", "sparse", "fused")
+MODES = ("dense", "sparse", "fused", "reranked")
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Levers:
             "dense": (1.0, 0.0),
             "sparse": (0.0, 1.0),
             "fused": (self.dense_weight, self.sparse_weight),
+            "reranked": (self.dense_weight, self.sparse_weight),
         }[mode]
 
 
@@ -98,10 +101,11 @@ def evaluate(
     levers: Levers = Levers(),
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, ModeReport]:
-    reports = {mode: ModeReport(mode, ks) for mode in MODES}
+    modes = MODES if reranker() is not None else MODES[:-1]
+    reports = {mode: ModeReport(mode, ks) for mode in modes}
     depth = max(levers.candidates, max(ks))
     for number, question in enumerate(questions, start=1):
-        for mode in MODES:
+        for mode in modes:
             dense_weight, sparse_weight = levers.weights(mode)
             result = hybrid_search(
                 user=user,
@@ -112,6 +116,7 @@ def evaluate(
                 dense_weight=dense_weight,
                 sparse_weight=sparse_weight,
                 text_weights=levers.text_weights,
+                rerank=mode == "reranked",
             )
             docs = ranked_documents(hit.external_id for hit in result.hits)
             reports[mode].add(docs, question.relevant, result.duration_ms)

@@ -81,7 +81,10 @@ def test_it_does_not_know_when_similar_passages_miss_the_questions_own_terms(
     but covers only 3 of its 7 content words: under the coverage threshold, "I don't know"."""
     question = "How do I reset a forgotten password for the payroll system hardware token?"
     fake_endpoint()
-    _configure(grounding="required", retrieval_k=5, min_similarity=0.2, min_coverage=0.0)
+    # The no-answer classifier is off: this is the coverage check on its own.
+    _configure(
+        grounding="required", retrieval_k=5, min_similarity=0.2, min_coverage=0.0, min_answerable=0
+    )
     tracer = Tracer()
     lenient = _prepare(_turn(alice, question).pk, None, None, tracer)
     assert not lenient.grounding.no_answer, "with the check off the similar passage is used"
@@ -111,6 +114,25 @@ def test_it_never_gives_a_chunk_from_a_collection_the_asker_cannot_see(
     assert "payroll" not in [h.external_id for h in for_alice.hits]
     assert {h.collection_id for h in for_alice.hits} <= {kb.help.pk}
     assert for_adam.hits[0].external_id == "payroll"
+
+
+@pytest.mark.django_db
+def test_the_no_answer_classifier_decides_with_the_admins_threshold(
+    kb: KnowledgeBase, alice: User, fake_endpoint: Callable[..., ModelEndpoint]
+) -> None:
+    fake_endpoint()
+    _configure(grounding="required", min_similarity=0.0, min_coverage=0.0, min_answerable=0.0)
+    tracer = Tracer()
+    off = _prepare(_turn(alice, PASSWORD_QUESTION).pk, None, None, tracer)
+    assert not off.grounding.no_answer, "0 turns the check off"
+    span = next(r for r in tracer.records if r.kind == "retrieval")
+    probability = span.attributes["answerable"]
+    assert 0 < probability < 1 and "answerable" in off.grounding.reason
+
+    _configure(min_answerable=min(1.0, probability + 0.01))
+    strict = _prepare(_turn(alice, PASSWORD_QUESTION).pk, None, None, Tracer())
+    assert strict.grounding.no_answer and strict.route is None
+    assert f"answerable {probability:.2f} <" in strict.grounding.reason
 
 
 # --- a grounded turn, end to end ----------------------------------------------------------------

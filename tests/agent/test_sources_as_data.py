@@ -36,6 +36,7 @@ QUESTION = "How long is the reset link valid?"
 def _hit(number: int, text: str) -> SearchHit:
     return SearchHit(
         chunk_id=number, score=0.5, dense_rank=number, sparse_rank=None, similarity=0.8,
+        text_rank=None,
         heading="", text=text, document_id=number, external_id=f"doc-{number}",
         title=f"Handbook {number}", url="", collection_id=1, collection_name="Help",
     )  # fmt: skip

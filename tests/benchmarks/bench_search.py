@@ -28,13 +28,18 @@ visibility filter; the admin path skips it).
 Queries: --queries questions, half from faq/queries.jsonl and half from covidqa_dev/questions.jsonl
 (evenly spaced). For each, in rotating order, timed by `hybrid_search`'s own `sql_ms` (its SQL
 statements only; the query embedding, which it computes on each call, is not counted):
-  hybrid: `hybrid_search(k=10)` as the application calls it: dense and full-text legs, fused;
+  hybrid: `hybrid_search(k=10)` as the application calls it: dense and full-text legs, fused,
+          the first 30 reranked (`chatbot.retrieval.rerank`, in Python after the statement);
+  fused:  the same with `rerank=False`: the fused top 10, no term counts beyond those 10;
   dense:  `hybrid_search(k=10, sparse_weight=0)`: the dense leg alone, through the HNSW index;
   text:   `hybrid_search(k=10, dense_weight=0)`: the full-text leg alone (where hybrid's time goes);
   exact:  the dense-only call again inside a transaction with `SET LOCAL enable_indexscan = off`:
           HNSW serves only index scans, so Postgres computes the distance of every visible chunk
           and sorts them: a brute-force exact scan over the same rows, with the same filter.
-Recall@10 is the share of the exact top 10 that the HNSW top 10 found. The dense leg is then run
+Then each stage's median: embedding, each leg alone, fusion (the fused statement beyond the two
+legs), the database part (the hybrid statement), reranking, and the whole `hybrid_search` call,
+each with the exact scan's time over it. Recall@10 is the share of the exact top 10 that the HNSW
+top 10 found. The dense leg is then run
 again at larger `candidates` (which sets hnsw.ef_search) to show what more recall costs. The plans
 of the dense statement with and without index scans are checked once (--explain prints them).
 Each real chunk has ~30 noisy replicas, a tighter clustering than real text has; HNSW graphs find
@@ -85,6 +90,7 @@ from chatbot.knowledge.splitting import TextChunk, split_document  # noqa: E402
 from chatbot.llm.embeddings import LocalEmbeddings, embeddings  # noqa: E402
 from chatbot.models import Chunk, Collection, Document, Source  # noqa: E402
 from chatbot.retrieval.search import DEFAULT_CANDIDATES, SearchResult, hybrid_search  # noqa: E402
+from chatbot.retrieval.terms import term_stats_refresh  # noqa: E402
 from chatbot.runtime.embedded import ensure_services  # noqa: E402
 
 EVALSETS = Path("/work/shared/evalsets")
@@ -94,7 +100,7 @@ GROUP = "bench-search"
 BENCH_USER = "bench-search"
 K = 10
 WARMUP_QUERIES = 5
-MODES = ("hybrid", "dense", "text", "exact")
+MODES = ("hybrid", "fused", "dense", "text", "exact")
 DEPTHS = (100, 200)  # other values of `candidates` for the dense leg
 
 
@@ -347,6 +353,7 @@ def prepare(args: argparse.Namespace, group: Group) -> Collection:
         ):
             print(f"reusing the scratch collection: {previous.description}")
             previous.groups.add(group)
+            refresh_term_stats()
             return previous
         drop(previous.pk)
 
@@ -379,10 +386,18 @@ def prepare(args: argparse.Namespace, group: Group) -> Collection:
         ]
         Source.objects.filter(collection=collection).update(status=Source.Status.DONE)
         load(collection, sources, layout, real, synthetic)
+        refresh_term_stats()
     except BaseException:
         drop(collection.pk)
         raise
     return collection
+
+
+def refresh_term_stats() -> None:
+    """What ingestion does after storing chunks: recount the lexemes the reranker weighs."""
+    started = time.perf_counter()
+    lexemes = term_stats_refresh()
+    print(f"term statistics: {lexemes} lexemes recounted in {time.perf_counter() - started:.1f} s")
 
 
 # --- the measurement ----------------------------------------------------------------------------
@@ -406,6 +421,8 @@ def questions(count: int) -> list[str]:
 def search(mode: str, user: User, query: str) -> SearchResult:
     if mode == "hybrid":
         return hybrid_search(user=user, query=query, k=K)
+    if mode == "fused":
+        return hybrid_search(user=user, query=query, k=K, rerank=False)
     if mode == "dense":
         return hybrid_search(user=user, query=query, k=K, sparse_weight=0)
     if mode == "text":
@@ -485,6 +502,8 @@ def bench(user: User, queries: list[str], show_plans: bool) -> None:
 
     sql_ms: dict[str, list[float]] = {mode: [] for mode in MODES}
     embed_ms: list[float] = []
+    rerank_ms: list[float] = []
+    total_ms: list[float] = []
     top: dict[str, list[list[int]]] = {mode: [] for mode in MODES}
     for i, query in enumerate(queries):
         shift = i % len(MODES)  # rotate the order, so no mode always runs first
@@ -494,7 +513,11 @@ def bench(user: User, queries: list[str], show_plans: bool) -> None:
             if mode != "text":  # the text leg alone embeds nothing
                 embed_ms.append(result.embed_ms)
             top[mode].append([hit.chunk_id for hit in result.hits])
+            if mode == "hybrid":
+                rerank_ms.append(result.rerank_ms)
+                total_ms.append(result.duration_ms)
     report(sql_ms, embed_ms, recall(top["dense"], top["exact"]), len(queries))
+    stages(sql_ms, embed_ms, rerank_ms, total_ms)
 
     # The HNSW search depth follows `candidates` (hnsw.ef_search = max(candidates, 40)).
     print(f"\ndense leg by search depth (`candidates`; {DEFAULT_CANDIDATES} is the default)")
@@ -522,7 +545,8 @@ def report(
     sql_ms: dict[str, list[float]], embed_ms: list[float], recalls: list[float], queries: int
 ) -> None:
     labels = {
-        "hybrid": "hybrid_search (dense + text)",
+        "hybrid": "hybrid_search (as the app)",
+        "fused": "fused, not reranked",
         "dense": "dense leg only (HNSW)",
         "text": "full-text leg only",
         "exact": "exact scan (no index)",
@@ -547,6 +571,32 @@ def report(
         f"queries complete, worst {min(recalls):.1f}"
     )
     print(f"(embedding one query, not included above: median {statistics.median(embed_ms):.1f} ms)")
+
+
+def stages(
+    sql_ms: dict[str, list[float]],
+    embed_ms: list[float],
+    rerank_ms: list[float],
+    total_ms: list[float],
+) -> None:
+    """Where one search's time goes, stage by stage (p50 over the queries), against the exact
+    scan. The legs are timed alone; fusion is what the fused statement costs beyond them (it
+    also reads the term counts the reranker needs); the hybrid statement, which returns the
+    reranker's candidates, is the database part of a search."""
+    p50 = {mode: percentile(values, 0.5) for mode, values in sql_ms.items()}
+    rows = [
+        ("embed the query", percentile(embed_ms, 0.5)),
+        ("dense leg (HNSW)", p50["dense"]),
+        ("full-text leg", p50["text"]),
+        ("fuse (fused - dense - text)", p50["fused"] - p50["dense"] - p50["text"]),
+        ("database part (hybrid statement)", p50["hybrid"]),
+        ("rerank (Python)", percentile(rerank_ms, 0.5) if rerank_ms else 0.0),
+        ("hybrid_search in all", percentile(total_ms, 0.5) if total_ms else 0.0),
+    ]
+    print(f"\nstages, p50 ms (exact scan's SQL: {p50['exact']:.1f} ms)")
+    for label, value in rows:
+        ratio = p50["exact"] / value if value > 0 else float("inf")
+        print(f"{label:<34} {value:7.1f} ms   exact scan / stage {ratio:6.1f}x")
 
 
 def _noise(text: str) -> tuple[float, float]:

@@ -7,6 +7,8 @@ from django.urls import reverse
 
 from chatbot.agent.grounding import assistant_settings
 from chatbot.models import AssistantSettings
+from chatbot.models.assistant import DEFAULT_MIN_ANSWERABLE
+from chatbot.retrieval.answerable import THRESHOLDS, answerable_model, trade_off_table
 
 pytestmark = pytest.mark.django_db
 
@@ -16,6 +18,7 @@ VALID = {
     "retrieval_k": "4",
     "min_similarity": "0.42",
     "min_coverage": "0.6",
+    "min_answerable": "0.7",
     "no_answer_message": "Not in our docs. Press “Needs a human”.",
 }
 
@@ -33,7 +36,7 @@ def test_an_admin_saves_the_settings_the_next_turn_reads(client_as, adam) -> Non
     assert response.status_code == 302 and response.url == reverse("console:assistant")
     config = assistant_settings()
     assert (config.grounding, config.retrieval_k, config.min_similarity) == ("required", 4, 0.42)
-    assert config.min_coverage == 0.6
+    assert config.min_coverage == 0.6 and config.min_answerable == 0.7
     assert config.no_answer_message.startswith("Not in our docs.")
 
 
@@ -42,6 +45,7 @@ def test_an_admin_saves_the_settings_the_next_turn_reads(client_as, adam) -> Non
     [
         ("min_similarity", "1.5", "less than or equal to 1"),
         ("min_coverage", "-0.1", "greater than or equal to 0"),
+        ("min_answerable", "2", "less than or equal to 1"),
         ("retrieval_k", "0", "greater than or equal to 1"),
         ("grounding", "sometimes", "Select a valid choice"),
         ("no_answer_message", "   ", "This field is required"),
@@ -59,3 +63,27 @@ def test_only_admins_may_change_it(client_as, alice, rita, nora) -> None:
         assert client_as(user).get(URL).status_code == 403
         assert client_as(user).post(URL, VALID).status_code == 403
     assert not AssistantSettings.objects.exists()
+
+
+def test_it_shows_the_measured_trade_off_beside_the_answerability_threshold(
+    client_as, adam
+) -> None:
+    classifier = answerable_model()
+    assert classifier is not None
+    tuned = classifier.about["threshold"]
+    page = client_as(adam).get(URL).content.decode()
+
+    assert "Answerability threshold" in page and "Measured trade-off" in page
+    assert f"chosen on the tuning part: {tuned:.2f}" in page
+    rows = trade_off_table(classifier)
+    assert len(rows) == len(THRESHOLDS) and page.count('<th scope="row">') == len(rows)
+    middle = next(r for r in rows if r["threshold"] == tuned)
+    assert f"{middle['confirm']['refused']:.2f}" in page, "the confirming part's figures are shown"
+    assert 'aria-current="true"' in page, "the saved threshold's row is marked"
+
+
+def test_the_default_threshold_is_the_one_chosen_on_the_tuning_part() -> None:
+    classifier = answerable_model()
+    assert classifier is not None
+    assert classifier.about["threshold"] == DEFAULT_MIN_ANSWERABLE
+    assert AssistantSettings().min_answerable == DEFAULT_MIN_ANSWERABLE

@@ -39,6 +39,8 @@ def test_it_returns_ranked_hits_with_their_documents(
     assert len(body["hits"]) == 2
     top = body["hits"][0]
     assert top["rank"] == 1 and top["score"] > 0
+    scores = [hit["rerank_score"] for hit in body["hits"]]
+    assert None not in scores and scores == sorted(scores, reverse=True), "reranked, best first"
     assert top["document"]["external_id"] == "pw-reset"
     assert top["document"]["title"] == "Reset a password"
     assert top["document"]["url"] == "https://help.example.com/pw-reset"

@@ -31,6 +31,8 @@ from evaluation.offline.data import (
 from evaluation.offline.scratch import IngestFailed, Scratch
 from evaluation.offline.splits import PARTS, BadSplits, split_parts
 
+SETTING_KEYS = ("grounding", "k", "min_similarity", "min_coverage", "min_answerable")
+
 
 class Command(BaseCommand):
     help = __doc__ or ""
@@ -71,6 +73,13 @@ class Command(BaseCommand):
             type=float,
             default=None,
             help="Share of the question's words the relevant chunks must contain (default: saved).",
+        )
+        parser.add_argument(
+            "--min-answerable",
+            type=float,
+            default=None,
+            help="The no-answer classifier's probability below which the assistant says it "
+            "doesn't know (default: saved; 0: off).",
         )
         parser.add_argument(
             "--grounding",
@@ -181,15 +190,14 @@ class Command(BaseCommand):
 
     def _settings(self, options: dict[str, Any]) -> RunSettings:
         """The flags over the saved settings, resolved as an experiment resolves its own."""
-        for flag, low, high in (("k", 1, 20), ("min_similarity", 0, 1), ("min_coverage", 0, 1)):
+        bounds = (("k", 1, 20), ("min_similarity", 0, 1), ("min_coverage", 0, 1))
+        for flag, low, high in (*bounds, ("min_answerable", 0, 1)):
             value = options[flag]
             if value is not None and not low <= value <= high:
                 name = "--" + flag.replace("_", "-")
                 raise CommandError(f"{name} takes a number from {low} to {high}.")
         try:
-            chosen = retrieval_settings(
-                {key: options[key] for key in ("grounding", "k", "min_similarity", "min_coverage")}
-            )
+            chosen = retrieval_settings({key: options[key] for key in SETTING_KEYS})
         except InvalidExperiment as exc:
             raise CommandError(str(exc)) from None
         return RunSettings(
@@ -197,6 +205,7 @@ class Command(BaseCommand):
             k=chosen["k"],
             min_similarity=chosen["min_similarity"],
             min_coverage=chosen["min_coverage"],
+            min_answerable=chosen["min_answerable"],
         )
 
     def _ingested(self, scratch: Scratch) -> None:

@@ -47,6 +47,12 @@ class Command(BaseCommand):
             default=None,
             help="Share of the question's words the chunks must contain (default: saved).",
         )
+        parser.add_argument(
+            "--min-answerable",
+            type=float,
+            default=None,
+            help="The no-answer classifier's threshold, 0-1 (default: saved; 0: off).",
+        )
         parser.add_argument("--system-prompt", default="", help="Blank: the product's default.")
         parser.add_argument(
             "--user",
@@ -69,6 +75,7 @@ class Command(BaseCommand):
             "k": options["k"],
             "min_similarity": options["min_similarity"],
             "min_coverage": options["min_coverage"],
+            "min_answerable": options["min_answerable"],
         }
         try:
             experiment = services.experiment_create(

@@ -257,6 +257,7 @@ def test_it_starts_an_experiment_from_the_form(
         "k": 4,
         "min_similarity": 0.35,
         "min_coverage": 0.4,
+        "min_answerable": 0.6,
         "prompt_template": "You are terse.",
         "name": "terse prompt",
     }
@@ -270,7 +271,7 @@ def test_it_starts_an_experiment_from_the_form(
     assert len(queued) == 1
     assert experiment.retrieval == {
         "grounding": "preferred", "k": 4, "min_similarity": 0.35, "min_coverage": 0.4,
-        "collections": None,
+        "min_answerable": 0.6, "collections": None,
     }  # fmt: skip
     assert experiment.prompt_template == "You are terse." and experiment.created_by == rita
     bad = client.post(url, {**data, "k": 99})

@@ -1,0 +1,107 @@
+"""The rerank stage and the term statistics behind it, in a real search."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from chatbot.models import TermStat
+from chatbot.retrieval.rerank import RERANK_FEATURES, LinearModel, reranker
+from chatbot.retrieval.search import hybrid_search
+from chatbot.retrieval.terms import bm25, idf, term_stats_refresh, weighted_coverage
+from tests.knowledge.test_search import KnowledgeBase, ids, make_knowledge_base
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def kb(cast: dict[str, User]) -> KnowledgeBase:
+    return make_knowledge_base()
+
+
+def _model(**coef: float) -> LinearModel:
+    """A hand-set model: the named features count, the others don't."""
+    n = len(RERANK_FEATURES)
+    return LinearModel(
+        features=RERANK_FEATURES,
+        mean=(0.0,) * n,
+        scale=(1.0,) * n,
+        coef=tuple(coef.get(f, 0.0) for f in RERANK_FEATURES),
+        intercept=0.0,
+    )
+
+
+def test_term_statistics_count_the_chunks_holding_each_lexeme(kb: KnowledgeBase) -> None:
+    term_stats_refresh()
+    stats = dict(TermStat.objects.values_list("lexeme", "chunks"))
+
+    assert stats[""] == 6, "the empty lexeme counts the current chunks"
+    assert stats["password"] == 3 and stats["printer"] == 1, "Postgres's stemmed lexemes"
+    term_stats_refresh()
+    assert TermStat.objects.count() == len(stats), "a second refresh recounts, never duplicates"
+
+
+def test_search_weighs_each_query_word_by_its_rarity(kb: KnowledgeBase, alice: User) -> None:
+    term_stats_refresh()
+    result = hybrid_search(user=alice, query="password printer", k=3)
+
+    assert result.term_weights["printer"] > result.term_weights["password"] > 0
+    printer = next(h for h in result.hits if h.external_id == "printer")
+    assert printer.term_counts == {"printer": 2} and printer.lexemes > 5, "heading and body"
+
+
+def test_the_reranker_reorders_the_fused_candidates(kb: KnowledgeBase, alice: User) -> None:
+    query = "password reset VPN gateway printer"
+    fused = hybrid_search(user=alice, query=query, k=3, rerank=False)
+    assert not fused.reranked and all(h.rerank_score is None for h in fused.hits)
+
+    # A model that trusts only the full-text leg's rank gives the full-text leg's order.
+    by_text = hybrid_search(user=alice, query=query, k=3, rerank_model=_model(sparse_rrf=1.0))
+    text_only = hybrid_search(user=alice, query=query, k=3, dense_weight=0)
+    assert by_text.reranked and ids(by_text) == ids(text_only)
+    scores = [h.rerank_score for h in by_text.hits]
+    assert all(s is not None for s in scores) and scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+    assert len({h.chunk_id for h in by_text.hits}) == 3, "a passage fills one slot"
+
+    # ... and one that trusts only the dense leg, the dense order.
+    by_meaning = hybrid_search(user=alice, query=query, k=3, rerank_model=_model(dense_rrf=1.0))
+    assert ids(by_meaning) == ids(hybrid_search(user=alice, query=query, k=3, sparse_weight=0))
+
+
+def test_one_leg_alone_is_never_reranked(kb: KnowledgeBase, alice: User) -> None:
+    result = hybrid_search(
+        user=alice, query="printer", k=3, dense_weight=0, rerank_model=_model(dense_rrf=1.0)
+    )
+    assert not result.reranked
+
+
+def test_the_shipped_reranker_loads() -> None:
+    model = reranker()
+    assert model is not None, "chatbot/retrieval/weights/reranker.json ships with the code"
+    assert model.about["trained_on"], "it says what it was trained on"
+
+
+def test_bm25_and_coverage_favour_rare_words() -> None:
+    weights = {"rare": idf(1, 100), "common": idf(90, 100)}
+    assert weights["rare"] > weights["common"] > 0
+    assert weighted_coverage(weights, {"rare": 1}) > 0.9 > weighted_coverage(weights, {"common": 3})
+    assert weighted_coverage({}, {}) == 1.0, "a query without words is covered"
+    short = bm25(weights, {"rare": 1}, length=10, mean_length=20)
+    long = bm25(weights, {"rare": 1}, length=40, mean_length=20)
+    assert short > long > 0, "the same match counts more in a shorter passage"
+
+
+def test_a_search_can_leave_documents_out_as_if_never_ingested(
+    kb: KnowledgeBase, alice: User
+) -> None:
+    query = "reset a forgotten password"
+    full = hybrid_search(user=alice, query=query, k=3, rerank=False)
+    gone = full.hits[0]
+    without = hybrid_search(
+        user=alice, query=query, k=3, rerank=False, exclude_documents=[gone.document_id]
+    )
+
+    assert gone.document_id not in {h.document_id for h in without.hits}
+    second = full.hits[1]
+    moved = next(h for h in without.hits if h.chunk_id == second.chunk_id)
+    assert (moved.dense_rank or 99) <= (second.dense_rank or 99), "the others move up"
