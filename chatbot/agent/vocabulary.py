@@ -10,14 +10,15 @@ RETRIEVAL_K_HELP = "How many knowledge-base passages the model is given as numbe
 MIN_SIMILARITY = "Relevance threshold"
 MIN_SIMILARITY_HELP = (
     "Cosine similarity (0-1) from which a passage counts as relevant. When no passage reaches "
-    "it, the assistant says it doesn't know and offers a human. Around 0.3 suits "
-    "all-MiniLM-L6-v2."
+    "it, the assistant says it doesn't know and offers a human. 0, the default, leaves the "
+    "decision to the answerability threshold; measured end to end, a similarity or coverage "
+    "floor on top of it refused far more answerable questions (README)."
 )
 MIN_COVERAGE = "Question coverage"
 MIN_COVERAGE_HELP = (
     "Share of the question's words (0-1) the relevant passages must contain. A passage on the "
     "same topic can be similar without answering: below this the assistant says it doesn't "
-    "know. 0 turns the check off; 0.5 is the default."
+    "know. 0, the default, turns the check off: the no-answer classifier reads coverage itself."
 )
 MIN_ANSWERABLE = "Answerability threshold"
 MIN_ANSWERABLE_HELP = (

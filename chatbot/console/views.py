@@ -13,7 +13,7 @@ from chatbot.agent.grounding import assistant_settings
 from chatbot.console import services
 from chatbot.console.forms import AssistantSettingsForm, ModelEndpointForm
 from chatbot.models import ModelEndpoint
-from chatbot.retrieval.answerable import answerable_model, trade_off_table
+from chatbot.retrieval.answerable import answerable_model, trade_off_by_set
 
 
 def _endpoint(pk: int) -> ModelEndpoint:
@@ -71,7 +71,8 @@ def assistant(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {"form": form, "classifier": classifier}
     if classifier is not None:
         context |= {
-            "trade_off": trade_off_table(classifier),
+            "trade_off_groups": trade_off_by_set(classifier)[0],
+            "trade_off": trade_off_by_set(classifier)[1],
             "tuned_threshold": classifier.about.get("threshold"),
             "trained_on": classifier.about.get("trained_on") or {},
             "saved_threshold": form.instance.min_answerable,

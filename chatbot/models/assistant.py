@@ -22,12 +22,12 @@ class AssistantSettings(models.Model):
         default=5, help_text="How many chunks the model is given as numbered context (1-20)."
     )
     min_similarity = models.FloatField(
-        default=0.3,
+        default=0.0,
         help_text="A chunk counts as relevant from this cosine similarity to the question "
         "(0-1). Below it for every chunk, the assistant says it doesn't know.",
     )
     min_coverage = models.FloatField(
-        default=0.5,
+        default=0.0,
         help_text="Share of the question's words (0-1) the relevant chunks must contain. A chunk "
         "on the same topic is similar without answering; below this the assistant says it "
         "doesn't know. 0 turns the check off.",

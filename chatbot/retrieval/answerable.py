@@ -118,6 +118,26 @@ def answerable_probability(
 
 def trade_off_table(model: LinearModel) -> list[dict[str, Any]]:
     """The measured rows the training command stored: threshold, then refused and answered
-    shares on the tuning and the confirming part; [] for a model trained elsewhere."""
+    shares on the tuning and the confirming part (all sets, and under "sets" each set); [] for a
+    model trained elsewhere."""
     rows = model.about.get("trade_off")
     return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+
+def trade_off_by_set(model: LinearModel) -> tuple[list[str], list[dict[str, Any]]]:
+    """The trade-off as a table: the groups (each evaluation set, or "all sets" for a file
+    without per-set figures) and, per threshold, four shares a group: tuning refused and
+    answered, confirming refused and answered."""
+    rows = trade_off_table(model)
+    names = sorted({name for row in rows for name in (row.get("sets") or {})})
+    table = []
+    for row in rows:
+        groups = [row["sets"][n] for n in names] if names and row.get("sets") else [row]
+        cells = [
+            group.get(part, {}).get(rate)
+            for group in groups
+            for part in ("tune", "confirm")
+            for rate in ("refused", "answered")
+        ]
+        table.append({"threshold": row.get("threshold"), "cells": cells})
+    return (names or ["all sets"]), table

@@ -44,6 +44,8 @@ DEFAULT_CANDIDATES = 100
 # Every difference is 1 to 4 questions of 122 or 144, within noise (README, "Knowledge base").
 DEFAULT_DENSE_WEIGHT = 1.0
 DEFAULT_SPARSE_WEIGHT = 0.5
+# The full-text leg leaves out query words more than this share of the chunks hold (1: none).
+DEFAULT_SPARSE_MAX_SHARE = 1.0
 # ts_rank weights for labels {D, C, B, A}, each 0..1: a chunk's heading (A: document title and
 # section) counts five times its body text (B).
 DEFAULT_TEXT_WEIGHTS = (0.1, 0.1, 0.2, 1.0)
@@ -134,9 +136,27 @@ _NO_DENSE = (
 # ts_rank, not ts_rank_cd: with OR-ed terms cover density rewards adjacency more than matches;
 # measured doc recall@5 of the sparse leg alone, faq 0.742 vs 0.660 and covidqa_dev 0.972 vs 0.901.
 # A "-word" would become "anything without word" under OR, so it is read as a plain word.
-_SPARSE = f"""
+_ALL_TERMS = """
 q AS (SELECT regexp_replace(replace(websearch_to_tsquery('english', %(query)s)::text,
                                     ' & ', ' | '), '!', '', 'g')::tsquery AS tsq),
+"""
+# The full-text leg's cost is ranking every chunk that matches any query word; a word most chunks
+# hold matches most of the table and, weighing little (BM25's IDF), barely moves the ranking. With
+# term statistics, words held by more than `sparse_max_share` of the chunks are left out of the
+# OR-query, always keeping the two rarest (a query of common words still finds something). The
+# lexemes are the query's own, already stemmed: cast to tsquery as they are, not parsed again.
+_RARE_TERMS = """
+total AS (SELECT coalesce((SELECT chunks FROM chatbot_termstat WHERE lexeme = ''), 0) AS n),
+ranked_terms AS (
+    SELECT ql.lexeme, coalesce(t.chunks, 0) AS chunks,
+           row_number() OVER (ORDER BY coalesce(t.chunks, 0), ql.lexeme) AS r
+    FROM query_lexemes, unnest(query_lexemes.lexemes) AS ql(lexeme)
+    LEFT JOIN chatbot_termstat t ON t.lexeme = ql.lexeme),
+q AS (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS tsq
+      FROM ranked_terms, total
+      WHERE total.n = 0 OR r <= 2 OR chunks <= %(sparse_max_share)s * total.n),
+"""
+_SPARSE = f"""
 sparse_raw AS MATERIALIZED (
     SELECT c.id, ts_rank(%(text_weights)s::float4[], c.search_vector, q.tsq, %(normalization)s)
         AS rank
@@ -207,6 +227,7 @@ def hybrid_search(
     rerank: bool = True,
     rerank_model: LinearModel | None = None,
     exclude_documents: list[int] | None = None,
+    sparse_max_share: float = DEFAULT_SPARSE_MAX_SHARE,
 ) -> SearchResult:
     """The top `k` chunks `user` may see for `query`, best first.
 
@@ -224,6 +245,8 @@ def hybrid_search(
         raise ValueError("k and candidates must be positive.")
     if len(text_weights) != 4 or not all(0 <= w <= 1 for w in text_weights):
         raise ValueError("text_weights are four numbers from 0 to 1 (labels D, C, B, A).")
+    if not 0 < sparse_max_share <= 1:
+        raise ValueError("sparse_max_share is a share of the chunks, above 0 and at most 1.")
     if dense_weight < 0 or sparse_weight < 0 or dense_weight + sparse_weight == 0:
         raise ValueError("Fusion weights must not be negative, and one must be above 0.")
     started = time.perf_counter()
@@ -235,6 +258,7 @@ def hybrid_search(
         "see_all": sees_every_collection(user),
         "collections": list(collection_ids) if collection_ids is not None else None,
         "exclude": list(exclude_documents) if exclude_documents else None,
+        "sparse_max_share": float(sparse_max_share),
         "dense_weight": float(dense_weight),
         "sparse_weight": float(sparse_weight),
         "rrf_k": float(RRF_K),
@@ -249,7 +273,8 @@ def hybrid_search(
     if use_dense:
         params["vector"] = _vector_literal(embeddings().embed_query(query))
         embed_ms = (time.perf_counter() - started) * 1000
-    ctes = [_DENSE if use_dense else _NO_DENSE, _SPARSE if use_sparse else _NO_SPARSE]
+    terms = _ALL_TERMS if sparse_max_share >= 1 else _RARE_TERMS
+    ctes = [_DENSE if use_dense else _NO_DENSE, terms + _SPARSE if use_sparse else _NO_SPARSE]
     fuse = _FUSE.replace("{similarity}", _SIMILARITY if use_dense else "NULL::float8")
     sql = "WITH " + _TERMS + ",\n".join(ctes) + ",\n" + fuse
 
@@ -275,9 +300,13 @@ def hybrid_search(
     rerank_ms = 0.0
     if model is not None and hits:
         rerank_started = time.perf_counter()
-        scores = rerank_scores(weights, hits, model)
-        order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
-        hits = [dataclasses.replace(hits[i], rerank_score=scores[i]) for i in order[:k]]
+        # The first RERANK_DEPTH fused passages are reordered; any deeper ones (k > 30) follow
+        # in fused order, so a deep list ranks its top as a short one does.
+        head, tail = hits[:RERANK_DEPTH], hits[RERANK_DEPTH:]
+        scores = rerank_scores(weights, head, model)
+        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+        hits = [dataclasses.replace(head[i], rerank_score=scores[i]) for i in order] + tail
+        hits = hits[:k]
         rerank_ms = (time.perf_counter() - rerank_started) * 1000
     params["k"] = k
     return SearchResult(

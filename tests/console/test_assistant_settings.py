@@ -78,7 +78,9 @@ def test_it_shows_the_measured_trade_off_beside_the_answerability_threshold(
     rows = trade_off_table(classifier)
     assert len(rows) == len(THRESHOLDS) and page.count('<th scope="row">') == len(rows)
     middle = next(r for r in rows if r["threshold"] == tuned)
-    assert f"{middle['confirm']['refused']:.2f}" in page, "the confirming part's figures are shown"
+    for name, parts in middle["sets"].items():
+        assert f">{name}</th>" in page, "one group of columns per evaluation set"
+        assert f"<td>{parts['confirm']['refused']:.2f}</td>" in page, "confirming figures shown"
     assert 'aria-current="true"' in page, "the saved threshold's row is marked"
 
 

@@ -116,6 +116,15 @@ class Command(BaseCommand):
             part: trade_offs([e for e in examples if e.part == part], classifier, THRESHOLDS)
             for part in PARTS
         }
+        by_set = {
+            (name, part): trade_offs(
+                [e for e in examples if e.set_name == name and e.part == part],
+                classifier,
+                THRESHOLDS,
+            )
+            for name in names
+            for part in PARTS
+        }
         chosen = choose_threshold(measured["tune"])
         self._trade_off_report(examples, classifier, names, chosen.threshold)
         classifier = _with_about(
@@ -127,8 +136,14 @@ class Command(BaseCommand):
                     "threshold": tune.threshold,
                     "tune": _rates(tune),
                     "confirm": _rates(confirm),
+                    "sets": {
+                        name: {part: _rates(by_set[name, part][i]) for part in PARTS}
+                        for name in names
+                    },
                 }
-                for tune, confirm in zip(measured["tune"], measured["confirm"], strict=True)
+                for i, (tune, confirm) in enumerate(
+                    zip(measured["tune"], measured["confirm"], strict=True)
+                )
             ],
         )
         out: Path = options["out"]
