@@ -70,9 +70,10 @@ def assistant(request: HttpRequest) -> HttpResponse:
     status = 400 if form.errors else 200
     context: dict[str, Any] = {"form": form, "classifier": classifier}
     if classifier is not None:
+        groups, rows = trade_off_by_set(classifier)
         context |= {
-            "trade_off_groups": trade_off_by_set(classifier)[0],
-            "trade_off": trade_off_by_set(classifier)[1],
+            "trade_off_groups": groups,
+            "trade_off": rows,
             "tuned_threshold": classifier.about.get("threshold"),
             "trained_on": classifier.about.get("trained_on") or {},
             "saved_threshold": form.instance.min_answerable,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot.retrieval.rerank import WEIGHTS_DIR, LinearModel, load_model, probability
 from chatbot.retrieval.terms import weighted_coverage
-from chatbot.retrieval.words import content_words
+from chatbot.retrieval.words import content_words, coverage
 
 if TYPE_CHECKING:
     from chatbot.retrieval.search import SearchHit
@@ -55,13 +55,8 @@ def answerable_model(path: Path = ANSWERABLE_PATH) -> LinearModel | None:
     return load_model(path, expected=ANSWERABLE_FEATURES)
 
 
-def _coverage(wanted: set[str], hits: Sequence[SearchHit]) -> float:
-    if not wanted:
-        return 1.0
-    found: set[str] = set()
-    for hit in hits:
-        found.update(content_words(f"{hit.heading} {hit.text}"))
-    return len(wanted & found) / len(wanted)
+def _coverage(question: str, hits: Sequence[SearchHit]) -> float:
+    return coverage(question, (f"{hit.heading} {hit.text}" for hit in hits))
 
 
 def _held(hits: Sequence[SearchHit]) -> set[str]:
@@ -76,7 +71,6 @@ def answerable_features(
 ) -> dict[str, float]:
     """The features of a question's context: `hits` best first, `scores` their rerank scores,
     `weights` the IDF of the question's lexemes (`SearchResult.term_weights`)."""
-    wanted = set(content_words(question))
     top = scores[0] if scores else _NO_SCORE
     dense_best = min(
         (h for h in hits if h.dense_rank), key=lambda h: h.dense_rank or 0, default=None
@@ -96,10 +90,10 @@ def answerable_features(
         "top_rerank": top,
         "rerank_lead": top - scores[1] if len(scores) > 1 else 0.0,
         "top_similarity": max((h.similarity or 0.0 for h in hits), default=0.0),
-        "top_coverage": _coverage(wanted, hits[:1]),
-        "context_coverage": _coverage(wanted, hits),
+        "top_coverage": _coverage(question, hits[:1]),
+        "context_coverage": _coverage(question, hits),
         "legs_agree": float(agree),
-        "query_words": min(len(wanted), 20) / 20,
+        "query_words": min(len(set(content_words(question))), 20) / 20,
         "top_idf_coverage": weighted_coverage(weights, _held(hits[:1])) if hits else 0.0,
         "context_idf_coverage": weighted_coverage(weights, held) if hits else 0.0,
         "missing_rarity": rarest / most if most > 0 else 0.0,

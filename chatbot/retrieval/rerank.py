@@ -185,5 +185,15 @@ def rerank_scores(
     return [model.score(row) for row in candidate_features(weights, hits)]
 
 
+def rerank_order(
+    weights: Mapping[str, float], hits: Sequence[SearchHit], model: LinearModel
+) -> tuple[list[SearchHit], list[float]]:
+    """`hits` best first by `model`, with their scores in the same order (ties keep the fused
+    order)."""
+    scores = rerank_scores(weights, hits, model)
+    order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
+    return [hits[i] for i in order], [scores[i] for i in order]
+
+
 def probability(log_odds: float) -> float:
     return 1 / (1 + math.exp(-max(min(log_odds, 50.0), -50.0)))

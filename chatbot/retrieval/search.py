@@ -28,7 +28,7 @@ from django.db import connection, transaction
 from chatbot.accounts.visibility import sees_every_collection
 from chatbot.llm.embeddings import embeddings
 from chatbot.models import Document
-from chatbot.retrieval.rerank import RERANK_DEPTH, LinearModel, rerank_scores, reranker
+from chatbot.retrieval.rerank import RERANK_DEPTH, LinearModel, rerank_order, reranker
 from chatbot.retrieval.terms import query_weights
 
 RRF_K = 60
@@ -44,8 +44,6 @@ DEFAULT_CANDIDATES = 100
 # Every difference is 1 to 4 questions of 122 or 144, within noise (README, "Knowledge base").
 DEFAULT_DENSE_WEIGHT = 1.0
 DEFAULT_SPARSE_WEIGHT = 0.5
-# The full-text leg leaves out query words more than this share of the chunks hold (1: none).
-DEFAULT_SPARSE_MAX_SHARE = 1.0
 # ts_rank weights for labels {D, C, B, A}, each 0..1: a chunk's heading (A: document title and
 # section) counts five times its body text (B).
 DEFAULT_TEXT_WEIGHTS = (0.1, 0.1, 0.2, 1.0)
@@ -136,27 +134,9 @@ _NO_DENSE = (
 # ts_rank, not ts_rank_cd: with OR-ed terms cover density rewards adjacency more than matches;
 # measured doc recall@5 of the sparse leg alone, faq 0.742 vs 0.660 and covidqa_dev 0.972 vs 0.901.
 # A "-word" would become "anything without word" under OR, so it is read as a plain word.
-_ALL_TERMS = """
+_SPARSE = f"""
 q AS (SELECT regexp_replace(replace(websearch_to_tsquery('english', %(query)s)::text,
                                     ' & ', ' | '), '!', '', 'g')::tsquery AS tsq),
-"""
-# The full-text leg's cost is ranking every chunk that matches any query word; a word most chunks
-# hold matches most of the table and, weighing little (BM25's IDF), barely moves the ranking. With
-# term statistics, words held by more than `sparse_max_share` of the chunks are left out of the
-# OR-query, always keeping the two rarest (a query of common words still finds something). The
-# lexemes are the query's own, already stemmed: cast to tsquery as they are, not parsed again.
-_RARE_TERMS = """
-total AS (SELECT coalesce((SELECT chunks FROM chatbot_termstat WHERE lexeme = ''), 0) AS n),
-ranked_terms AS (
-    SELECT ql.lexeme, coalesce(t.chunks, 0) AS chunks,
-           row_number() OVER (ORDER BY coalesce(t.chunks, 0), ql.lexeme) AS r
-    FROM query_lexemes, unnest(query_lexemes.lexemes) AS ql(lexeme)
-    LEFT JOIN chatbot_termstat t ON t.lexeme = ql.lexeme),
-q AS (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS tsq
-      FROM ranked_terms, total
-      WHERE total.n = 0 OR r <= 2 OR chunks <= %(sparse_max_share)s * total.n),
-"""
-_SPARSE = f"""
 sparse_raw AS MATERIALIZED (
     SELECT c.id, ts_rank(%(text_weights)s::float4[], c.search_vector, q.tsq, %(normalization)s)
         AS rank
@@ -179,6 +159,11 @@ _TERMS = """
 query_lexemes AS (
     SELECT coalesce(array_agg(lexeme), '{}') AS lexemes
     FROM unnest(to_tsvector('english', %(query)s))),
+query_terms AS MATERIALIZED (
+    SELECT ql.lexemes,
+           (SELECT coalesce(jsonb_object_agg(t.lexeme, t.chunks), '{}') FROM chatbot_termstat t
+            WHERE t.lexeme = ANY(ql.lexemes) OR t.lexeme = '') AS frequencies
+    FROM query_lexemes ql),
 """
 _FUSE = """
 fused AS (
@@ -201,12 +186,9 @@ SELECT f.id, f.score, f.dense_rank, f.sparse_rank, c.heading, c.text, d.id, d.ex
        (SELECT coalesce(jsonb_object_agg(u.lexeme, coalesce(array_length(u.positions, 1), 1)),
                         '{}')
         FROM unnest(c.search_vector) u
-        WHERE u.lexeme = ANY(ql.lexemes)),
-       length(c.search_vector),
-       (SELECT coalesce(jsonb_object_agg(t.lexeme, t.chunks), '{}') FROM chatbot_termstat t
-        WHERE t.lexeme = ANY(ql.lexemes) OR t.lexeme = ''),
-       ql.lexemes
-FROM top f CROSS JOIN query_lexemes ql
+        WHERE u.lexeme = ANY(qt.lexemes)),
+       length(c.search_vector), qt.frequencies, qt.lexemes
+FROM top f CROSS JOIN query_terms qt
 JOIN chatbot_chunk c ON c.id = f.id
 JOIN chatbot_document d ON d.id = c.document_id
 JOIN chatbot_collection col ON col.id = c.collection_id
@@ -227,7 +209,6 @@ def hybrid_search(
     rerank: bool = True,
     rerank_model: LinearModel | None = None,
     exclude_documents: list[int] | None = None,
-    sparse_max_share: float = DEFAULT_SPARSE_MAX_SHARE,
 ) -> SearchResult:
     """The top `k` chunks `user` may see for `query`, best first.
 
@@ -245,8 +226,6 @@ def hybrid_search(
         raise ValueError("k and candidates must be positive.")
     if len(text_weights) != 4 or not all(0 <= w <= 1 for w in text_weights):
         raise ValueError("text_weights are four numbers from 0 to 1 (labels D, C, B, A).")
-    if not 0 < sparse_max_share <= 1:
-        raise ValueError("sparse_max_share is a share of the chunks, above 0 and at most 1.")
     if dense_weight < 0 or sparse_weight < 0 or dense_weight + sparse_weight == 0:
         raise ValueError("Fusion weights must not be negative, and one must be above 0.")
     started = time.perf_counter()
@@ -258,7 +237,6 @@ def hybrid_search(
         "see_all": sees_every_collection(user),
         "collections": list(collection_ids) if collection_ids is not None else None,
         "exclude": list(exclude_documents) if exclude_documents else None,
-        "sparse_max_share": float(sparse_max_share),
         "dense_weight": float(dense_weight),
         "sparse_weight": float(sparse_weight),
         "rrf_k": float(RRF_K),
@@ -273,8 +251,7 @@ def hybrid_search(
     if use_dense:
         params["vector"] = _vector_literal(embeddings().embed_query(query))
         embed_ms = (time.perf_counter() - started) * 1000
-    terms = _ALL_TERMS if sparse_max_share >= 1 else _RARE_TERMS
-    ctes = [_DENSE if use_dense else _NO_DENSE, terms + _SPARSE if use_sparse else _NO_SPARSE]
+    ctes = [_DENSE if use_dense else _NO_DENSE, _SPARSE if use_sparse else _NO_SPARSE]
     fuse = _FUSE.replace("{similarity}", _SIMILARITY if use_dense else "NULL::float8")
     sql = "WITH " + _TERMS + ",\n".join(ctes) + ",\n" + fuse
 
@@ -302,11 +279,12 @@ def hybrid_search(
         rerank_started = time.perf_counter()
         # The first RERANK_DEPTH fused passages are reordered; any deeper ones (k > 30) follow
         # in fused order, so a deep list ranks its top as a short one does.
-        head, tail = hits[:RERANK_DEPTH], hits[RERANK_DEPTH:]
-        scores = rerank_scores(weights, head, model)
-        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
-        hits = [dataclasses.replace(head[i], rerank_score=scores[i]) for i in order] + tail
-        hits = hits[:k]
+        ordered, scores = rerank_order(weights, hits[:RERANK_DEPTH], model)
+        reranked = [
+            dataclasses.replace(hit, rerank_score=score)
+            for hit, score in zip(ordered, scores, strict=True)
+        ]
+        hits = (reranked + hits[RERANK_DEPTH:])[:k]
         rerank_ms = (time.perf_counter() - rerank_started) * 1000
     params["k"] = k
     return SearchResult(

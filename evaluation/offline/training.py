@@ -34,7 +34,7 @@ from chatbot.retrieval.rerank import (
     LinearModel,
     candidate_features,
     probability,
-    rerank_scores,
+    rerank_order,
 )
 from chatbot.retrieval.search import SearchHit, hybrid_search
 from evaluation.offline.data import Question
@@ -147,9 +147,7 @@ def reranked(
     hits = one.hits if hits is None else hits
     if model is None or not hits:
         return list(hits), [0.0] * len(hits)
-    scores = rerank_scores(one.weights, hits, model)
-    order = sorted(range(len(hits)), key=lambda i: (-scores[i], i))
-    return [hits[i] for i in order], [scores[i] for i in order]
+    return rerank_order(one.weights, hits, model)
 
 
 @dataclass(frozen=True)

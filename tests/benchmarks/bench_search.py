@@ -91,7 +91,6 @@ from chatbot.llm.embeddings import LocalEmbeddings, embeddings  # noqa: E402
 from chatbot.models import Chunk, Collection, Document, Source  # noqa: E402
 from chatbot.retrieval.search import (  # noqa: E402
     DEFAULT_CANDIDATES,
-    DEFAULT_SPARSE_MAX_SHARE,
     SearchResult,
     hybrid_search,
 )
@@ -106,8 +105,6 @@ BENCH_USER = "bench-search"
 K = 10
 WARMUP_QUERIES = 5
 MODES = ("hybrid", "fused", "dense", "text", "exact")
-# The full-text leg's `sparse_max_share` (--sparse-max-share; the search default otherwise).
-SPARSE_MAX_SHARE = [DEFAULT_SPARSE_MAX_SHARE]
 DEPTHS = (100, 200)  # other values of `candidates` for the dense leg
 
 
@@ -426,15 +423,14 @@ def questions(count: int) -> list[str]:
 
 
 def search(mode: str, user: User, query: str) -> SearchResult:
-    share = SPARSE_MAX_SHARE[0]
     if mode == "hybrid":
-        return hybrid_search(user=user, query=query, k=K, sparse_max_share=share)
+        return hybrid_search(user=user, query=query, k=K)
     if mode == "fused":
-        return hybrid_search(user=user, query=query, k=K, rerank=False, sparse_max_share=share)
+        return hybrid_search(user=user, query=query, k=K, rerank=False)
     if mode == "dense":
         return hybrid_search(user=user, query=query, k=K, sparse_weight=0)
     if mode == "text":
-        return hybrid_search(user=user, query=query, k=K, dense_weight=0, sparse_max_share=share)
+        return hybrid_search(user=user, query=query, k=K, dense_weight=0)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_indexscan = off")
@@ -629,22 +625,12 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="leave the data for the next run")
     parser.add_argument("--explain", action="store_true", help="print the two query plans")
-    parser.add_argument(
-        "--sparse-max-share",
-        type=float,
-        default=DEFAULT_SPARSE_MAX_SHARE,
-        help="full text leaves out query words more than this share of chunks hold (1: none)",
-    )
     args = parser.parse_args()
-    SPARSE_MAX_SHARE[0] = args.sparse_max_share
     warnings.filterwarnings("ignore", message=".*looks like you're using an HTML parser.*")
 
     ensure_services()
     call_command("migrate", interactive=False, verbosity=0)
-    print(
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start; "
-        f"sparse_max_share {args.sparse_max_share}"
-    )
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start")
     roles_ensure()
     user = user_create(
         username=BENCH_USER,

@@ -105,19 +105,3 @@ def test_a_search_can_leave_documents_out_as_if_never_ingested(
     second = full.hits[1]
     moved = next(h for h in without.hits if h.chunk_id == second.chunk_id)
     assert (moved.dense_rank or 99) <= (second.dense_rank or 99), "the others move up"
-
-
-def test_full_text_can_leave_out_words_most_chunks_hold(kb: KnowledgeBase, alice: User) -> None:
-    query = "password reset printer jams"
-    every_word = hybrid_search(user=alice, query=query, k=10, dense_weight=0)
-    before_stats = hybrid_search(
-        user=alice, query=query, k=10, dense_weight=0, sparse_max_share=0.2
-    )
-    assert ids(before_stats) == ids(every_word), "without term statistics every word counts"
-
-    term_stats_refresh()
-    rare_only = hybrid_search(user=alice, query=query, k=10, dense_weight=0, sparse_max_share=0.2)
-    assert "pw-reset" in ids(every_word) and len(ids(every_word)) > 1
-    assert ids(rare_only) == ["printer"], "only the two rarest words match: printer and jam"
-    with pytest.raises(ValueError, match="share"):
-        hybrid_search(user=alice, query=query, sparse_max_share=0)

@@ -13,6 +13,7 @@ writes the same two files (`--out`, default: the shipped `chatbot/retrieval/weig
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from evaluation.offline.data import BadJsonlFile, load_questions
 from evaluation.offline.scratch import IngestFailed, scratch_knowledge_base
 from evaluation.offline.splits import PARTS, BadSplits, split_parts
 from evaluation.offline.training import (
+    AnswerableExample,
     Asked,
     TradeOff,
     answerable_examples,
@@ -182,7 +184,11 @@ class Command(BaseCommand):
         return figures
 
     def _trade_off_report(
-        self, examples: list[Any], classifier: LinearModel, names: list[str], threshold: float
+        self,
+        examples: list[AnswerableExample],
+        classifier: LinearModel,
+        names: list[str],
+        threshold: float,
     ) -> None:
         self.stdout.write(f"No-answer classifier at threshold {threshold:.2f}:")
         for name in names:
@@ -210,11 +216,4 @@ def _trained_on(asked: list[Asked]) -> dict[str, int]:
 
 
 def _with_about(model: LinearModel, **about: Any) -> LinearModel:
-    return LinearModel(
-        features=model.features,
-        mean=model.mean,
-        scale=model.scale,
-        coef=model.coef,
-        intercept=model.intercept,
-        about={**model.about, **about},
-    )
+    return dataclasses.replace(model, about={**model.about, **about})
