@@ -13,7 +13,7 @@ from chatbot.models.datasets import (
     RewardModel,
 )
 from chatbot.models.judges import Judge, JudgeScore
-from chatbot.models.knowledge import Chunk, Collection, Document, Source, TermStat
+from chatbot.models.knowledge import Chunk, Collection, Document, Posting, Source, TermStat
 from chatbot.models.observability import (
     AlertFiring,
     AlertRule,
@@ -47,6 +47,7 @@ __all__ = [
     "Judge",
     "JudgeScore",
     "ModelEndpoint",
+    "Posting",
     "Replay",
     "Review",
     "ReviewAssignment",

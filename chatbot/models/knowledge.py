@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
@@ -106,7 +105,8 @@ class Chunk(models.Model):
     heading = models.CharField(max_length=500, blank=True)
     text = models.TextField()
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
-    # Kept by Postgres itself: title-weighted English full-text vector of the chunk.
+    # Kept by Postgres itself: title-weighted English full-text vector of the chunk. Search reads
+    # it through `Posting`, the inverted index triggers derive from it (no GIN index needed).
     search_vector = models.GeneratedField(
         expression=SearchVector("heading", weight="A", config="english")
         + SearchVector("text", weight="B", config="english"),
@@ -133,7 +133,6 @@ class Chunk(models.Model):
                 ef_construction=64,
                 opclasses=["vector_cosine_ops"],
             ),
-            GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
             models.Index(fields=["collection"]),
         ]
 
@@ -151,3 +150,40 @@ class TermStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lexeme or '(all chunks)'}: {self.chunks}"
+
+
+class Posting(models.Model):
+    """The full-text leg's inverted index: one row per current chunk and lexeme it holds, with
+    the BM25 term-frequency part of that lexeme in that chunk (`impact`, at the default heading
+    weight; `chatbot.retrieval.terms`). Postgres keeps it, like an index: statement triggers on
+    the chunk table (migration 0012) write a current chunk's postings when it is inserted,
+    rewrite them when it is updated (retired: none) and delete them with it. Never written here."""
+
+    pk = models.CompositePrimaryKey("chunk", "lexeme")
+    chunk = models.ForeignKey(
+        # Deleted with the chunk by a trigger (the key's first column indexes the chunk).
+        Chunk,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    lexeme = models.TextField()
+    # Denormalised so the per-word scan filters by what the caller may see without a join.
+    collection_id = models.BigIntegerField()
+    body = models.SmallIntegerField()  # occurrences in the chunk's text
+    heading = models.SmallIntegerField()  # occurrences in its heading (document title, section)
+    length = models.SmallIntegerField()  # the chunk's distinct lexemes
+    impact = models.FloatField()
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["lexeme", "-impact"],
+                name="posting_by_impact",
+                include=["chunk", "collection_id", "body", "heading", "length"],
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chunk_id}:{self.lexeme}"

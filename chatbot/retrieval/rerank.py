@@ -2,8 +2,8 @@
 
 Fixed fusion weights decide once, for every query, how far to trust each leg; measured on
 articles nobody tuned on, that lost to the full-text leg alone. The reranker reads, per candidate,
-both legs' ranks and scores, its BM25 and IDF-weighted coverage of the query (`terms`: what
-`ts_rank` leaves out is how rare a matched word is), and the best of those over the candidates
+both legs' ranks and scores, its BM25 among the candidates and IDF-weighted coverage of the query
+(`terms`), and the best of those over the candidates
 of the same document, since a question is answered by a document and a long one spreads its
 evidence over several passages. A logistic regression over those features, trained by
 `manage.py train_retrieval` on the tuning parts of the evaluation sets (label: the passage's
@@ -44,7 +44,7 @@ RERANK_FEATURES = (
     "dense_rrf",  # the passage's rank in each leg, as reciprocal rank (0: not found)
     "sparse_rrf",
     "similarity",  # cosine similarity to the query
-    "text_rank_ratio",  # ts_rank over the best candidate's
+    "text_rank_ratio",  # the full-text leg's BM25 over the best candidate's
     "idf_coverage",  # IDF-weighted share of the query's lexemes the passage holds
     "bm25_ratio",  # BM25 over the best candidate's
     "doc_dense",  # the best of each of those over the passage's document's candidates

@@ -1,8 +1,20 @@
-"""Term statistics for the rerank stage: how rare each of a query's words is in the knowledge
-base (inverse document frequency), and the BM25 score and IDF-weighted coverage of a passage.
+"""Term statistics: how rare each of a query's words is in the knowledge base (inverse document
+frequency), and the BM25 score and IDF-weighted coverage of a passage.
 
-`ts_rank`, which orders the full-text leg, counts matches but not how rare they are: a passage
-matching "coronavirus" scores like one matching "DC-SIGNR". The rerank stage adds the rarity.
+The full-text leg ranks by BM25 (`chatbot.retrieval.search`): a chunk's score is the sum over the
+query's lexemes of IDF x impact, where a lexeme's impact in a chunk is
+
+    tf (k1 + 1) / (tf + k1 (1 - b + b length / REFERENCE_LEXEMES)),
+
+tf = body occurrences + HEADING_WEIGHT x heading occurrences, length = the chunk's distinct
+lexemes. Postgres computes impacts into `chatbot_posting` (function `chatbot_bm25_impact`,
+migration 0012; `impact` below is the same formula). The length is normalised by a fixed
+reference rather than the corpus mean, so a chunk's postings never change when other documents
+arrive: chunks come from one splitter of about 200 words, whose chunks hold REFERENCE_LEXEMES
+distinct lexemes on average over the evaluation sets. ts_rank, which ranked the leg before,
+counted matches but not how rare they are: a passage matching "coronavirus" scored like one
+matching "DC-SIGNR".
+
 Frequencies come from `TermStat`, recomputed from the chunks' own full-text vectors (so the words
 are Postgres's English lexemes, stemmed like the search) after each ingestion by
 `term_stats_refresh`; searches read only the query's few lexemes. They count every current chunk,
@@ -22,6 +34,9 @@ from chatbot.models import Chunk, TermStat
 # BM25's term-frequency saturation and length normalisation (the usual values, not tuned).
 BM25_K1 = 1.2
 BM25_B = 0.75
+# The postings' reference chunk length and heading weight (written out in migration 0012).
+REFERENCE_LEXEMES = 67
+HEADING_WEIGHT = 5
 # Serialises refreshes of the table from several workers (pg_advisory_xact_lock key).
 _REFRESH_LOCK = 0x7E4D5_57A7
 
@@ -44,6 +59,12 @@ def weighted_coverage(weights: Mapping[str, float], found: set[str] | Mapping[st
     if total <= 0:
         return 1.0
     return sum(w for lexeme, w in weights.items() if lexeme in found) / total
+
+
+def impact(body: int, heading: int, length: int) -> float:
+    """A lexeme's BM25 term-frequency part in a chunk, as `chatbot_bm25_impact` computes it."""
+    tf = body + HEADING_WEIGHT * heading
+    return tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / REFERENCE_LEXEMES))
 
 
 def bm25(

@@ -36,6 +36,9 @@ statements only; the query embedding, which it computes on each call, is not cou
   exact:  the dense-only call again inside a transaction with `SET LOCAL enable_indexscan = off`:
           HNSW serves only index scans, so Postgres computes the distance of every visible chunk
           and sorts them: a brute-force exact scan over the same rows, with the same filter.
+Then the full-text leg at other numbers of postings read per query word (`term_postings`), with
+its top 10's recall against reading them all. Then the same hybrid search over HTTP: `POST /api/search` through daphne on a free port, with an
+API key, timed by the client (embedding, search, reranking, authentication and JSON included).
 Then each stage's median: embedding, each leg alone, fusion (the fused statement beyond the two
 legs), the database part (the hybrid statement), reranking, and the whole `hybrid_search` call,
 each with the exact scan's time over it. Recall@10 is the share of the exact top 10 that the HNSW
@@ -74,6 +77,7 @@ import django  # noqa: E402
 
 django.setup()
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -83,7 +87,12 @@ from django.db import connection, transaction  # noqa: E402
 from pgvector.psycopg import register_vector  # noqa: E402
 
 from chatbot.accounts.roles import AGENT  # noqa: E402
-from chatbot.accounts.services import roles_ensure, user_create  # noqa: E402
+from chatbot.accounts.services import (  # noqa: E402
+    api_key_create,
+    api_key_revoke,
+    roles_ensure,
+    user_create,
+)
 from chatbot.knowledge.parsers import RawDocument, parse_location  # noqa: E402
 from chatbot.knowledge.services import collection_create, source_create  # noqa: E402
 from chatbot.knowledge.splitting import TextChunk, split_document  # noqa: E402
@@ -91,11 +100,13 @@ from chatbot.llm.embeddings import LocalEmbeddings, embeddings  # noqa: E402
 from chatbot.models import Chunk, Collection, Document, Source  # noqa: E402
 from chatbot.retrieval.search import (  # noqa: E402
     DEFAULT_CANDIDATES,
+    TERM_POSTINGS,
     SearchResult,
     hybrid_search,
 )
 from chatbot.retrieval.terms import term_stats_refresh  # noqa: E402
 from chatbot.runtime.embedded import ensure_services  # noqa: E402
+from tests.benchmarks.servers import daphne_running, free_port  # noqa: E402
 
 EVALSETS = Path("/work/shared/evalsets")
 MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
@@ -106,6 +117,8 @@ K = 10
 WARMUP_QUERIES = 5
 MODES = ("hybrid", "fused", "dense", "text", "exact")
 DEPTHS = (100, 200)  # other values of `candidates` for the dense leg
+TEXT_DEPTHS = (250, 500, TERM_POSTINGS)  # postings per query word for the full-text leg
+ALL_POSTINGS = 10**9
 
 
 @dataclass
@@ -540,6 +553,66 @@ def bench(user: User, queries: list[str], show_plans: bool) -> None:
         )
 
 
+def text_leg_depths(user: User, queries: list[str]) -> None:
+    """The full-text leg reads the first `term_postings` postings of each query word (highest
+    BM25 impact first): its time and its top 10's recall against reading every posting."""
+    print(f"\nfull-text leg by postings read per query word ({TERM_POSTINGS} is the default)")
+    runs: dict[int, tuple[list[float], list[list[int]]]] = {}
+    for depth in (*TEXT_DEPTHS, ALL_POSTINGS):
+        times, found = [], []
+        for query in queries:
+            result = hybrid_search(user=user, query=query, k=K, dense_weight=0, term_postings=depth)
+            times.append(result.sql_ms)
+            found.append([hit.chunk_id for hit in result.hits])
+        runs[depth] = (times, found)
+    every = runs[ALL_POSTINGS][1]
+    for depth, (times, found) in runs.items():
+        label = "all" if depth == ALL_POSTINGS else str(depth)
+        print(
+            f"postings {label:>5}: p50 {percentile(times, 0.5):6.1f} ms   "
+            f"p95 {percentile(times, 0.95):6.1f} ms   "
+            f"recall@{K} against all {statistics.mean(recall(found, every)):.3f}"
+        )
+
+
+def over_http(user: User, queries: list[str]) -> None:
+    """`POST /api/search` (k=10) through daphne on a free port, as a program calls it: an API key,
+    one kept-alive connection, timed from sending the request to having read the response. Each
+    call embeds its query, searches and reranks, as the app does; the server's own
+    `duration_ms` (hybrid_search in all) is printed beside it."""
+    key = api_key_create(user=user, name="bench-search")
+    port = free_port()
+    try:
+        with (
+            daphne_running(port),
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {key.plaintext}"},
+                timeout=60,
+            ) as client,
+        ):
+
+            def ask(query: str) -> tuple[float, float]:
+                started = time.perf_counter()
+                response = client.post("/api/search", json={"query": query, "k": K})
+                elapsed = (time.perf_counter() - started) * 1000
+                response.raise_for_status()
+                return elapsed, float(response.json()["duration_ms"])
+
+            for query in queries[:WARMUP_QUERIES]:  # the server's model, pages, connection
+                ask(query)
+            timings = [ask(query) for query in queries]
+    finally:
+        api_key_revoke(key=key.key)
+    http = [t for t, _ in timings]
+    server = [d for _, d in timings]
+    print(f"\nPOST /api/search over HTTP (daphne, API key, k={K}, {len(queries)} queries)")
+    print(
+        f"round trip p50 {percentile(http, 0.5):6.1f} ms   p95 {percentile(http, 0.95):6.1f} ms"
+        f"   (of which hybrid_search p50 {percentile(server, 0.5):.1f} ms)"
+    )
+
+
 def recall(found: list[list[int]], exact: list[list[int]]) -> list[float]:
     """Per query, the share of the exact top k that the other search found."""
     return [len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True) if e]
@@ -643,7 +716,10 @@ def main() -> None:
     collection = prepare(args, group)
     try:
         embeddings().embed_query("warm up")
-        bench(user, questions(args.queries), args.explain)
+        asked = questions(args.queries)
+        bench(user, asked, args.explain)
+        text_leg_depths(user, asked)
+        over_http(user, asked)
     finally:
         if args.keep:
             print(

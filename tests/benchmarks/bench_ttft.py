@@ -26,9 +26,7 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -71,6 +69,7 @@ from chatbot.models import (  # noqa: E402
 from chatbot.runtime import model_server  # noqa: E402
 from chatbot.runtime.embedded import ensure_services, port_open  # noqa: E402
 from chatbot.telemetry.tracing import Tracer  # noqa: E402
+from tests.benchmarks.servers import daphne_running, free_port  # noqa: E402
 
 BENCH_USER = "bench-agent"
 BENCH_PASSWORD = "bench-password-1"
@@ -82,12 +81,6 @@ QUESTIONS = [
     "What should I do when the VPN client says the certificate has expired?",
     "How quickly does the second line answer a P2 ticket?",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -117,28 +110,6 @@ def model_server_running(url: str) -> Iterator[None]:
         yield
     finally:
         model_server.stop(process)
-
-
-@contextmanager
-def daphne_running(port: int) -> Iterator[None]:
-    log = Path(settings.VAR_DIR) / "log" / "bench-daphne.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "chatbot.asgi:application"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"daphne did not start; see {log}")
-            time.sleep(0.1)
-        yield
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @contextmanager
@@ -345,7 +316,7 @@ def main() -> None:
     )
     # The previous run's turns stay until now for inspection; they must not pile up.
     Conversation.objects.filter(owner=user).delete()
-    port = _free_port()
+    port = free_port()
     with local_endpoint_as_default() as endpoint, grounding_preferred():
         endpoint.refresh_from_db()
         with model_server_running(endpoint.base_url), daphne_running(port):

@@ -100,8 +100,13 @@ def test_it_scores_answers_and_refusals_through_the_real_pipeline(
     files: tuple[Path, Path], fake_endpoint: Callable[..., ModelEndpoint]
 ) -> None:
     fake_endpoint([FAKE_ANSWER])
+    # The similarity floor decides what retrieval refuses here; the shipped no-answer classifier,
+    # trained on knowledge bases of hundreds of chunks, is off for this two-chunk one (its own
+    # tests build their data).
     output, progress = run(
-        files, "--holdout", "0.5", "--min-similarity", "0.4", "--grounding", "required"
+        files,
+        *("--holdout", "0.5", "--min-similarity", "0.4", "--min-answerable", "0"),
+        *("--grounding", "required"),
     )
 
     assert "Ingested 2 documents (2 chunks)" in output

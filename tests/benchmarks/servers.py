@@ -1,0 +1,45 @@
+"""Servers the benchmarks start: daphne, serving the project on a free port (logs under var/log)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+
+from chatbot.runtime.embedded import port_open
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def daphne_running(port: int, *, log_name: str = "bench-daphne.log") -> Iterator[None]:
+    log = Path(settings.VAR_DIR) / "log" / log_name
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+             "chatbot.asgi:application"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"daphne did not start; see {log}")
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
