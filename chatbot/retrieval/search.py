@@ -1,8 +1,8 @@
 """Hybrid search: pgvector HNSW similarity plus BM25 over Postgres's full-text lexemes (read from
 the `chatbot_posting` inverted index), fused by reciprocal rank, then the first few reranked.
 
-One call costs two SQL statements (the HNSW settings, then one statement that runs both legs, the
-fusion and the joins for the hits) plus one query embedding on the CPU. Inside an outer
+One call costs one round trip to Postgres (the HNSW settings, then one statement that runs both
+legs, the fusion and the joins for the hits) plus one query embedding on the CPU. Inside an outer
 transaction (a test, an atomic request) no extra SAVEPOINT is made.
 
 Visibility is decided inside that statement: a chunk is a candidate only when its collection is
@@ -95,7 +95,7 @@ class SearchResult:
     sql_ms: float
     dense_candidates: int
     sparse_candidates: int
-    queries: int
+    queries: int  # round trips to Postgres
     rerank_ms: float = 0.0
     reranked: bool = False
     # Each query lexeme's IDF in the knowledge base (`chatbot.retrieval.terms`).
@@ -123,11 +123,14 @@ _FROM = """
     JOIN chatbot_source s ON s.id = d.source_id
 """
 
+# The query vector is bound once (a 384-number literal) and read as an InitPlan parameter, which
+# the HNSW index scan accepts as it does a constant.
 _DENSE = f"""
+query_vector AS (SELECT %(vector)s::vector AS v),
 dense_raw AS MATERIALIZED (
-    SELECT c.id, c.embedding <=> %(vector)s::vector AS distance
+    SELECT c.id, c.embedding <=> (SELECT v FROM query_vector) AS distance
     FROM {_FROM} WHERE {_VISIBLE}
-    ORDER BY c.embedding <=> %(vector)s::vector
+    ORDER BY c.embedding <=> (SELECT v FROM query_vector)
     LIMIT %(candidates)s),
 dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FROM dense_raw)
 """  # noqa: S608
@@ -187,7 +190,7 @@ _NO_SPARSE = (
 
 # The cosine similarity of every returned passage, whichever leg found it (NULL without the query
 # vector, in a full-text-only search).
-_SIMILARITY = "1 - (c.embedding <=> %(vector)s::vector)"
+_SIMILARITY = "1 - (c.embedding <=> (SELECT v FROM query_vector))"
 # The query's own lexemes (stemmed as the chunks' vectors are) with how many chunks hold each
 # ("" -> all chunks), and per returned passage its count of each: the rerank stage's BM25 input.
 _TERMS = """
@@ -208,9 +211,9 @@ fused AS (
            + coalesce(%(sparse_weight)s / (%(rrf_k)s + sparse.r), 0) AS score
     FROM dense FULL OUTER JOIN sparse ON dense.id = sparse.id),
 passages AS (
-    SELECT DISTINCT ON (md5(c.text)) f.*
+    SELECT DISTINCT ON (c.text_hash) f.*
     FROM fused f JOIN chatbot_chunk c ON c.id = f.id
-    ORDER BY md5(c.text), f.score DESC, coalesce(f.dense_rank, f.sparse_rank), f.id),
+    ORDER BY c.text_hash, f.score DESC, coalesce(f.dense_rank, f.sparse_rank), f.id),
 top AS (
     SELECT * FROM passages
     ORDER BY score DESC, coalesce(dense_rank, sparse_rank), id
@@ -295,19 +298,20 @@ def hybrid_search(
     sql = "WITH " + _TERMS + ",\n".join(ctes) + ",\n" + fuse
 
     sql_started = time.perf_counter()
-    queries = 1
     # SET LOCAL needs a transaction; savepoint=False reuses the caller's one when there is one.
+    # The HNSW settings go in the same round trip as the search (two statements, one execute).
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if use_dense:
             # The HNSW scan stops after ef_search tuples; filtered-out ones would starve the
             # result, so search at least `candidates` deep and let pgvector keep scanning.
-            cursor.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true),"
-                " set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-                [str(max(params["candidates"], 40))],
+            params["ef_search"] = str(max(params["candidates"], 40))
+            sql = (
+                "SELECT set_config('hnsw.ef_search', %(ef_search)s, true),"
+                " set_config('hnsw.iterative_scan', 'relaxed_order', true);\n" + sql
             )
-            queries += 1
         cursor.execute(sql, params)
+        if use_dense:
+            cursor.nextset()
         rows = cursor.fetchall()
     sql_ms = (time.perf_counter() - sql_started) * 1000
 
@@ -333,11 +337,11 @@ def hybrid_search(
         sql_ms=sql_ms,
         dense_candidates=int(rows[0][12]) if rows else 0,
         sparse_candidates=int(rows[0][13]) if rows else 0,
-        queries=queries,
+        queries=1,
         rerank_ms=rerank_ms,
         reranked=model is not None,
         term_weights=weights,
-        params={k_: v for k_, v in params.items() if k_ not in ("vector", "query")},
+        params={k_: v for k_, v in params.items() if k_ not in ("vector", "query", "ef_search")},
     )
 
 

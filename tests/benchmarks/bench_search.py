@@ -470,10 +470,12 @@ def explain(mode: str, user: User, query: str) -> str:
     with statements() as seen:
         search(mode, user, query)
     run = [s for s in seen if s[0].lstrip().startswith(("SET LOCAL", "SELECT set_config", "WITH"))]
+    # hybrid_search sends the HNSW settings and its statement in one execute, ";\n" between.
+    parts = [(part, params) for sql, params in run for part in sql.split(";\n")]
     with transaction.atomic(), connection.cursor() as cursor:
-        for sql, params in run[:-1]:
+        for sql, params in parts[:-1]:
             cursor.execute(sql, params)
-        sql, params = run[-1]
+        sql, params = parts[-1]
         cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())
 

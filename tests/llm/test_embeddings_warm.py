@@ -24,3 +24,15 @@ def test_the_heavy_imports_finish_before_the_background_thread_starts() -> None:
     thread = embeddings.embeddings_warm()
     assert hasattr(sys.modules["torch"], "Tensor") and "sentence_transformers" in sys.modules
     thread.join(timeout=120)
+
+
+def test_a_query_is_embedded_as_a_document_is() -> None:
+    """`embed_query` takes a shorter path through the model than `embed_documents`; the vector
+    must be the same, or queries and chunks would live in different spaces."""
+    texts = ["How long does the virus survive on surfaces?", "Printer jams"]
+    local = embeddings.LocalEmbeddings()
+    for text, document in zip(texts, local.embed_documents(texts), strict=True):
+        query = local.embed_query(text)
+        assert len(query) == len(document) == 384
+        assert max(abs(a - b) for a, b in zip(query, document, strict=True)) < 1e-5
+        assert abs(sum(x * x for x in query) - 1) < 1e-5, "unit length"
