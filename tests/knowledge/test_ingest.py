@@ -11,7 +11,7 @@ from pytest_django.fixtures import Settings
 
 from chatbot.knowledge import services
 from chatbot.knowledge.ingest import source_ingest
-from chatbot.models import Chunk, Collection, Document, Source
+from chatbot.models import Chunk, Collection, Document, Posting, Source
 from tests.knowledge.ingest_support import CountingEmbeddings
 
 pytestmark = pytest.mark.django_db
@@ -198,6 +198,14 @@ def test_it_replaces_only_the_chunks_of_a_changed_document(
     assert again.texts == 1
     printers = Chunk.objects.get(document__external_id="printers.txt")
     assert "green driver" in printers.text
+    # The full-text index follows: the new words are found, the old ones are gone, nothing twice.
+    words = dict(Posting.objects.filter(chunk=printers).values_list("lexeme", "body"))
+    assert words["green"] == 1 and "blue" not in words
+    assert not Posting.objects.exclude(chunk__in=Chunk.objects.all()).exists()
+    current = Chunk.objects.filter(document__source=source, retired_at__isnull=True)
+    assert set(Posting.objects.values_list("chunk_id", flat=True)) == set(
+        current.values_list("id", flat=True)
+    )
     assert others == set(
         Chunk.objects.filter(document__source=source)
         .exclude(document__external_id="printers.txt")
@@ -217,6 +225,7 @@ def test_it_deletes_documents_that_left_the_source(collection: Collection, folde
         "vpn.md",
     ]
     assert not Chunk.objects.filter(document__external_id="mail.html").exists()
+    assert not Posting.objects.filter(lexeme="spam").exists(), "its words left the index too"
     source.refresh_from_db()
     assert "Removed 1 documents" in " ".join(e["message"] for e in source.log)
 
