@@ -107,16 +107,22 @@ def _vector_literal(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
-# Candidate filter shared by both legs. %(user_id)s and %(collections)s are bound by name.
-_VISIBLE = f"""
-    (%(see_all)s OR c.collection_id IN (
+def _caller_may_see(column: str) -> str:
+    """SQL: the collection in `column` is one the caller sees (shared with one of their groups,
+    or they see every collection) and, with `collection_ids`, one of those."""
+    return f"""
+    (%(see_all)s OR {column} IN (
         SELECT cg.collection_id FROM chatbot_collection_groups cg
         JOIN auth_user_groups ug ON ug.group_id = cg.group_id
         WHERE ug.user_id = %(user_id)s))
-    AND (%(collections)s::bigint[] IS NULL OR c.collection_id = ANY(%(collections)s::bigint[]))
+    AND (%(collections)s::bigint[] IS NULL OR {column} = ANY(%(collections)s::bigint[]))"""  # noqa: S608 (a column name from this module; values are bound)
+
+
+# Candidate filter shared by both legs. Every value is bound by name.
+_VISIBLE = f"""{_caller_may_see("c.collection_id")}
     AND d.status = '{Document.Status.OK}' AND s.enabled AND c.retired_at IS NULL
     AND (%(exclude)s::bigint[] IS NULL OR d.id <> ALL(%(exclude)s::bigint[]))
-"""  # noqa: S608 (constant fragments only; every value is a bound parameter)
+"""
 _FROM = """
     chatbot_chunk c
     JOIN chatbot_document d ON d.id = c.document_id
@@ -146,14 +152,11 @@ _NO_DENSE = (
 # first POOL_FACTOR x candidates scores then pass the rest of the visibility filter (document
 # status, source enabled, excluded documents). Replaces ts_rank over an OR-ed tsquery, which read
 # and ranked every chunk holding any query word (61.5 ms p50 at 100,000 chunks, bench_search).
+# `query_idf` is `chatbot.retrieval.terms.idf` in SQL (the rerank features use the Python one).
 _SPARSE = f"""
 visible_collections AS MATERIALIZED (
     SELECT coalesce(array_agg(col.id), '{{}}') AS ids FROM chatbot_collection col
-    WHERE (%(see_all)s OR col.id IN (
-        SELECT cg.collection_id FROM chatbot_collection_groups cg
-        JOIN auth_user_groups ug ON ug.group_id = cg.group_id
-        WHERE ug.user_id = %(user_id)s))
-      AND (%(collections)s::bigint[] IS NULL OR col.id = ANY(%(collections)s::bigint[]))),
+    WHERE {_caller_may_see("col.id")}),
 query_idf AS MATERIALIZED (
     SELECT ql.lexeme, ln(1 + (greatest(f.total, f.df) - f.df + 0.5) / (f.df + 0.5)) AS idf
     FROM query_terms qt CROSS JOIN LATERAL unnest(qt.lexemes) AS ql(lexeme)

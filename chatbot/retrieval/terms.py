@@ -61,10 +61,16 @@ def weighted_coverage(weights: Mapping[str, float], found: set[str] | Mapping[st
     return sum(w for lexeme, w in weights.items() if lexeme in found) / total
 
 
+def saturation(tf: float, length: float, mean_length: float) -> float:
+    """BM25's term-frequency part: `tf` occurrences in a passage of `length` distinct lexemes,
+    against passages of `mean_length` (0: no length normalisation)."""
+    norm = BM25_K1 * (1 - BM25_B + BM25_B * length / mean_length) if mean_length > 0 else BM25_K1
+    return tf * (BM25_K1 + 1) / (tf + norm)
+
+
 def impact(body: int, heading: int, length: int) -> float:
     """A lexeme's BM25 term-frequency part in a chunk, as `chatbot_bm25_impact` computes it."""
-    tf = body + HEADING_WEIGHT * heading
-    return tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * length / REFERENCE_LEXEMES))
+    return saturation(body + HEADING_WEIGHT * heading, length, REFERENCE_LEXEMES)
 
 
 def bm25(
@@ -72,9 +78,8 @@ def bm25(
 ) -> float:
     """BM25 of a passage: `counts` its occurrences of the query lexemes, `length` its number of
     distinct lexemes (the length Postgres keeps), `mean_length` that of the other candidates."""
-    norm = BM25_K1 * (1 - BM25_B + BM25_B * length / mean_length) if mean_length > 0 else BM25_K1
     return sum(
-        weight * counts[lexeme] * (BM25_K1 + 1) / (counts[lexeme] + norm)
+        weight * saturation(counts[lexeme], length, mean_length)
         for lexeme, weight in weights.items()
         if counts.get(lexeme, 0) > 0
     )

@@ -32,7 +32,7 @@ statements only; the query embedding, which it computes on each call, is not cou
           the first 30 reranked (`chatbot.retrieval.rerank`, in Python after the statement);
   fused:  the same with `rerank=False`: the fused top 10, no term counts beyond those 10;
   dense:  `hybrid_search(k=10, sparse_weight=0)`: the dense leg alone, through the HNSW index;
-  text:   `hybrid_search(k=10, dense_weight=0)`: the full-text leg alone (where hybrid's time goes);
+  text:   `hybrid_search(k=10, dense_weight=0)`: the full-text leg alone (BM25 over the postings);
   exact:  the dense-only call again inside a transaction with `SET LOCAL enable_indexscan = off`:
           HNSW serves only index scans, so Postgres computes the distance of every visible chunk
           and sorts them: a brute-force exact scan over the same rows, with the same filter.

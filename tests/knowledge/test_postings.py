@@ -76,7 +76,7 @@ def test_the_full_text_leg_weighs_rare_words_above_common_ones(
 
 
 def test_the_heading_weight_is_a_lever(kb: KnowledgeBase, alice: User) -> None:
-    # "jams" is in the printer chunk's heading and ("jam") its body; "vpn" in another's heading.
+    # "printer" is in the printer chunk's heading and its body; "gateway" only in the VPN body.
     default = hybrid_search(user=alice, query="printer", k=3, dense_weight=0)
     no_heading = hybrid_search(
         user=alice, query="printer", k=3, dense_weight=0, text_weights=(0.1, 0.1, 0.2, 0.0)
