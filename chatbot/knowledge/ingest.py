@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY_DOCUMENTS = 25  # unchanged documents between two progress writes
 MAX_URL = 1000
+TITLE_BATCH = 256  # titles per call to the model when filling missing title vectors
 
 ProgressFn = Callable[[Source], None]
 
@@ -232,6 +233,11 @@ def _ingest(run: _Run, embedder: Embeddings | None) -> None:
         if i % PROGRESS_EVERY_DOCUMENTS == 0:
             run.save()
     run.save()
+    if embedder is None:
+        from chatbot.llm.embeddings import LocalEmbeddings
+
+        embedder = LocalEmbeddings()
+    _titles_embed([d for d in unchanged if d.title.strip() and d.title_embedding is None], embedder)
     _embed_and_store(run, work, embedder)
     if work or vanished:
         # The rerank stage weighs words by how many chunks hold them: recount after a change.
@@ -250,14 +256,20 @@ def _with_error(raw: RawDocument, error: str) -> RawDocument:
     return raw
 
 
-def _embed_and_store(run: _Run, work: list[_Pending], embedder: Embeddings | None) -> None:
+def _titles_embed(documents: list[Document], embedder: Embeddings) -> None:
+    """The title vectors of unchanged documents that have none (stored before titles were
+    embedded, migration 0015 fills those too): the next run fills them, once."""
+    for start in range(0, len(documents), TITLE_BATCH):
+        batch = documents[start : start + TITLE_BATCH]
+        vectors = embedder.embed_documents([d.title.strip() for d in batch])
+        for document, vector in zip(batch, vectors, strict=True):
+            Document.objects.filter(pk=document.pk).update(title_embedding=vector)
+
+
+def _embed_and_store(run: _Run, work: list[_Pending], embedder: Embeddings) -> None:
     """Embed the chunks of several documents per call (the model is fastest on full batches)."""
     if not work:
         return
-    if embedder is None:
-        from chatbot.llm.embeddings import LocalEmbeddings
-
-        embedder = LocalEmbeddings()
     flush_at = max(settings.EMBEDDING_BATCH_SIZE, 1) * 4
     batch: list[_Pending] = []
     for pending in work:
@@ -270,10 +282,17 @@ def _embed_and_store(run: _Run, work: list[_Pending], embedder: Embeddings | Non
 
 
 def _flush(run: _Run, batch: list[_Pending], embedder: Embeddings) -> None:
-    texts = [chunk.embedding_text() for p in batch for chunk in p.chunks]
+    # Each document's chunks, then its title (when it has one), in one call to the model.
+    texts: list[str] = []
+    for pending in batch:
+        texts.extend(chunk.embedding_text() for chunk in pending.chunks)
+        if title := pending.raw.title.strip():
+            texts.append(title)
     vectors = iter(embedder.embed_documents(texts))
     for pending in batch:
-        _document_store(run, pending, [next(vectors) for _ in pending.chunks])
+        chunk_vectors = [next(vectors) for _ in pending.chunks]
+        title_vector = next(vectors) if pending.raw.title.strip() else None
+        _document_store(run, pending, chunk_vectors, title_vector)
         run.advance(documents=1, chunks=len(pending.chunks))
     run.save()
 
@@ -286,7 +305,9 @@ def _url(run: _Run, raw: RawDocument) -> str:
 
 
 @transaction.atomic
-def _document_store(run: _Run, pending: _Pending, vectors: list[list[float]]) -> None:
+def _document_store(
+    run: _Run, pending: _Pending, vectors: list[list[float]], title_vector: list[float] | None
+) -> None:
     raw, source = pending.raw, run.source
     # The row lock makes a second worker on the same source wait, then redo this document cleanly.
     document, _ = Document.objects.select_for_update().get_or_create(
@@ -306,6 +327,7 @@ def _document_store(run: _Run, pending: _Pending, vectors: list[list[float]]) ->
     )
     document.collection_id = source.collection_id
     document.title = raw.title
+    document.title_embedding = title_vector
     document.url = _url(run, raw)
     document.metadata = raw.metadata
     document.content_hash = pending.hash
@@ -323,6 +345,7 @@ def _document_fail(run: _Run, raw: RawDocument) -> None:
     )
     _chunks_put_away(Chunk.objects.filter(document=document), now=timezone.now())
     document.title = raw.title
+    document.title_embedding = None
     document.url = ""
     document.metadata = raw.metadata
     document.content_hash = ""

@@ -4,7 +4,7 @@ from django.db import models
 
 # The no-answer classifier's threshold chosen on the tuning parts by `manage.py train_retrieval`
 # (its "threshold" in chatbot/retrieval/weights/answerable.json; a test keeps the two equal).
-DEFAULT_MIN_ANSWERABLE = 0.55
+DEFAULT_MIN_ANSWERABLE = 0.5
 
 
 class AssistantSettings(models.Model):

@@ -80,6 +80,10 @@ class Document(models.Model):
     url = models.URLField(max_length=1000, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     content_hash = models.CharField(max_length=64, blank=True)
+    # The title on its own, embedded as the chunks are (null: no title). The rerank stage and the
+    # no-answer classifier compare the question with it: a paraphrased question is closer to an
+    # FAQ entry's title question than to its answer (README, "Knowledge base").
+    title_embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OK)
     error = models.TextField(blank=True)
     chunk_count = models.PositiveIntegerField(default=0)

@@ -2,10 +2,10 @@
 
 Fixed fusion weights decide once, for every query, how far to trust each leg; measured on
 articles nobody tuned on, that lost to the full-text leg alone. The reranker reads, per candidate,
-both legs' ranks and scores, its BM25 among the candidates and IDF-weighted coverage of the query
-(`terms`), and the best of those over the candidates
-of the same document, since a question is answered by a document and a long one spreads its
-evidence over several passages. A logistic regression over those features, trained by
+both legs' ranks and scores, the query's similarity to its document's title, its BM25 among the
+candidates and IDF-weighted coverage of the query (`terms`), and the best of those over the
+candidates of the same document, since a question is answered by a document and a long one
+spreads its evidence over several passages. A logistic regression over those features, trained by
 `manage.py train_retrieval` on the tuning parts of the evaluation sets (label: the passage's
 document is the question's gold document), gives each candidate the log-odds that its document
 answers the query.
@@ -52,6 +52,10 @@ RERANK_FEATURES = (
     "doc_similarity",
     "doc_idf_coverage",  # ... what all of its document's candidates hold together
     "doc_bm25",
+    # Cosine similarity to the passage's document title (none: to the passage) minus the best
+    # candidate's: generic titles ("article 630") all score alike and so say nothing, where an
+    # absolute similarity would be read as evidence.
+    "title_gap",
 )
 
 
@@ -149,17 +153,25 @@ def candidate_features(
     top_bm25 = max(scores, default=0.0)
     rows = []
     for hit, score in zip(hits, scores, strict=True):
+        similarity = hit.similarity if hit.similarity is not None else floor_sim
         rows.append(
             {
                 "dense_rrf": _RRF_K / (_RRF_K + hit.dense_rank) if hit.dense_rank else 0.0,
                 "sparse_rrf": _RRF_K / (_RRF_K + hit.sparse_rank) if hit.sparse_rank else 0.0,
                 # None only without the query vector: as low as the lowest candidate.
-                "similarity": hit.similarity if hit.similarity is not None else floor_sim,
+                "similarity": similarity,
                 "text_rank_ratio": (hit.text_rank or 0.0) / top_text if top_text > 0 else 0.0,
                 "idf_coverage": weighted_coverage(weights, hit.term_counts),
                 "bm25_ratio": score / top_bm25 if top_bm25 > 0 else 0.0,
+                # A document without a title: the passage's own similarity stands in.
+                "title_gap": (
+                    hit.title_similarity if hit.title_similarity is not None else similarity
+                ),
             }
         )
+    top_title = max((row["title_gap"] for row in rows), default=0.0)
+    for row in rows:
+        row["title_gap"] -= top_title
     by_document: dict[int, list[int]] = defaultdict(list)
     for i, hit in enumerate(hits):
         by_document[hit.document_id].append(i)

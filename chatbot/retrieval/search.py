@@ -80,6 +80,9 @@ class SearchHit:
     # distinct lexemes: the rerank stage's BM25 and coverage read them.
     term_counts: dict[str, int] = field(default_factory=dict)
     lexemes: int = 0
+    # Cosine similarity of the query to the passage's document title on its own; None without
+    # the query vector or a title.
+    title_similarity: float | None = None
     # The reranker's log-odds that the passage's document answers the query; None when the
     # result was not reranked (one leg only, or no reranker). Hits are in this order when set.
     rerank_score: float | None = None
@@ -194,6 +197,8 @@ _NO_SPARSE = (
 # The cosine similarity of every returned passage, whichever leg found it (NULL without the query
 # vector, in a full-text-only search).
 _SIMILARITY = "1 - (c.embedding <=> (SELECT v FROM query_vector))"
+# ... and of its document's title on its own (NULL for a document without a title).
+_TITLE_SIMILARITY = "1 - (d.title_embedding <=> (SELECT v FROM query_vector))"
 # The query's own lexemes (stemmed as the chunks' vectors are) with how many chunks hold each
 # ("" -> all chunks), and per returned passage its count of each: the rerank stage's BM25 input.
 _TERMS = """
@@ -228,7 +233,7 @@ SELECT f.id, f.score, f.dense_rank, f.sparse_rank, c.heading, c.text, d.id, d.ex
                         '{}')
         FROM unnest(c.search_vector) u
         WHERE u.lexeme = ANY(qt.lexemes)),
-       length(c.search_vector), qt.frequencies, qt.lexemes
+       length(c.search_vector), qt.frequencies, qt.lexemes, {title_similarity}
 FROM top f CROSS JOIN query_terms qt
 JOIN chatbot_chunk c ON c.id = f.id
 JOIN chatbot_document d ON d.id = c.document_id
@@ -297,7 +302,9 @@ def hybrid_search(
         params["vector"] = _vector_literal(embeddings().embed_query(query))
         embed_ms = (time.perf_counter() - started) * 1000
     ctes = [_DENSE if use_dense else _NO_DENSE, _SPARSE if use_sparse else _NO_SPARSE]
-    fuse = _FUSE.replace("{similarity}", _SIMILARITY if use_dense else "NULL::float8")
+    fuse = _FUSE.replace("{similarity}", _SIMILARITY if use_dense else "NULL::float8").replace(
+        "{title_similarity}", _TITLE_SIMILARITY if use_dense else "NULL::float8"
+    )
     sql = "WITH " + _TERMS + ",\n".join(ctes) + ",\n" + fuse
 
     sql_started = time.perf_counter()
@@ -361,6 +368,7 @@ def _hit(row: tuple[Any, ...]) -> SearchHit:
         dense_rank=row[2],
         sparse_rank=row[3],
         similarity=None if row[14] is None else float(row[14]),
+        title_similarity=None if row[20] is None else float(row[20]),
         text_rank=None if row[15] is None else float(row[15]),
         term_counts={str(k): int(v) for k, v in _json(row[16]).items()},
         lexemes=int(row[17] or 0),

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import Group
 from pytest_django.fixtures import Settings
 
 from chatbot.knowledge import services
 from chatbot.knowledge.ingest import source_ingest
+from chatbot.llm.embeddings import LocalEmbeddings
 from chatbot.models import Chunk, Collection, Document, Posting, Source
 from tests.knowledge.ingest_support import CountingEmbeddings
 
@@ -180,6 +182,31 @@ def test_it_does_no_embedding_work_for_unchanged_documents(
     assert (source.status, source.documents_done, source.chunks_done) == ("done", 3, 4)
 
 
+def test_it_embeds_each_title_on_its_own_once(collection: Collection, folder: Path) -> None:
+    source = _source(collection, folder)
+    _ingest(source)
+    titles = dict(Document.objects.filter(source=source).values_list("external_id", "title"))
+    vectors: dict[str, Any] = dict(
+        Document.objects.filter(source=source).values_list("external_id", "title_embedding")
+    )
+    model = LocalEmbeddings()
+    for key, title in titles.items():
+        assert title, f"{key} has a title (its heading, or the file name)"
+        assert np.allclose(vectors[key], model.embed_query(title), atol=1e-4), key
+
+    # A document stored before titles were embedded gets its vector on the next run, once.
+    Document.objects.filter(source=source, external_id="vpn.md").update(title_embedding=None)
+    again = CountingEmbeddings()
+    _ingest(source, again)
+    assert (again.calls, again.texts) == (1, 1), "only the missing title, no chunk"
+    vpn = Document.objects.get(source=source, external_id="vpn.md")
+    filled: Any = vpn.title_embedding
+    assert filled is not None and np.allclose(filled, vectors["vpn.md"], atol=1e-4)
+    third = CountingEmbeddings()
+    _ingest(source, third)
+    assert third.calls == 0
+
+
 def test_it_replaces_only_the_chunks_of_a_changed_document(
     collection: Collection, folder: Path
 ) -> None:
@@ -195,7 +222,7 @@ def test_it_replaces_only_the_chunks_of_a_changed_document(
 
     _ingest(source, again)
 
-    assert again.texts == 1
+    assert again.texts == 2, "its one chunk and its title"
     printers = Chunk.objects.get(document__external_id="printers.txt")
     assert "green driver" in printers.text
     # The full-text index follows: the new words are found, the old ones are gone, nothing twice.
@@ -272,7 +299,7 @@ def test_it_redoes_documents_a_killed_worker_left_half_written(
 
     _ingest(source, again)
 
-    assert again.texts == 3, "vpn.md (2 chunks) and mail.html (1 chunk) were embedded again"
+    assert again.texts == 5, "vpn.md (2 chunks) and mail.html (1 chunk) again, with their titles"
     assert _chunk_rows(source) == expected
     source.refresh_from_db()
     assert (source.status, source.chunks_done, source.chunks_total) == ("done", 4, 4)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from chatbot.models import TermStat
-from chatbot.retrieval.rerank import RERANK_FEATURES, LinearModel, reranker
+from chatbot.models import Document, TermStat
+from chatbot.retrieval.rerank import RERANK_FEATURES, LinearModel, candidate_features, reranker
 from chatbot.retrieval.search import hybrid_search
 from chatbot.retrieval.terms import bm25, idf, term_stats_refresh, weighted_coverage
 from tests.knowledge.test_search import KnowledgeBase, ids, make_knowledge_base
@@ -105,3 +105,37 @@ def test_a_search_can_leave_documents_out_as_if_never_ingested(
     second = full.hits[1]
     moved = next(h for h in without.hits if h.chunk_id == second.chunk_id)
     assert (moved.dense_rank or 99) <= (second.dense_rank or 99), "the others move up"
+
+
+def test_the_reranker_reads_how_close_each_document_title_is(
+    kb: KnowledgeBase, alice: User
+) -> None:
+    query = "my printer is jammed"
+    result = hybrid_search(user=alice, query=query, k=3, rerank=False)
+    assert all(h.title_similarity is not None for h in result.hits)
+    printer = next(h for h in result.hits if h.external_id == "printer")
+    assert printer.title_similarity == max(h.title_similarity or 0 for h in result.hits)
+
+    rows = candidate_features(result.term_weights, result.hits)
+    gaps = {h.external_id: row["title_gap"] for h, row in zip(result.hits, rows, strict=True)}
+    assert gaps["printer"] == 0.0, "the closest title sets the mark"
+    assert all(gap < 0 for key, gap in gaps.items() if key != "printer")
+
+    # A document without a title: the passage's own similarity stands in.
+    Document.objects.filter(external_id="printer").update(title_embedding=None)
+    untitled = hybrid_search(user=alice, query=query, k=3, rerank=False)
+    hit = next(h for h in untitled.hits if h.external_id == "printer")
+    assert hit.title_similarity is None
+    row = candidate_features(untitled.term_weights, untitled.hits)[untitled.hits.index(hit)]
+    best = max(h.title_similarity or h.similarity or 0 for h in untitled.hits)
+    assert row["title_gap"] == pytest.approx((hit.similarity or 0) - best)
+
+
+def test_a_reranker_trusting_titles_puts_the_closest_title_first(
+    kb: KnowledgeBase, alice: User
+) -> None:
+    query = "Someone is leaving the company: what do we switch off?"
+    result = hybrid_search(user=alice, query=query, k=3, rerank_model=_model(title_gap=1.0))
+    assert result.reranked
+    sims = [h.title_similarity or 0.0 for h in result.hits]
+    assert sims == sorted(sims, reverse=True) and len(set(sims)) == 3

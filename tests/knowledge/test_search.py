@@ -80,13 +80,18 @@ def make_knowledge_base() -> KnowledgeBase:
         key: Source.objects.create(collection=c, name=f"{c.name} docs", kind="path", location="/x")
         for key, c in collections.items()
     }
-    vectors = LocalEmbeddings().embed_documents([f"{title}\n{text}" for _, _, title, text in DOCS])
-    for (key, external_id, title, text), vector in zip(DOCS, vectors, strict=True):
+    model = LocalEmbeddings()
+    vectors = model.embed_documents([f"{title}\n{text}" for _, _, title, text in DOCS])
+    titles = model.embed_documents([title for _, _, title, _ in DOCS])
+    for (key, external_id, title, text), vector, title_vector in zip(
+        DOCS, vectors, titles, strict=True
+    ):
         document = Document.objects.create(
             source=sources[key],
             collection=collections[key],
             external_id=external_id,
             title=title,
+            title_embedding=title_vector,
             url=f"https://help.example.com/{external_id}",
             chunk_count=1,
         )
