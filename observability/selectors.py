@@ -22,7 +22,12 @@ def turn_for_trace(turn_id: int) -> Turn:
     """The turn with everything its trace page shows, loaded in a fixed number of queries."""
     return (
         Turn.objects.select_related(
-            "conversation__owner", "endpoint", "escalation", "review", "replay_of"
+            "conversation__owner",
+            "endpoint",
+            "escalation__claimed_by",
+            "escalation__answered_by",
+            "review",
+            "replay_of",
         )
         .prefetch_related(
             Prefetch("spans", queryset=Span.objects.order_by("started_at")),

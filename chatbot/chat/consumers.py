@@ -19,6 +19,11 @@ Server -> client: every frame is an HTML fragment whose outermost element(s) car
     data-frame="error"  either `#answer-{turn_id}` replaced by the model's failure in plain words
                         (and the partial answer), or, for bad input or a second question while
                         one is being answered, `#composer-error` showing the reason
+    data-frame="escalation"  `#escalate-{turn_id}` replaced by the turn's escalation as it is now:
+                        claimed, answered (with the human's reply) or resolved. Sent whenever a
+                        reviewer or admin changes it, from whichever process they used: each
+                        socket joins its conversation's group on the Channels layer
+                        (`chatbot.chat.live`)
 
 Refusals: the socket is accepted and then closed with 4401 (not signed in), 4403 (no chat
 permission) or 4404 (not your conversation, or no such one). Closing after accepting, rather than
@@ -48,7 +53,7 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from chatbot.accounts import roles
 from chatbot.agent.turn import turn_run
-from chatbot.chat import frames, selectors
+from chatbot.chat import frames, live, selectors
 from chatbot.chat.services import InvalidInput
 from chatbot.models import Conversation, Turn
 
@@ -100,15 +105,14 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
-    # Nothing reaches this consumer through the channel layer, so it does not subscribe to one
-    # (an alias that is not configured gives none): no Redis receive loop per open page.
-    channel_layer_alias = "unused-by-chat"
-
     user: User | AnonymousUser
     conversation_id: int
     allowed = False
     task: asyncio.Task[None] | None = None
     turn_id: int | None = None
+    # The conversation's group on the Channels layer, joined once access is granted: a human's
+    # reply to an escalation is announced there by whichever process saved it.
+    group: str | None = None
 
     async def connect(self) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
@@ -119,6 +123,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=refusal)
             return
         self.allowed = True
+        self.group = live.conversation_group(self.conversation_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def escalation_changed(self, event: dict[str, Any]) -> None:
+        """From the group: re-render the turn's escalation (as the person may see it now)."""
+        html = await database_sync_to_async(frames.escalation_frame)(
+            self.user, int(event["turn_id"])
+        )
+        if html:
+            await self.send(text_data=html)
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
@@ -200,3 +214,5 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await self._cancel()
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)

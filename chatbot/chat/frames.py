@@ -63,3 +63,15 @@ def answer_frame(user: User | AnonymousUser, turn_id: int, frame: str) -> str:
         panel = render_to_string("chat/_sources.html", {"sources_turn": turn})
         html += f'<div id="sources-panel" hx-swap-oob="true">{panel}</div>'
     return html
+
+
+def escalation_frame(user: User | AnonymousUser, turn_id: int) -> str:
+    """A turn's escalation as it is now (claimed, answered with the human's reply, resolved),
+    replacing its block under the answer; "" when the turn is not the person's to see."""
+    try:
+        turn = selectors.turn_with_sources(selectors.turn_get_for(user, turn_id))
+    except Turn.DoesNotExist:
+        return ""
+    return render_to_string(
+        "chat/_escalate.html", {"turn": turn, "escalation": turn.escalation_or_none, "oob": True}
+    )

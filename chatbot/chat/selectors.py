@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from chatbot.models import Citation, Conversation, Escalation, Feedback, Turn
 
@@ -38,7 +38,9 @@ def _citations() -> Prefetch:
 
 
 def turns_for(conversation: Conversation, user: AnyUser) -> QuerySet[Turn]:
-    return conversation.turns.select_related("endpoint", "escalation").prefetch_related(
+    return conversation.turns.select_related(
+        "endpoint", "escalation__claimed_by", "escalation__answered_by"
+    ).prefetch_related(
         Prefetch(
             "feedback",
             queryset=Feedback.objects.filter(user_id=user.pk or 0),
@@ -50,7 +52,22 @@ def turns_for(conversation: Conversation, user: AnyUser) -> QuerySet[Turn]:
 
 def turn_with_sources(turn: Turn) -> Turn:
     """The same turn with its citations (and their chunks and documents) loaded."""
-    return Turn.objects.select_related("escalation").prefetch_related(_citations()).get(pk=turn.pk)
+    return (
+        Turn.objects.select_related("escalation__claimed_by", "escalation__answered_by")
+        .prefetch_related(_citations())
+        .get(pk=turn.pk)
+    )
+
+
+def escalation_counts() -> dict[str, int]:
+    """How many escalations are in each state now, and how many wait for a human (not
+    resolved), in one query: the inbox's header and the dashboard's tile."""
+    status = Escalation.Status
+    counts = Escalation.objects.aggregate(
+        **{s.value: Count("pk", filter=Q(status=s.value)) for s in status}
+    )
+    counts["waiting"] = sum(counts[s.value] for s in status if s != status.RESOLVED)
+    return counts
 
 
 def escalations_count(*, status: str | None = Escalation.Status.OPEN) -> int:

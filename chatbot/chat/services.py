@@ -11,6 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from chatbot import hooks
+from chatbot.accounts import roles
+from chatbot.chat import live
 from chatbot.models import Conversation, Escalation, Feedback, Turn
 
 
@@ -107,6 +109,116 @@ def escalation_create(*, turn: Turn, user: User, reason: object = "") -> Escalat
     )
     hooks.fire_on_commit(hooks.escalation_requested, turn_id=turn.pk)
     return escalation
+
+
+ESCALATION_ANSWER_LIMIT = 8000
+
+
+def _escalation_locked(escalation: Escalation) -> Escalation:
+    return (
+        Escalation.objects.select_for_update(of=("self",))
+        .select_related("claimed_by")
+        .get(pk=escalation.pk)
+    )
+
+
+def _claimed_by_other(escalation: Escalation, user: User) -> bool:
+    return escalation.claimed_by_id is not None and escalation.claimed_by_id != user.pk
+
+
+def _who(user: User | None) -> str:
+    return (user.get_full_name() or user.username) if user else "someone"
+
+
+@transaction.atomic
+def escalation_claim(*, escalation: Escalation, user: User) -> Escalation:
+    """Take an escalation on: the others in the inbox see who has it. Claiming one's own again
+    changes nothing; one claimed by someone else is refused (they can hand it back by resolving
+    it, or an admin can release it)."""
+    locked = _escalation_locked(escalation)
+    if locked.status == Escalation.Status.RESOLVED:
+        raise InvalidInput("This escalation is already resolved.")
+    if _claimed_by_other(locked, user):
+        raise InvalidInput(f"{_who(locked.claimed_by)} has already claimed this escalation.")
+    if locked.claimed_by_id is None:
+        locked.claimed_by, locked.claimed_at = user, timezone.now()
+        if locked.status == Escalation.Status.OPEN:
+            locked.status = Escalation.Status.CLAIMED
+        locked.save(update_fields=["claimed_by", "claimed_at", "status"])
+        _escalation_changed(locked)
+    return locked
+
+
+@transaction.atomic
+def escalation_release(*, escalation: Escalation, user: User) -> Escalation:
+    """Give a claimed escalation back to the inbox (its claimer, or an admin for anyone's)."""
+    locked = _escalation_locked(escalation)
+    if locked.status == Escalation.Status.RESOLVED:
+        raise InvalidInput("This escalation is already resolved.")
+    if locked.claimed_by_id is None:
+        return locked
+    if _claimed_by_other(locked, user) and not user.has_perm(roles.MANAGE_SETTINGS):
+        raise InvalidInput(f"Only {_who(locked.claimed_by)} or an admin can release it.")
+    locked.claimed_by, locked.claimed_at = None, None
+    if locked.status == Escalation.Status.CLAIMED:
+        locked.status = Escalation.Status.OPEN
+    locked.save(update_fields=["claimed_by", "claimed_at", "status"])
+    _escalation_changed(locked)
+    return locked
+
+
+@transaction.atomic
+def escalation_answer(*, escalation: Escalation, user: User, text: object) -> Escalation:
+    """The human's reply to the asker; it appears in their conversation as soon as it is saved
+    (over the Channels layer, so whichever server holds their socket). Answering an open
+    escalation claims it; sending again replaces the reply until the escalation is resolved."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("Write a reply first.")
+    answer = text.strip()
+    if len(answer) > ESCALATION_ANSWER_LIMIT:
+        raise InvalidInput(
+            f"The reply is too long ({len(answer):,} characters); the limit is "
+            f"{ESCALATION_ANSWER_LIMIT:,}."
+        )
+    locked = _escalation_locked(escalation)
+    if locked.status == Escalation.Status.RESOLVED:
+        raise InvalidInput("This escalation is already resolved.")
+    if _claimed_by_other(locked, user):
+        raise InvalidInput(f"{_who(locked.claimed_by)} has claimed this escalation.")
+    now = timezone.now()
+    if locked.claimed_by_id is None:
+        locked.claimed_by, locked.claimed_at = user, now
+    locked.answer, locked.answered_by, locked.answered_at = answer, user, now
+    locked.status = Escalation.Status.ANSWERED
+    locked.save(
+        update_fields=["claimed_by", "claimed_at", "answer", "answered_by", "answered_at", "status"]
+    )
+    _escalation_changed(locked)
+    return locked
+
+
+@transaction.atomic
+def escalation_resolve(*, escalation: Escalation, user: User) -> Escalation:
+    """Close an escalation (answered here, or handled another way). Resolving twice keeps the
+    first time and person."""
+    locked = _escalation_locked(escalation)
+    if locked.status == Escalation.Status.RESOLVED:
+        return locked
+    if _claimed_by_other(locked, user) and not user.has_perm(roles.MANAGE_SETTINGS):
+        raise InvalidInput(f"{_who(locked.claimed_by)} has claimed this escalation.")
+    locked.status = Escalation.Status.RESOLVED
+    locked.resolved_by, locked.resolved_at = user, timezone.now()
+    locked.save(update_fields=["status", "resolved_by", "resolved_at"])
+    _escalation_changed(locked)
+    return locked
+
+
+def _escalation_changed(escalation: Escalation) -> None:
+    conversation_id = Turn.objects.filter(pk=escalation.turn_id).values_list(
+        "conversation_id", flat=True
+    )[0]
+    turn_id = escalation.turn_id
+    transaction.on_commit(lambda: live.escalation_changed(conversation_id, turn_id))
 
 
 def feedback_set(*, turn: Turn, user: User, rating: object, comment: object = "") -> Feedback:

@@ -151,10 +151,14 @@ class Citation(models.Model):
 
 
 class Escalation(models.Model):
-    """A person asked for a human to take over a turn ("needs a human")."""
+    """A person asked for a human to take over a turn ("needs a human"). A reviewer or admin
+    claims it in the escalation inbox, answers (the reply appears in the asker's conversation as
+    it is sent) and resolves it."""
 
     class Status(models.TextChoices):
         OPEN = "open", "Open"
+        CLAIMED = "claimed", "Claimed"
+        ANSWERED = "answered", "Answered"
         RESOLVED = "resolved", "Resolved"
 
     turn = models.OneToOneField(Turn, on_delete=models.CASCADE, related_name="escalation")
@@ -164,6 +168,31 @@ class Escalation(models.Model):
     reason = models.TextField(blank=True, max_length=2000)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="escalations_claimed",
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # The human's reply to the asker, shown under the turn in their conversation.
+    answer = models.TextField(blank=True)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="escalations_answered",
+    )
+    answered_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="escalations_resolved",
+    )
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -61,6 +61,14 @@ class DatasetItem(models.Model):
         on_delete=models.SET_NULL,
         related_name="dataset_items",
     )
+    # ... or the escalation whose human answer it keeps.
+    source_escalation = models.ForeignKey(
+        "chatbot.Escalation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="dataset_items",
+    )
     added_in = models.PositiveIntegerField()
     removed_in = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

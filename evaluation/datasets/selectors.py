@@ -50,6 +50,11 @@ def experiment_results(experiment: Experiment) -> QuerySet[ExperimentResult]:
     )
 
 
+def item_from_escalation(*, dataset: Dataset, escalation_id: int) -> DatasetItem | None:
+    """The live item already made from this escalation's reply in this dataset, if any."""
+    return dataset_items(dataset).filter(source_escalation_id=escalation_id).order_by("pk").first()
+
+
 def item_from_review(*, dataset: Dataset, review_id: int) -> DatasetItem | None:
     """The live item already made from this review in this dataset, if any."""
     return dataset_items(dataset).filter(source_review_id=review_id).order_by("pk").first()

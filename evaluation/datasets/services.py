@@ -23,6 +23,7 @@ from chatbot.models import (
     Citation,
     Dataset,
     DatasetItem,
+    Escalation,
     Experiment,
     ModelEndpoint,
     Review,
@@ -187,6 +188,43 @@ def dataset_item_from_review(*, review: Review, dataset: Dataset) -> DatasetItem
             data=_review_item_data(review),
             source_turn=review.turn,
             source_review=review,
+        )
+
+
+def dataset_item_from_escalation(*, escalation: Escalation, dataset: Dataset) -> DatasetItem:
+    """One click: the question a person handed over, with the human's reply as the expected
+    answer (and the context the assistant was given), becomes a dataset item. Clicking twice does
+    not add it twice."""
+    if not escalation.answer.strip():
+        raise InvalidDataset("Reply to the escalation first: its reply is the expected answer.")
+    turn = escalation.turn
+    with transaction.atomic():
+        dataset.version = Dataset.objects.select_for_update().get(pk=dataset.pk).version
+        existing = selectors.item_from_escalation(dataset=dataset, escalation_id=escalation.pk)
+        if existing is not None:
+            return existing
+        answer = escalation.answer.strip()
+        return dataset_item_add(
+            dataset=dataset,
+            data=ItemData(
+                question=turn.user_text.strip(),
+                expected_answer=answer,
+                answers=(answer,),
+                context=_turn_context(turn.pk),
+                unanswerable=False,
+                external_id=f"escalation-{escalation.pk}",
+                metadata={
+                    "turn_id": turn.pk,
+                    "escalation_id": escalation.pk,
+                    "answered_by": escalation.answered_by.username
+                    if escalation.answered_by
+                    else "",
+                    "original_answer": turn.answer,
+                    "kb_versions": turn.kb_versions,
+                },
+            ),
+            source_turn=turn,
+            source_escalation=escalation,
         )
 
 

@@ -17,7 +17,7 @@ from django_htmx.middleware import HtmxDetails
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
 from chatbot.jobs import jobs_notify, jobs_watch
-from chatbot.models import Dataset, DatasetItem, Experiment, Review
+from chatbot.models import Dataset, DatasetItem, Escalation, Experiment, Review
 from evaluation.datasets import compare as comparing
 from evaluation.datasets import selectors, services
 from evaluation.datasets.forms import (
@@ -196,6 +196,37 @@ def dataset_add_review(request: HttpRequest, review_id: int) -> HttpResponse:
                 return redirect(back)
             return redirect("review:dataset", target.pk)
     context = {"tab": "datasets", "form": form, "review": review}
+    return render(request, "datasets/from_review.html", context, status=400)
+
+
+@require_POST
+@permission_required(REVIEW)
+def dataset_add_escalation(request: HttpRequest, escalation_id: int) -> HttpResponse:
+    """The one click on an answered escalation: the human's reply becomes an item."""
+    escalation = (
+        Escalation.objects.select_related("turn", "answered_by").filter(pk=escalation_id).first()
+    )
+    if escalation is None:
+        raise Http404("No such escalation.")
+    form = FromReviewForm(request.POST)
+    if form.is_valid():
+        try:
+            target = form.cleaned_data["dataset"] or _dataset_named(
+                request, form.cleaned_data["new_dataset"]
+            )
+            item = services.dataset_item_from_escalation(escalation=escalation, dataset=target)
+        except services.InvalidDataset as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(
+                request,
+                f"The reply is item {item.pk} of “{target.name}” (version {target.version}).",
+            )
+            back = form.cleaned_data.get("next") or ""
+            if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+                return redirect(back)
+            return redirect("review:dataset", target.pk)
+    context = {"tab": "escalations", "form": form, "escalation": escalation}
     return render(request, "datasets/from_review.html", context, status=400)
 
 

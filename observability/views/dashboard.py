@@ -9,6 +9,7 @@ from django.shortcuts import render
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.chat import selectors as chat_selectors
 from observability import dashboard
 from observability.forms import DashboardFilterForm
 from observability.rollups import Filters
@@ -37,6 +38,8 @@ def index(request: HttpRequest) -> HttpResponse:
         "as_of": dashboard.rollups_as_of(),
         "firing": dashboard.alerts_firing(),
         "can_manage": request.user.has_perm(roles.MANAGE_SETTINGS),
+        # The inbox as it is now (not filtered by dates): what still waits for a human.
+        "escalations_now": chat_selectors.escalation_counts(),
     }
     if not form.is_valid():
         return render(request, "dashboard/index.html", context, status=400)

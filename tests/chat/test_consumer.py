@@ -19,7 +19,7 @@ from chatbot.models import Conversation, Turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FRAME_KIND = re.compile(r'^\s*<[a-z0-9]+ [^>]*data-frame="(start|token|end|error)"')
+FRAME_KIND = re.compile(r'^\s*<[a-z0-9]+ [^>]*data-frame="(start|token|end|error|escalation)"')
 TOKEN = re.compile(
     r'^<span id="answer-(\d+)-text" hx-swap-oob="beforeend" data-frame="token">(.*)</span>$',
     re.DOTALL,
@@ -285,3 +285,46 @@ async def test_it_reports_a_model_failure_in_plain_words(alice, fake_endpoint, c
     assert "abc" in frames[-1], "the partial answer is shown with the error"
     assert "Traceback" not in frames[-1] and "FakeListChatModelError" not in frames[-1]
     assert turn.status == Turn.Status.FAILED and turn.answer == "abc"
+
+
+async def test_it_shows_a_humans_reply_in_the_conversation_as_it_is_sent(
+    alice, rita, fake_endpoint, chat
+) -> None:
+    await sync_to_async(fake_endpoint)(["I am not sure about refunds."])
+    communicator, conversation = await chat()
+    await _ask(communicator, "Can I get a refund for a double charge?")
+    await _frames_until(communicator, {"end", "error"})
+    turn = await Turn.objects.aget(conversation=conversation)
+    escalation = await sync_to_async(services.escalation_create)(
+        turn=turn, user=alice, reason="Refund question"
+    )
+
+    # A reviewer claims it, then replies, from another process's point of view: only the
+    # Channels layer connects the two.
+    await sync_to_async(services.escalation_claim)(escalation=escalation, user=rita)
+    claimed = await communicator.receive_from(timeout=TIMEOUT)
+    assert _kind(claimed) == "escalation" and f'id="escalate-{turn.pk}"' in claimed
+    assert "Rita Reviewer is on it" in claimed
+
+    await sync_to_async(services.escalation_answer)(
+        escalation=escalation, user=rita, text="Yes: <b>refunded</b> today.\nCheck your statement."
+    )
+    replied = await communicator.receive_from(timeout=TIMEOUT)
+    assert _kind(replied) == "escalation" and 'hx-swap-oob="true"' in replied
+    assert "Rita Reviewer replied" in replied
+    assert "Yes: &lt;b&gt;refunded&lt;/b&gt; today.<br>Check your statement." in replied
+    assert "<b>refunded</b>" not in replied, "a person's reply is escaped like any other text"
+
+
+async def test_it_sends_no_reply_of_another_conversation(alice, rita, fake_endpoint, chat) -> None:
+    await sync_to_async(fake_endpoint)(["An answer."])
+    other, other_conversation = await chat()
+    await _ask(other, "First question")
+    await _frames_until(other, {"end", "error"})
+    mine, _ = await chat()
+    turn = await Turn.objects.aget(conversation=other_conversation)
+    escalation = await sync_to_async(services.escalation_create)(turn=turn, user=alice)
+
+    await sync_to_async(services.escalation_answer)(escalation=escalation, user=rita, text="Hi")
+    assert "Hi" in await other.receive_from(timeout=TIMEOUT)
+    assert await mine.receive_nothing(timeout=0.5)
