@@ -18,6 +18,7 @@ from chatbot.api.schemas import (
     FeedbackIn,
     FeedbackSavedOut,
     conversation_out,
+    escalation_out,
     turn_out,
 )
 from chatbot.chat import selectors, services
@@ -95,9 +96,4 @@ def escalate(request: HttpRequest, turn_id: int, payload: EscalationIn) -> Escal
     user = caller(request)
     turn = selectors.turn_get_for(user, turn_id)
     escalation = services.escalation_create(turn=turn, user=user, reason=payload.reason)
-    return EscalationOut(
-        turn_id=turn.pk,
-        status=escalation.status,
-        reason=escalation.reason,
-        created_at=escalation.created_at,
-    )
+    return escalation_out(escalation)

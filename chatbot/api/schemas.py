@@ -7,7 +7,7 @@ from datetime import datetime
 from ninja import Field, Schema
 
 from chatbot.agent.turn import TurnOutcome
-from chatbot.models import Conversation, Feedback, Turn
+from chatbot.models import Conversation, Escalation, Feedback, Turn
 
 
 class ErrorOut(Schema):
@@ -44,6 +44,33 @@ class CitationOut(Schema):
     url: str
 
 
+class EscalationIn(Schema):
+    reason: str | None = Field(None, description="What a colleague should know; optional.")
+
+
+class EscalationOut(Schema):
+    turn_id: int
+    status: str = Field(description="open, claimed, answered or resolved.")
+    reason: str
+    created_at: datetime
+    answer: str = Field("", description="The human's reply to the asker; empty until there is one.")
+    answered_by: str = Field("", description="Who replied (their name).")
+    answered_at: datetime | None = None
+
+
+def escalation_out(escalation: Escalation) -> EscalationOut:
+    by = escalation.answered_by
+    return EscalationOut(
+        turn_id=escalation.turn_id,
+        status=escalation.status,
+        reason=escalation.reason,
+        created_at=escalation.created_at,
+        answer=escalation.answer,
+        answered_by=(by.get_full_name() or by.username) if by else "",
+        answered_at=escalation.answered_at,
+    )
+
+
 class TurnOut(Schema):
     id: int
     user_text: str
@@ -61,6 +88,9 @@ class TurnOut(Schema):
     feedback: FeedbackOut | None = Field(description="The caller's own rating, if any.")
     no_answer: bool = Field(description="True when the knowledge base had nothing relevant.")
     escalated: bool = Field(description="True when someone asked for a human to take over.")
+    escalation: EscalationOut | None = Field(
+        None, description="That request: its state and the human's reply, if any."
+    )
     citations: list[CitationOut] = Field(description="The passages the answer was given.")
 
 
@@ -97,17 +127,6 @@ class FeedbackIn(Schema):
 
 class FeedbackSavedOut(FeedbackOut):
     turn_id: int
-
-
-class EscalationIn(Schema):
-    reason: str | None = Field(None, description="What a colleague should know; optional.")
-
-
-class EscalationOut(Schema):
-    turn_id: int
-    status: str = Field(description="open or resolved.")
-    reason: str
-    created_at: datetime
 
 
 DEFAULT_NAMES = {"", "default"}
@@ -148,6 +167,7 @@ def turn_out(turn: Turn) -> TurnOut:
         feedback=FeedbackOut(rating=mine[0].rating, comment=mine[0].comment) if mine else None,
         no_answer=turn.no_answer,
         escalated=turn.escalation_or_none is not None,
+        escalation=escalation_out(e) if (e := turn.escalation_or_none) else None,
         citations=[
             CitationOut(
                 number=c.number,

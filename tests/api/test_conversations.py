@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from chatbot.chat import services
-from chatbot.models import Conversation, Feedback, Turn
+from chatbot.models import Conversation, Escalation, Feedback, Turn
 from tests.api.conftest import bearer, finished_turn
 
 pytestmark = pytest.mark.django_db
@@ -266,6 +266,17 @@ def test_it_escalates_an_answer_once_and_shows_it_on_the_turn(
     read = alice_by_key.get(f"/api/conversations/{conversation.pk}").json()
     assert read["turns"][0]["escalated"] is True
     assert read["turns"][0]["no_answer"] is False and read["turns"][0]["citations"] == []
+    assert read["turns"][0]["escalation"]["status"] == "open"
+    assert read["turns"][0]["escalation"]["answer"] == ""
+
+    # The human's reply reaches a program as it reaches the browser.
+    escalation = Escalation.objects.get(turn=turn)
+    services.escalation_answer(escalation=escalation, user=rita, text="Refunded today.")
+    replied = alice_by_key.get(f"/api/conversations/{conversation.pk}").json()["turns"][0]
+    assert replied["escalation"]["status"] == "answered"
+    assert replied["escalation"]["answer"] == "Refunded today."
+    assert replied["escalation"]["answered_by"] == "Rita Reviewer"
+    assert replied["escalation"]["answered_at"]
 
 
 def test_it_refuses_to_escalate_an_unfinished_answer(alice, alice_by_key) -> None:
