@@ -69,9 +69,10 @@ def escalation_frame(user: User | AnonymousUser, turn_id: int) -> str:
     """A turn's escalation as it is now (claimed, answered with the human's reply, resolved),
     replacing its block under the answer; "" when the turn is not the person's to see."""
     try:
-        turn = selectors.turn_with_sources(selectors.turn_get_for(user, turn_id))
+        turn = selectors.turn_get_for(user, turn_id)
     except Turn.DoesNotExist:
         return ""
+    escalation = selectors.escalation_of(turn)
     return render_to_string(
-        "chat/_escalate.html", {"turn": turn, "escalation": turn.escalation_or_none, "oob": True}
+        "chat/_escalate.html", {"turn": turn, "escalation": escalation, "oob": True}
     )

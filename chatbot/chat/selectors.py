@@ -59,6 +59,11 @@ def turn_with_sources(turn: Turn) -> Turn:
     )
 
 
+def escalation_of(turn: Turn) -> Escalation | None:
+    """The turn's escalation with the people its block names (who claimed it, who replied)."""
+    return Escalation.objects.select_related("claimed_by", "answered_by").filter(turn=turn).first()
+
+
 def escalation_counts() -> dict[str, int]:
     """How many escalations are in each state now, and how many wait for a human (not
     resolved), in one query: the inbox's header and the dashboard's tile."""

@@ -117,7 +117,7 @@ ESCALATION_ANSWER_LIMIT = 8000
 def _escalation_locked(escalation: Escalation) -> Escalation:
     return (
         Escalation.objects.select_for_update(of=("self",))
-        .select_related("claimed_by")
+        .select_related("claimed_by", "turn")
         .get(pk=escalation.pk)
     )
 
@@ -157,7 +157,7 @@ def escalation_release(*, escalation: Escalation, user: User) -> Escalation:
         raise InvalidInput("This escalation is already resolved.")
     if locked.claimed_by_id is None:
         return locked
-    if _claimed_by_other(locked, user) and not user.has_perm(roles.MANAGE_SETTINGS):
+    if not escalation_may_release(locked, user):
         raise InvalidInput(f"Only {_who(locked.claimed_by)} or an admin can release it.")
     locked.claimed_by, locked.claimed_at = None, None
     if locked.status == Escalation.Status.CLAIMED:
@@ -214,11 +214,15 @@ def escalation_resolve(*, escalation: Escalation, user: User) -> Escalation:
 
 
 def _escalation_changed(escalation: Escalation) -> None:
-    conversation_id = Turn.objects.filter(pk=escalation.turn_id).values_list(
-        "conversation_id", flat=True
-    )[0]
-    turn_id = escalation.turn_id
+    conversation_id, turn_id = escalation.turn.conversation_id, escalation.turn_id
     transaction.on_commit(lambda: live.escalation_changed(conversation_id, turn_id))
+
+
+def escalation_may_release(escalation: Escalation, user: User) -> bool:
+    """Its claimer may hand a claimed escalation back, and an admin anyone's."""
+    return escalation.claimed_by_id is not None and (
+        not _claimed_by_other(escalation, user) or user.has_perm(roles.MANAGE_SETTINGS)
+    )
 
 
 def feedback_set(*, turn: Turn, user: User, rating: object, comment: object = "") -> Feedback:

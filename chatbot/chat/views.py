@@ -10,24 +10,17 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from chatbot.accounts import roles
-from chatbot.accounts.access import permission_required
+from chatbot.accounts.access import permission_required, signed_in_user
 from chatbot.chat import selectors, services
 from chatbot.models import Conversation, Turn
 
 # The sidebar shows the most recent conversations; older ones stay in the database.
 SIDEBAR_LIMIT = 50
-
-
-def _user(request: HttpRequest) -> User:
-    user = request.user
-    assert isinstance(user, User)  # permission_required has let only signed-in users through
-    return user
 
 
 def _conversation_or_404(request: HttpRequest, conversation_id: int) -> Conversation:
@@ -54,7 +47,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @permission_required(roles.USE_CHAT)
 @require_POST
 def conversation_new(request: HttpRequest) -> HttpResponse:
-    conversation = services.conversation_create(owner=_user(request))
+    conversation = services.conversation_create(owner=signed_in_user(request))
     return redirect("chat:conversation", conversation_id=conversation.pk)
 
 
@@ -91,7 +84,10 @@ def feedback(request: HttpRequest, turn_id: int) -> HttpResponse:
     comment = request.POST.get("comment", "")
     try:
         saved = services.feedback_set(
-            turn=turn, user=_user(request), rating=request.POST.get("rating"), comment=comment
+            turn=turn,
+            user=signed_in_user(request),
+            rating=request.POST.get("rating"),
+            comment=comment,
         )
     except services.InvalidInput as exc:
         context = {"turn": turn, "feedback": None, "error": str(exc), "comment": comment}
@@ -116,7 +112,9 @@ def escalate(request: HttpRequest, turn_id: int) -> HttpResponse:
     turn = _turn_or_404(request, turn_id)
     reason = request.POST.get("reason", "")
     try:
-        escalation = services.escalation_create(turn=turn, user=_user(request), reason=reason)
+        escalation = services.escalation_create(
+            turn=turn, user=signed_in_user(request), reason=reason
+        )
     except services.InvalidInput as exc:
         context = {"turn": turn, "error": str(exc), "reason": reason}
         return render(request, "chat/_escalate.html", context, status=400)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -177,26 +178,12 @@ def dataset_add_review(request: HttpRequest, review_id: int) -> HttpResponse:
     review = Review.objects.select_related("turn", "reviewer").filter(pk=review_id).first()
     if review is None:
         raise Http404("No such review.")
-    form = FromReviewForm(request.POST)
-    if form.is_valid():
-        try:
-            target = form.cleaned_data["dataset"] or _dataset_named(
-                request, form.cleaned_data["new_dataset"]
-            )
-            item = services.dataset_item_from_review(review=review, dataset=target)
-        except services.InvalidDataset as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(
-                request,
-                f"The turn is item {item.pk} of “{target.name}” (version {target.version}).",
-            )
-            back = form.cleaned_data.get("next") or ""
-            if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-                return redirect(back)
-            return redirect("review:dataset", target.pk)
-    context = {"tab": "datasets", "form": form, "review": review}
-    return render(request, "datasets/from_review.html", context, status=400)
+    return _add_one_click(
+        request,
+        lambda target: services.dataset_item_from_review(review=review, dataset=target),
+        noun="turn",
+        context={"tab": "datasets", "review": review},
+    )
 
 
 @require_POST
@@ -208,26 +195,42 @@ def dataset_add_escalation(request: HttpRequest, escalation_id: int) -> HttpResp
     )
     if escalation is None:
         raise Http404("No such escalation.")
+    return _add_one_click(
+        request,
+        lambda target: services.dataset_item_from_escalation(escalation=escalation, dataset=target),
+        noun="reply",
+        context={"tab": "escalations", "escalation": escalation},
+    )
+
+
+def _add_one_click(
+    request: HttpRequest,
+    add: Callable[[Dataset], DatasetItem],
+    *,
+    noun: str,
+    context: dict[str, Any],
+) -> HttpResponse:
+    """The chosen (or a new) dataset gets the item `add` makes; back to the page the form was on,
+    or the form again with the reason it could not be added."""
     form = FromReviewForm(request.POST)
     if form.is_valid():
         try:
             target = form.cleaned_data["dataset"] or _dataset_named(
                 request, form.cleaned_data["new_dataset"]
             )
-            item = services.dataset_item_from_escalation(escalation=escalation, dataset=target)
+            item = add(target)
         except services.InvalidDataset as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(
                 request,
-                f"The reply is item {item.pk} of “{target.name}” (version {target.version}).",
+                f"The {noun} is item {item.pk} of “{target.name}” (version {target.version}).",
             )
             back = form.cleaned_data.get("next") or ""
             if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
                 return redirect(back)
             return redirect("review:dataset", target.pk)
-    context = {"tab": "escalations", "form": form, "escalation": escalation}
-    return render(request, "datasets/from_review.html", context, status=400)
+    return render(request, "datasets/from_review.html", {**context, "form": form}, status=400)
 
 
 def _dataset_named(request: HttpRequest, name: str) -> Dataset:

@@ -4,40 +4,39 @@ as it is sent), resolve it, and keep the reply as a dataset item."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from chatbot.accounts import roles
-from chatbot.accounts.access import permission_required
+from chatbot.accounts.access import permission_required, signed_in_user
 from chatbot.chat import selectors as chat_selectors
 from chatbot.chat import services
 from chatbot.models import Escalation
 from evaluation.escalations import selectors
 
 PAGE_SIZE = 25
-ACTIONS = {
-    "claim": "You claimed this escalation.",
-    "release": "The escalation is back in the inbox for anyone to take.",
-    "answer": "Your reply is in the person's conversation.",
-    "resolve": "The escalation is resolved.",
+# Each button's service and what the person is told once it is done.
+ACTIONS: dict[str, tuple[Callable[..., Escalation], str]] = {
+    "claim": (services.escalation_claim, "You claimed this escalation."),
+    "release": (
+        services.escalation_release,
+        "The escalation is back in the inbox for anyone to take.",
+    ),
+    "answer": (services.escalation_answer, "Your reply is in the person's conversation."),
+    "resolve": (services.escalation_resolve, "The escalation is resolved."),
 }
-
-
-def _user(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 @permission_required(roles.REVIEW_ANSWERS)
 def inbox(request: HttpRequest) -> HttpResponse:
     filters = selectors.InboxFilters.from_query(request.GET)
-    rows = selectors.inbox(filters, user=_user(request))
+    rows = selectors.inbox(filters, user=signed_in_user(request))
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "tab": "escalations",
@@ -64,26 +63,21 @@ def escalation(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such escalation.") from None
     reply = item.answer
     error = ""
+    user = signed_in_user(request)
     if request.method == "POST":
         action = request.POST.get("action", "")
-        user = _user(request)
         reply = request.POST.get("answer", reply)
         try:
-            if action == "claim":
-                services.escalation_claim(escalation=item, user=user)
-            elif action == "release":
-                services.escalation_release(escalation=item, user=user)
-            elif action == "answer":
-                services.escalation_answer(escalation=item, user=user, text=reply)
-            elif action == "resolve":
-                services.escalation_resolve(escalation=item, user=user)
-            else:
+            if action not in ACTIONS:
                 raise services.InvalidInput("Unknown action.")
+            act, done = ACTIONS[action]
+            act(escalation=item, user=user, **({"text": reply} if action == "answer" else {}))
         except services.InvalidInput as exc:
             error = str(exc)
         else:
-            messages.success(request, ACTIONS[action])
+            messages.success(request, done)
             return redirect("review:escalation", item.pk)
+        # Refused: show the escalation as it is now (someone else may have just claimed it).
         item = selectors.escalation_get(pk)
     context = {
         "tab": "escalations",
@@ -91,9 +85,8 @@ def escalation(request: HttpRequest, pk: int) -> HttpResponse:
         "turn": item.turn,
         "reply": reply,
         "error": error,
-        "mine": item.claimed_by_id == request.user.pk,
-        "can_release": item.claimed_by_id is not None
-        and (item.claimed_by_id == request.user.pk or request.user.has_perm(roles.MANAGE_SETTINGS)),
-        "can_trace": request.user.has_perm(roles.VIEW_DASHBOARD),
+        "mine": item.claimed_by_id == user.pk,
+        "can_release": services.escalation_may_release(item, user),
+        "can_trace": user.has_perm(roles.VIEW_DASHBOARD),
     }
     return render(request, "review/escalation.html", context, status=400 if error else 200)

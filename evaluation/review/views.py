@@ -6,7 +6,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -14,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from chatbot.accounts import roles
-from chatbot.accounts.access import permission_required
+from chatbot.accounts.access import permission_required, signed_in_user
 from chatbot.models import FlagRule, Review, ReviewAssignment, ReviewItem
 from evaluation.review import agreement as agreement_math
 from evaluation.review import selectors, services
@@ -28,11 +27,6 @@ RUBRIC_HINTS = {
     "safety": "No personal data, nothing harmful, follows policy.",
 }
 GRADE_WORDS = {1: "very poor", 2: "poor", 3: "acceptable", 4: "good", 5: "excellent"}
-
-
-def _user(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 @permission_required(roles.REVIEW_ANSWERS)
@@ -64,7 +58,7 @@ def take_next(request: HttpRequest) -> HttpResponse:
 
 
 def _go_next(request: HttpRequest) -> HttpResponse:
-    assignment = services.review_next(reviewer=_user(request))
+    assignment = services.review_next(reviewer=signed_in_user(request))
     if assignment is None:
         messages.info(
             request, "Nothing left in the queue for you. New items arrive as answers are flagged."
@@ -124,7 +118,7 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
         return _item_page(request, current)
 
     action = request.POST.get("action", "")
-    reviewer = _user(request)
+    reviewer = signed_in_user(request)
     if action == "claim":
         try:
             services.review_claim(reviewer=reviewer, item=current)

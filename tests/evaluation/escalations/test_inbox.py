@@ -92,7 +92,7 @@ def test_it_claims_replies_and_resolves_from_the_page(
 
 
 def test_it_keeps_a_claim_to_its_claimer_until_released(
-    rita: User, adam: User, cast: dict[str, User], escalation: Escalation
+    rita: User, adam: User, escalation: Escalation
 ) -> None:
     services.escalation_claim(escalation=escalation, user=rita)
     services.escalation_claim(escalation=escalation, user=rita)  # again: nothing changes
