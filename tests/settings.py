@@ -3,7 +3,16 @@
 from urllib.parse import urlsplit, urlunsplit
 
 from chatbot.settings import *  # noqa: F403
-from chatbot.settings import CACHES, CHANNEL_LAYERS, REDIS_URL, TEST_REDIS_DB
+from chatbot.settings import (
+    CACHES,
+    CHANNEL_LAYERS,
+    DATABASES,
+    EMBEDDED_REPORTING,
+    REDIS_URL,
+    TEST_REDIS_DB,
+    TOOL_DSNS,
+    embedded_reporting_dsn,
+)
 
 
 def _redis_db(url: str, db: int) -> str:
@@ -21,3 +30,10 @@ CELERY_BROKER_URL = TEST_REDIS_URL
 CELERY_RESULT_BACKEND = TEST_REDIS_URL
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 WHITENOISE_AUTOREFRESH = True
+
+# The demo reporting database (`bootstrap --demo`, the sql tool's tests) beside this run's test
+# database, never the one `make run` uses; parallel runs with their own TEST_DATABASE_NAME each get one.
+_test_db = DATABASES["default"]["TEST"]["NAME"] or f"test_{DATABASES['default']['NAME']}"
+REPORTING_DEMO_DATABASE = f"{_test_db}_reporting"
+if EMBEDDED_REPORTING:
+    TOOL_DSNS["REPORTING_DATABASE_URL"] = embedded_reporting_dsn(REPORTING_DEMO_DATABASE)

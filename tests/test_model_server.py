@@ -118,3 +118,41 @@ async def test_it_records_a_done_turn_with_the_catalogue_entry(
     assert llm.name == endpoint.name
     assert llm.tokens_out == saved.tokens_out
     assert llm.attributes["provider"] == "openai" and llm.attributes["style"] == "completion"
+
+
+async def test_it_answers_a_number_with_the_sql_tool_on_the_bundled_model(
+    alice: User, local_model_url: str, reporting_db: str
+) -> None:
+    """The demo: the bundled model chooses the sql tool by filling the step schema under a
+    grammar, writes the query, and answers with the number."""
+    from chatbot.agent.tools.access import tools_ensure
+    from chatbot.models import ToolSetting
+
+    def setup() -> None:
+        endpoint = local_endpoint_ensure()
+        ModelEndpoint.objects.filter(is_default=True).update(is_default=False)
+        ModelEndpoint.objects.filter(pk=endpoint.pk).update(
+            base_url=local_model_url, is_default=True, max_output_tokens=24, temperature=0.0
+        )
+        tools_ensure()
+        ToolSetting.objects.filter(name="sql").update(enabled=True, roles=["agent"])
+
+    await sync_to_async(setup)()
+    conversation = await sync_to_async(services.conversation_create)(owner=alice)
+    turn = await sync_to_async(services.turn_create)(
+        conversation=conversation, user_text="How many open tickets are there for billing?"
+    )
+
+    async def emit(text: str) -> None:
+        pass
+
+    outcome = await turn_run(turn_id=turn.pk, emit=emit)
+
+    assert outcome.status == "done", outcome.error
+    sql = await Span.objects.aget(turn_id=turn.pk, kind=Span.Kind.TOOL, name="sql")
+    assert sql.attributes["status"] == "done", sql.error
+    assert "product = 'billing'" in sql.attributes["data"]["sql"]
+    assert sql.attributes["data"]["rows"] == [[25]]
+    assert "25" in outcome.answer
+    chooses = [s.attributes async for s in Span.objects.filter(turn_id=turn.pk, name="choose")]
+    assert chooses[0]["way"] == "structured" and chooses[0]["action"] == "sql"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from chatbot import hooks
 from chatbot.llm.types import Usage
-from chatbot.models import Chunk, Citation, Turn
+from chatbot.models import Chunk, Citation, Escalation, Turn
 from chatbot.telemetry.tracing import Tracer, spans_save
 
 
@@ -44,6 +44,8 @@ class TurnResult:
     no_answer: bool = False
     kb_versions: dict[str, int] = field(default_factory=dict)
     citations: list[CitationRecord] = field(default_factory=list)
+    # The agent handed the turn to a human, for this reason: an escalation lands in the inbox.
+    hand_over: str = ""
 
 
 @transaction.atomic
@@ -70,6 +72,8 @@ def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
     Turn.objects.filter(pk=turn_id).update(**fields)
     spans_save(turn_id=turn_id, tracer=tracer)
     _citations_save(turn_id=turn_id, citations=result.citations)
+    if result.hand_over:
+        _hand_over(turn_id=turn_id, reason=result.hand_over)
     # Evaluation judges the answer in the background (its hook, after the commit); nothing it
     # does can reach the chat.
     hooks.fire_on_commit(hooks.turn_finished, turn_id=turn_id, status=result.status)
@@ -94,3 +98,16 @@ def _citations_save(*, turn_id: int, citations: list[CitationRecord]) -> None:
         for c in citations
         if c.chunk_id in alive
     )
+
+
+def _hand_over(*, turn_id: int, reason: str) -> None:
+    """The agent's "hand over" step lands where the "Needs a human" button does."""
+    asker = Turn.objects.filter(pk=turn_id).values_list("conversation__owner_id", flat=True)[0]
+    Escalation.objects.get_or_create(
+        turn_id=turn_id,
+        defaults={
+            "requested_by_id": asker,
+            "reason": f"The assistant handed over: {reason}"[:2000],
+        },
+    )
+    hooks.fire_on_commit(hooks.escalation_requested, turn_id=turn_id)

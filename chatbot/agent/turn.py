@@ -21,6 +21,7 @@ from django.contrib.auth.models import User
 
 from chatbot.agent import records
 from chatbot.agent.grounding import Grounding, cited_numbers
+from chatbot.agent.loop import Called, Plan, StepEmit, agent_plan, agent_steps
 from chatbot.agent.prepare import Prepared, prompt_for_turn, turn_prepare
 from chatbot.llm.pricing import estimate_tokens, usage_cost
 from chatbot.llm.router import Route
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[str], Awaitable[None]]
 CRASH_MESSAGE = "Something went wrong on our side. Please try again."
+HAND_OVER_MESSAGE = (
+    "I've handed this to a colleague ({reason}). Their reply will appear here when they answer."
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class _Run:
     error: str = ""
     cancelled: bool = False
     marking: asyncio.Future[None] | None = None
+    # What the agent's step choices cost (kept apart: the answer's span counts only its stream).
+    choice_usage: Usage = field(default_factory=Usage)
+    called: list[Called] = field(default_factory=list)
+    hand_over: str = ""
 
     def first_piece(self) -> None:
         if self.ttft_ms is None:
@@ -72,13 +80,22 @@ class _Run:
     def answer(self) -> str:
         return "".join(self.pieces)
 
+    def total_usage(self) -> Usage:
+        steps = self.choice_usage
+        return Usage(
+            input_tokens=self.usage.input_tokens + steps.input_tokens,
+            output_tokens=self.usage.output_tokens + steps.output_tokens,
+            estimated=self.usage.estimated or steps.estimated,
+        )
+
     def result(self) -> records.TurnResult:
         route, grounding, answer = self.route, self.grounding, self.answer
+        usage = self.total_usage()
         return records.TurnResult(
             status=self.status,
             answer=answer,
-            usage=self.usage,
-            cost=usage_cost(route.endpoint, self.usage) if route else Decimal(0),
+            usage=usage,
+            cost=usage_cost(route.endpoint, usage) if route else Decimal(0),
             ttft_ms=self.ttft_ms,
             total_ms=(time.perf_counter() - self.started) * 1000,
             error=self.error,
@@ -87,6 +104,7 @@ class _Run:
             no_answer=bool(grounding and grounding.no_answer),
             kb_versions=grounding.kb_versions if grounding else {},
             citations=_citations(grounding, answer) if grounding else [],
+            hand_over=self.hand_over,
         )
 
 
@@ -161,6 +179,58 @@ def _usage_settle(run: _Run, prompt: Prompt, span: SpanRecord) -> None:
     span.attributes["tokens_estimated"] = usage.estimated
 
 
+def _tools_cited(run: _Run) -> None:
+    """Mark on each tool call's span whether the answer cited its result."""
+    if not run.called:
+        return
+    hits = len(run.grounding.hits) if run.grounding else 0
+    cited = cited_numbers(run.answer, available=hits + len(run.called))
+    for called in run.called:
+        called.span.attributes["cited"] = called.span.attributes.get("number") in cited
+
+
+async def _say(run: _Run, emit: Emit, text: str) -> None:
+    run.first_piece()
+    run.pieces.append(text)
+    await emit(text)
+
+
+async def _agent(
+    run: _Run,
+    root: SpanRecord,
+    emit: Emit,
+    plan: Plan,
+    prompt: Prompt | None,
+    overrides: Overrides | None,
+    on_step: StepEmit | None,
+) -> bool:
+    """The agent's steps, then its answer; False when it gathered nothing, leaving the turn to
+    the plain pipeline (which grounds the question itself)."""
+    asked = prompt or await sync_to_async(prompt_for_turn)(run.turn_id)
+    end, run.choice_usage = await agent_steps(
+        plan=plan, prompt=asked, tracer=run.tracer, turn_id=run.turn_id, on_step=on_step
+    )
+    root.attributes["agent"] = end.kind
+    if end.kind == "plain":
+        return False
+    run.route = plan.route
+    root.attributes.update(route=plan.route.reason, endpoint=plan.route.endpoint.name)
+    if end.kind == "ask":
+        await _say(run, emit, end.text)
+        return True
+    if end.kind == "hand_over":
+        run.hand_over = end.text or "the assistant handed over"
+        await _say(run, emit, HAND_OVER_MESSAGE.format(reason=run.hand_over))
+        return True
+    assert end.prompt is not None
+    run.grounding, run.called = end.grounding, end.called
+    if end.grounding is not None:
+        root.attributes["grounding"] = end.grounding.reason
+    await _stream(run, plan.route, end.prompt, emit, overrides)
+    _tools_cited(run)
+    return True
+
+
 async def _answer(
     run: _Run,
     root: SpanRecord,
@@ -168,6 +238,7 @@ async def _answer(
     requested_model: str | None,
     prompt: Prompt | None,
     overrides: Overrides | None,
+    on_step: StepEmit | None = None,
 ) -> None:
     if prompt is not None:
         # The caller wrote the system prompt (the OpenAI-compatible API, a replay): keep it with
@@ -175,14 +246,15 @@ async def _answer(
         root.attributes["system_prompt"] = "\n\n".join(
             m.content for m in prompt.messages if m.role == "system"
         )
+    plan = await sync_to_async(agent_plan)(run.turn_id, requested_model)
+    if plan is not None and await _agent(run, root, emit, plan, prompt, overrides, on_step):
+        return
     prepared = await sync_to_async(_prepare)(run.turn_id, requested_model, prompt, run.tracer)
     run.grounding, run.route = prepared.grounding, prepared.route
     root.attributes["grounding"] = prepared.grounding.reason
     if prepared.route is None:
         # Nothing relevant in the knowledge base: say so instead of letting a model guess.
-        run.first_piece()
-        run.pieces.append(prepared.grounding.no_answer_message)
-        await emit(prepared.grounding.no_answer_message)
+        await _say(run, emit, prepared.grounding.no_answer_message)
         return
     root.attributes.update(route=prepared.route.reason, endpoint=prepared.route.endpoint.name)
     await _stream(run, prepared.route, prepared.prompt, emit, overrides)
@@ -216,16 +288,17 @@ async def turn_run(
     prompt: Prompt | None = None,
     overrides: Overrides | None = None,
     replay: bool = False,
+    on_step: StepEmit | None = None,
 ) -> TurnOutcome:
     """Run one saved turn to its end. Returns how it ended; re-raises cancellation after saving.
 
     `prompt` replaces the one built from the conversation (the OpenAI-compatible API sends its
     own; replays choose a system prompt). `replay` marks a re-run of a past turn: kept out of
-    /metrics."""
+    /metrics. `on_step` hears of each tool call the agent makes, as it starts and ends."""
     run = _Run(turn_id=turn_id)
     with run.tracer.span("agent", "turn") as root:
         try:
-            await _answer(run, root, emit, requested_model, prompt, overrides)
+            await _answer(run, root, emit, requested_model, prompt, overrides, on_step)
         except asyncio.CancelledError:
             run.status, run.cancelled = Turn.Status.CANCELLED, True
             root.error = ""
@@ -253,5 +326,5 @@ async def turn_run(
         answer=run.answer,
         error=run.error,
         endpoint_name=run.route.endpoint.name if run.route else "",
-        usage=run.usage,
+        usage=run.total_usage(),
     )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from ninja import Field, Schema
 
 from chatbot.agent.turn import TurnOutcome
+from chatbot.chat.tool_calls import tool_calls_of
 from chatbot.models import Conversation, Escalation, Feedback, Turn
 
 
@@ -42,6 +44,17 @@ class CitationOut(Schema):
     external_id: str = Field(description="The document's id in its source.")
     title: str
     url: str
+
+
+class ToolCallOut(Schema):
+    tool: str = Field(description="The tool's name, e.g. sql, classify, kb_search.")
+    arguments: dict[str, Any] = Field(description="What the agent called it with.")
+    status: str = Field(description="done, failed or refused.")
+    summary: str = Field(description="A short result, or why it failed, in words.")
+    number: int | None = Field(None, description="The answer cites its result as [number].")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="The result as data: a query's columns and rows, …"
+    )
 
 
 class EscalationIn(Schema):
@@ -92,6 +105,9 @@ class TurnOut(Schema):
         None, description="That request: its state and the human's reply, if any."
     )
     citations: list[CitationOut] = Field(description="The passages the answer was given.")
+    tool_calls: list[ToolCallOut] = Field(
+        default_factory=list, description="The tools the agent called for this answer, in order."
+    )
 
 
 class ConversationDetailOut(ConversationOut):
@@ -178,6 +194,17 @@ def turn_out(turn: Turn) -> TurnOut:
                 url=c.chunk.document.url,
             )
             for c in turn.citations.all()
+        ],
+        tool_calls=[
+            ToolCallOut(
+                tool=call.tool,
+                arguments=call.arguments,
+                status=call.status,
+                summary=call.summary,
+                number=call.number,
+                data=call.data,
+            )
+            for call in tool_calls_of(turn)
         ],
     )
 

@@ -19,6 +19,10 @@ Server -> client: every frame is an HTML fragment whose outermost element(s) car
     data-frame="error"  either `#answer-{turn_id}` replaced by the model's failure in plain words
                         (and the partial answer), or, for bad input or a second question while
                         one is being answered, `#composer-error` showing the reason
+    data-frame="tool"   a tool call the agent makes, shown above the answer: when it starts (or is
+                        refused), its block `#tool-{span_id}` appended to `#answer-{turn_id}-steps`;
+                        when it ends, that block replaced by its outcome (a short result,
+                        expandable: the query and its table, a draft, a label; or the error)
     data-frame="escalation"  `#escalate-{turn_id}` replaced by the turn's escalation as it is now:
                         claimed, answered (with the human's reply) or resolved. Sent whenever a
                         reviewer or admin changes it, from whichever process they used: each
@@ -52,6 +56,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
 
 from chatbot.accounts import roles
+from chatbot.agent.loop import StepEvent
 from chatbot.agent.turn import turn_run
 from chatbot.chat import frames, live, selectors
 from chatbot.chat.services import InvalidInput
@@ -188,7 +193,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         async def emit(text: str) -> None:
             await send(text_data=frames.token_frame(prefix, text))
 
-        outcome = await turn_run(turn_id=turn_id, emit=emit)
+        shown: set[str] = set()
+
+        async def on_step(event: StepEvent) -> None:
+            first = event.id not in shown
+            shown.add(event.id)
+            await send(text_data=frames.step_frame(turn_id, event, first=first))
+
+        outcome = await turn_run(turn_id=turn_id, emit=emit, on_step=on_step)
         kind = "end" if outcome.status == Turn.Status.DONE else "error"
         try:
             html = await database_sync_to_async(frames.answer_frame)(self.user, turn_id, kind)

@@ -13,7 +13,9 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
+from chatbot.agent.loop import StepEvent
 from chatbot.chat import selectors, services
+from chatbot.chat.tool_calls import ToolCallView
 from chatbot.models import Conversation, Turn
 
 FRAME_END = "</span>"
@@ -76,3 +78,17 @@ def escalation_frame(user: User | AnonymousUser, turn_id: int) -> str:
     return render_to_string(
         "chat/_escalate.html", {"turn": turn, "escalation": escalation, "oob": True}
     )
+
+
+def step_frame(turn_id: int, event: StepEvent, *, first: bool) -> str:
+    """A tool call as it starts (its block appended above the streaming answer) or ends (its
+    block replaced). `first` is whether the page has no block for this call yet: a call refused
+    before it ran has only one event. No database: the event carries all it shows."""
+    call = ToolCallView.from_event(event)
+    if first:
+        block = render_to_string("chat/_tool_call.html", {"call": call})
+        return (
+            f'<div id="answer-{turn_id}-steps" hx-swap-oob="beforeend" data-frame="tool">'
+            f"{block}</div>"
+        )
+    return render_to_string("chat/_tool_call.html", {"call": call, "oob": True})

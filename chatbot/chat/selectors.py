@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Prefetch, Q, QuerySet
 
-from chatbot.models import Citation, Conversation, Escalation, Feedback, Turn
+from chatbot.models import Citation, Conversation, Escalation, Feedback, Span, Turn
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -37,6 +37,14 @@ def _citations() -> Prefetch:
     )
 
 
+def _tool_spans() -> Prefetch:
+    return Prefetch(
+        "spans",
+        queryset=Span.objects.filter(kind=Span.Kind.TOOL).order_by("started_at"),
+        to_attr="tool_spans",
+    )
+
+
 def turns_for(conversation: Conversation, user: AnyUser) -> QuerySet[Turn]:
     return conversation.turns.select_related(
         "endpoint", "escalation__claimed_by", "escalation__answered_by"
@@ -47,6 +55,7 @@ def turns_for(conversation: Conversation, user: AnyUser) -> QuerySet[Turn]:
             to_attr="my_feedback",
         ),
         _citations(),
+        _tool_spans(),
     )
 
 
@@ -54,7 +63,7 @@ def turn_with_sources(turn: Turn) -> Turn:
     """The same turn with its citations (and their chunks and documents) loaded."""
     return (
         Turn.objects.select_related("escalation__claimed_by", "escalation__answered_by")
-        .prefetch_related(_citations())
+        .prefetch_related(_citations(), _tool_spans())
         .get(pk=turn.pk)
     )
 

@@ -41,6 +41,7 @@ class ModelEndpointForm(forms.ModelForm):
             "max_output_tokens",
             "temperature",
             "region",
+            "tool_calling",
             "enabled",
             "options",
         ]
@@ -77,6 +78,15 @@ class ModelEndpointForm(forms.ModelForm):
                 template_validate(data.get("prompt_template") or "")
             except TemplateError as exc:
                 self.add_error("prompt_template", str(exc))
+        if (
+            data.get("tool_calling") == ModelEndpoint.ToolCalling.NATIVE
+            and data.get("style") == ModelEndpoint.Style.COMPLETION
+        ):
+            self.add_error(
+                "tool_calling",
+                "Native tool calling needs a chat-style model; a completion-style one chooses "
+                "by filling the step schema (structured choice).",
+            )
         if provider == ModelEndpoint.Provider.ANTHROPIC and not data.get("api_key_name"):
             self.add_error(
                 "api_key_name", "Anthropic needs the name of the variable holding its key."
@@ -106,6 +116,7 @@ class AssistantSettingsForm(forms.ModelForm):
             "min_similarity",
             "min_coverage",
             "min_answerable",
+            "max_steps",
             "no_answer_message",
         ]
         widgets = {
@@ -113,6 +124,12 @@ class AssistantSettingsForm(forms.ModelForm):
             "no_answer_message": forms.Textarea(attrs={"rows": 3}),
         }
         labels = {"grounding": "Grounding", "no_answer_message": "When nothing is relevant, say"}
+
+    def clean_max_steps(self) -> int:
+        value = int(self.cleaned_data["max_steps"])
+        if not 1 <= value <= 8:
+            raise forms.ValidationError("Allow between 1 and 8 steps per turn.")
+        return value
 
     def clean_no_answer_message(self) -> str:
         message = str(self.cleaned_data["no_answer_message"]).strip()

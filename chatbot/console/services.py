@@ -1,4 +1,4 @@
-"""Writes for the admin console: the model catalogue."""
+"""Writes for the admin console: the model catalogue and the agent's tools."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
-from chatbot.models import ModelEndpoint
+from chatbot.models import ModelEndpoint, ToolSetting
 
 
 def endpoint_save(*, endpoint: ModelEndpoint | None, data: dict[str, Any]) -> ModelEndpoint:
@@ -29,3 +29,11 @@ def endpoint_set_default(*, endpoint: ModelEndpoint) -> None:
         pk=endpoint.pk
     ).update(is_default=False)
     ModelEndpoint.objects.filter(pk=endpoint.pk).update(is_default=True)
+
+
+def tool_setting_save(*, setting: ToolSetting, data: dict[str, Any]) -> ToolSetting:
+    """Save an admin's changes to a tool; the next turn reads them."""
+    for field, value in data.items():
+        setattr(setting, field, value)
+    setting.save()
+    return setting

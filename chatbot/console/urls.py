@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chatbot.console import judges, rules, views
+from chatbot.console import judges, rules, tools, views
 
 app_name = "console"
 urlpatterns = [
@@ -13,6 +13,9 @@ urlpatterns = [
     path("rules/new/", rules.rule_edit, name="rule_new"),
     path("rules/<int:pk>/", rules.rule_edit, name="rule_edit"),
     path("rules/<int:pk>/toggle/", rules.rule_toggle, name="rule_toggle"),
+    path("tools/", tools.tools_list, name="tools"),
+    path("tools/<slug:name>/", tools.tool_edit, name="tool_edit"),
+    path("tools/<slug:name>/toggle/", tools.tool_toggle, name="tool_toggle"),
     path("judges/", judges.judges_list, name="judges"),
     path("judges/rejudge/", judges.judges_rejudge, name="judges_rejudge"),
     path("judges/<int:pk>/", judges.judge_edit, name="judge_edit"),

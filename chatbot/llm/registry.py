@@ -71,15 +71,19 @@ def _anthropic(endpoint: EndpointConfig) -> LangchainModel:
 def _fake(endpoint: EndpointConfig) -> LangchainModel:
     """langchain-core's fake chat model: the network edge stand-in for tests and offline demos.
 
-    options: {"responses": [...], "sleep": seconds per chunk, "error_on_chunk": n}
+    options: {"responses": [...], "sleep": seconds per chunk, "error_on_chunk": n,
+    "tool_calls": [[{"name": ..., "args": {...}}], ...], "choices": ["{json}", ...]}
+    (see `chatbot.llm.fake`)
     """
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from chatbot.llm.fake import ScriptedChatModel
 
     options = endpoint.options
-    return FakeListChatModel(
+    return ScriptedChatModel(
         responses=list(options.get("responses") or ["This is a fake answer."]),
         sleep=options.get("sleep"),
         error_on_chunk_number=options.get("error_on_chunk"),
+        tool_calls=list(options.get("tool_calls") or []),
+        choices=list(options.get("choices") or []),
     )
 
 

@@ -76,6 +76,8 @@ class EndpointConfig:
     region: str
     options: dict[str, Any] = field(default_factory=dict)
     version: str = ""
+    # How the agent asks this model for its next step: "native", "structured" or "none".
+    tool_calling: str = "structured"
 
     @classmethod
     def from_model(cls, endpoint: ModelEndpoint) -> EndpointConfig:
@@ -96,6 +98,7 @@ class EndpointConfig:
             region=endpoint.region,
             options=dict(endpoint.options or {}),
             version=endpoint.updated_at.isoformat() if endpoint.updated_at else "",
+            tool_calling=endpoint.tool_calling,
         )
 
 

@@ -24,6 +24,7 @@ from chatbot.models.observability import (
 )
 from chatbot.models.review import FlagRule, Review, ReviewAssignment, ReviewItem
 from chatbot.models.spans import Span
+from chatbot.models.tools import ClassifierVersion, ToolSetting
 
 __all__ = [
     "AlertFiring",
@@ -33,6 +34,7 @@ __all__ = [
     "Capability",
     "Chunk",
     "Citation",
+    "ClassifierVersion",
     "Collection",
     "Conversation",
     "Dataset",
@@ -57,6 +59,7 @@ __all__ = [
     "Source",
     "Span",
     "TermStat",
+    "ToolSetting",
     "Turn",
     "TurnRollup",
     "UserDay",

@@ -38,6 +38,11 @@ class AssistantSettings(models.Model):
         "answer the question, from which the assistant answers; below it, it says it doesn't "
         "know. 0 turns the check off.",
     )
+    max_steps = models.PositiveSmallIntegerField(
+        default=3,
+        help_text="How many steps (searches and tool calls) the agent may take in one turn "
+        "before it answers with what it has (1-8).",
+    )
     no_answer_message = models.TextField(
         default=(
             "I couldn't find this in the knowledge base, so I won't guess. "

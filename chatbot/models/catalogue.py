@@ -17,6 +17,11 @@ class ModelEndpoint(models.Model):
         CHAT = "chat", "Chat messages"
         COMPLETION = "completion", "Completion with a prompt template"
 
+    class ToolCalling(models.TextChoices):
+        NATIVE = "native", "Native tool calling (hosted APIs, vLLM, Ollama, tool-capable llama.cpp)"
+        STRUCTURED = "structured", "Structured choice: the model fills a JSON schema"
+        NONE = "none", "No tools: search the knowledge base and answer"
+
     name = models.SlugField(max_length=80, unique=True)
     provider = models.CharField(max_length=20, choices=Provider.choices)
     base_url = models.URLField(blank=True, help_text="Blank uses the provider's default.")
@@ -34,6 +39,12 @@ class ModelEndpoint(models.Model):
     max_output_tokens = models.PositiveIntegerField(default=512)
     temperature = models.FloatField(default=0.2)
     region = models.CharField(max_length=50, default="local")
+    tool_calling = models.CharField(
+        max_length=12,
+        choices=ToolCalling.choices,
+        default=ToolCalling.STRUCTURED,
+        help_text="How the agent asks this model to choose its next step.",
+    )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
     options = models.JSONField(default=dict, blank=True, help_text="Provider-specific settings.")

@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
 from chatbot.chat.markdown import render_markdown
+from chatbot.chat.tool_calls import ToolCallView, tool_calls_of
 from chatbot.models import Turn
 from chatbot.retrieval.citations import CITATION
 
@@ -17,6 +18,11 @@ register = template.Library()
 def markdown_filter(text: str | None) -> SafeString:
     """Untrusted markdown -> sanitised HTML; the only way model output reaches a template."""
     return mark_safe(render_markdown(text or ""))  # noqa: S308 - sanitised by nh3 just above
+
+
+@register.filter(name="tool_calls")
+def tool_calls_filter(turn: Turn) -> list[ToolCallView]:
+    return tool_calls_of(turn)
 
 
 @register.filter(name="cited_markdown")
@@ -33,6 +39,10 @@ def cited_markdown_filter(turn: Turn) -> SafeString:
         )
         for c in turn.citations.all()
     }
+    # A tool result the answer cites links to its call's block above the answer.
+    for call in tool_calls_of(turn):
+        if call.number is not None:
+            targets[call.number] = (f"#tool-{call.id}", f"Result of {call.label}")
 
     def link(match: re.Match[str]) -> str:
         parts = []

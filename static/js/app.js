@@ -23,6 +23,19 @@
   document.addEventListener('DOMContentLoaded', fitPanels);
   narrow.addEventListener('change', fitPanels);
 
+  // "Copy" buttons copy the text of the field they name: <button data-copy-from="selector">.
+  document.addEventListener('click', function (event) {
+    var button = event.target instanceof Element ? event.target.closest('[data-copy-from]') : null;
+    if (!button) return;
+    var field = document.querySelector(button.getAttribute('data-copy-from'));
+    if (!field || !navigator.clipboard) return;
+    navigator.clipboard.writeText(field.value !== undefined ? field.value : field.textContent).then(function () {
+      var label = button.textContent;
+      button.textContent = 'Copied';
+      setTimeout(function () { button.textContent = label; }, 1500);
+    });
+  });
+
   // A dropdown menu closes when focus or a click goes elsewhere.
   document.addEventListener('click', function (event) {
     document.querySelectorAll('details.dropdown[open]').forEach(function (menu) {

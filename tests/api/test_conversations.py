@@ -111,8 +111,8 @@ def test_it_reads_a_conversation_with_its_turns_and_the_callers_feedback(
     client = client_as(alice)
 
     # session, user, 2 for permissions, conversation, turns with endpoints and escalations, the
-    # caller's feedback, citations with their documents
-    with django_assert_max_num_queries(8):
+    # caller's feedback, citations with their documents, tool calls
+    with django_assert_max_num_queries(9):
         response = client.get(f"/api/conversations/{conversation.pk}")
 
     assert response.status_code == 200

@@ -19,7 +19,7 @@ from chatbot.models import Conversation, Turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FRAME_KIND = re.compile(r'^\s*<[a-z0-9]+ [^>]*data-frame="(start|token|end|error|escalation)"')
+FRAME_KIND = re.compile(r'^\s*<[a-z0-9]+ [^>]*data-frame="(start|token|end|error|escalation|tool)"')
 TOKEN = re.compile(
     r'^<span id="answer-(\d+)-text" hx-swap-oob="beforeend" data-frame="token">(.*)</span>$',
     re.DOTALL,
@@ -328,3 +328,38 @@ async def test_it_sends_no_reply_of_another_conversation(alice, rita, fake_endpo
     await sync_to_async(services.escalation_answer)(escalation=escalation, user=rita, text="Hi")
     assert "Hi" in await other.receive_from(timeout=TIMEOUT)
     assert await mine.receive_nothing(timeout=0.5)
+
+
+async def test_it_shows_tool_calls_as_they_happen_escaped(alice, fake_endpoint, chat) -> None:
+    """The agent's tool call appears above the answer when it starts, is replaced by its outcome
+    when it ends, and stays in the final answer; model-written arguments are escaped."""
+    from chatbot.agent.tools.access import tools_ensure
+    from chatbot.models import ModelEndpoint, ToolSetting
+
+    def setup() -> None:
+        tools_ensure()
+        ToolSetting.objects.filter(name="draft").update(enabled=True, roles=["agent"])
+        endpoint = fake_endpoint(["Here it is [1]."], tool_calling=ModelEndpoint.ToolCalling.NATIVE)
+        args = {"template": "refund_reply", "fields": {"name": "<b>Mia</b>", "amount": "5 EUR"}}
+        endpoint.options["tool_calls"] = [[{"name": "draft", "args": args}]]
+        endpoint.save()
+
+    await sync_to_async(setup)()
+    communicator, _ = await chat()
+
+    await _ask(communicator, "Draft a refund reply to Mia")
+    frames = await _frames_until(communicator, {"end", "error"})
+
+    tools = [f for f in frames if _kind(f) == "tool"]
+    assert len(tools) == 2
+    started, ended = tools
+    turn = await Turn.objects.alatest("pk")
+    assert started.startswith(f'<div id="answer-{turn.pk}-steps" hx-swap-oob="beforeend"')
+    assert "running…" in started
+    assert 'hx-swap-oob="true"' in ended and "done" in ended
+    assert "<b>Mia</b>" not in ended and "&lt;b&gt;Mia&lt;/b&gt;" in ended
+    assert "Still to fill: days" in ended
+    end = frames[-1]
+    assert _kind(end) == "end"
+    assert 'class="tool-call status-done"' in end and 'href="#tool-' in end
+    assert frames.index(tools[1]) < next(i for i, f in enumerate(frames) if _kind(f) == "token")

@@ -151,8 +151,8 @@ class TestPages:
             services.feedback_set(turn=turn, user=alice, rating=1)
         url = reverse("chat:conversation", args=[conversation.pk])
         # session, user, permissions (user + group), sidebar, conversation, turns, feedback,
-        # citations: the same 9 whatever the number of turns.
-        with django_assert_max_num_queries(9):
+        # citations, tool calls: the same 10 whatever the number of turns.
+        with django_assert_max_num_queries(10):
             assert client.get(url).status_code == 200
 
     def test_it_shows_a_failed_and_a_stopped_answer_plainly(self, alice, client_as, conversation):

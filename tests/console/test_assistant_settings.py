@@ -19,6 +19,7 @@ VALID = {
     "min_similarity": "0.42",
     "min_coverage": "0.6",
     "min_answerable": "0.7",
+    "max_steps": "4",
     "no_answer_message": "Not in our docs. Press “Needs a human”.",
 }
 
@@ -37,6 +38,7 @@ def test_an_admin_saves_the_settings_the_next_turn_reads(client_as, adam) -> Non
     config = assistant_settings()
     assert (config.grounding, config.retrieval_k, config.min_similarity) == ("required", 4, 0.42)
     assert config.min_coverage == 0.6 and config.min_answerable == 0.7
+    assert config.max_steps == 4
     assert config.no_answer_message.startswith("Not in our docs.")
 
 
@@ -49,6 +51,7 @@ def test_an_admin_saves_the_settings_the_next_turn_reads(client_as, adam) -> Non
         ("retrieval_k", "0", "greater than or equal to 1"),
         ("grounding", "sometimes", "Select a valid choice"),
         ("no_answer_message", "   ", "This field is required"),
+        ("max_steps", "9", "Allow between 1 and 8 steps per turn."),
     ],
 )
 def test_it_explains_bad_settings(client_as, adam, field, value, message) -> None:

@@ -21,6 +21,7 @@ VALID = {
     "max_output_tokens": "512",
     "temperature": "0.2",
     "region": "eu-west",
+    "tool_calling": "native",
     "enabled": "on",
     "options": "{}",
 }
@@ -65,6 +66,7 @@ def test_it_adds_and_edits_a_model(client_as, adam) -> None:
     assert response.status_code == 302
     endpoint = ModelEndpoint.objects.get(name="team-vllm")
     assert endpoint.region == "eu-west" and str(endpoint.price_output_per_mtok) == "0.3000"
+    assert endpoint.tool_calling == "native"
 
     response = client.post(
         reverse("console:model_edit", args=[endpoint.pk]), {**VALID, "region": "us-east"}
@@ -80,6 +82,10 @@ def test_it_adds_and_edits_a_model(client_as, adam) -> None:
         ({"style": "completion", "prompt_template": "{context} {question}"}, "Unknown field"),
         ({"style": "completion", "prompt_template": "no question here"}, "must contain {question}"),
         ({"temperature": "5"}, "between 0 and 2"),
+        (
+            {"style": "completion", "prompt_template": "{question}", "tool_calling": "native"},
+            "Native tool calling needs a chat-style model",
+        ),
         ({"provider": "anthropic", "api_key_name": ""}, "needs the name"),
         ({"base_url": ""}, "Give the server"),
         ({"options": "[1, 2]"}, "JSON object"),

@@ -6,6 +6,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from chatbot.accounts.services import demo_users_ensure, roles_ensure
+from chatbot.agent.tools.access import DEMO_ENABLED, tools_ensure
+from chatbot.agent.tools.classifier_training import classifiers_demo_ensure
+from chatbot.agent.tools.reporting_demo import reporting_demo_ensure
 from chatbot.knowledge.demo import demo_knowledge_ensure
 from chatbot.knowledge.services import sources_queue_pending
 from chatbot.llm.catalogue import local_endpoint_ensure
@@ -44,6 +47,23 @@ class Command(BaseCommand):
             dataset = demo_dataset_ensure()
             if dataset is not None:
                 self.stdout.write(f"demo dataset: {dataset.name} ({dataset.items.count()} items)")
+            # Only on the embedded server: a configured reporting database is someone else's.
+            if settings.EMBEDDED_REPORTING:
+                tickets = reporting_demo_ensure()
+                self.stdout.write(
+                    f"demo reporting database: {settings.REPORTING_DEMO_DATABASE} ({tickets} "
+                    f"tickets, read by {settings.REPORTING_READER_ROLE})"
+                )
+            classifiers = ", ".join(
+                f"{c.task} v{c.version} ({c.heldout_accuracy or 0:.0%} held-out accuracy vs "
+                f"{c.baseline_accuracy or 0:.0%} majority baseline)"
+                for c in classifiers_demo_ensure()
+            )
+            if classifiers:
+                self.stdout.write(f"demo classifiers: {classifiers}")
+        tools = tools_ensure(enable=DEMO_ENABLED if options["demo"] else ("kb_search",))
+        listed = ", ".join(f"{t.name}{'' if t.enabled else ' (off)'}" for t in tools)
+        self.stdout.write(f"agent tools: {listed}")
         waiting = sources_queue_pending()
         if waiting:
             self.stdout.write(f"knowledge base: queued {waiting} sources waiting to be ingested")

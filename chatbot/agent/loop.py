@@ -1,0 +1,278 @@
+"""The agent's steps within a turn: choose, act, look at the result, until it answers.
+
+A turn runs this loop when the person may use a tool beyond the knowledge-base search and the
+routed model can choose tools (its catalogue entry's `tool_calling`). Otherwise the turn stays the
+plain "search, then answer" pipeline, which is the loop's one-step case and costs no extra call.
+
+Each step is a span: the choice (kind `agent`) and each tool call (kind `tool`, with its
+arguments, a result summary, latency and any error). Every call is checked twice before it runs:
+its arguments against the tool's schema, and the tool against what this person may use. A refused
+or failed call is shown to the person in words and fed back to the model as a result, and the
+turn goes on. Tool results and passages reach the model only as delimited data, so text inside
+them cannot widen what the agent may do: that is decided here, from the person's roles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+
+from chatbot.agent.choose import ANSWER, ASK, HAND_OVER, Decision, Offered, choose_step
+from chatbot.agent.grounding import (
+    Grounding,
+    assistant_settings,
+    context_fit,
+    numbered_source,
+    source_block,
+    sources_prompt,
+)
+from chatbot.agent.tools import ToolContext, ToolFailed, ToolResult
+from chatbot.agent.tools.access import Allowed, tool_refusal, tools_allowed
+from chatbot.agent.tools.base import compact_json
+from chatbot.llm.router import Route, route_choose
+from chatbot.llm.tools import Exchange, ToolCall
+from chatbot.llm.types import Prompt, Usage
+from chatbot.models import AssistantSettings
+from chatbot.retrieval.search import SearchHit
+from chatbot.telemetry.tracing import SpanRecord, Tracer
+
+logger = logging.getLogger(__name__)
+
+MAX_STEPS_LIMIT = 8
+SUMMARY_LIMIT = 200
+SPAN_RESULT_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A tool call as the chat shows it while it happens."""
+
+    id: str
+    tool: str
+    label: str
+    arguments: dict[str, Any]
+    status: str  # running, done, failed, refused
+    summary: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+StepEmit = Callable[[StepEvent], Awaitable[None]]
+
+
+@dataclass
+class Plan:
+    user: User
+    allowed: dict[str, Allowed]
+    route: Route
+    max_steps: int
+    config: AssistantSettings
+    # What the model is offered, described now (a description may read the database).
+    offered: list[Offered] = field(default_factory=list)
+
+
+def agent_plan(turn_id: int, requested_model: str | None) -> Plan | None:
+    """The loop's setup for this turn, or None when the turn is the plain pipeline."""
+    user = User.objects.get(conversations__turns=turn_id)
+    allowed = tools_allowed(user)
+    config = assistant_settings()
+    if config.grounding == AssistantSettings.Grounding.OFF:
+        allowed.pop("kb_search", None)
+    if not set(allowed) - {"kb_search"}:
+        return None
+    route = route_choose(requested=requested_model)
+    if route.endpoint.tool_calling == "none":
+        return None
+    steps = max(1, min(MAX_STEPS_LIMIT, config.max_steps))
+    offered = [Offered(a.tool, a.tool.describe(a.options)) for a in allowed.values()]
+    return Plan(
+        user=user, allowed=allowed, route=route, max_steps=steps, config=config, offered=offered
+    )
+
+
+@dataclass
+class Called:
+    """A tool call that returned a result the answer may cite."""
+
+    span: SpanRecord
+    tool: str
+    arguments: dict[str, Any]
+    result: ToolResult
+
+
+@dataclass
+class AgentEnd:
+    """How the steps ended: `kind` is "answer" (stream an answer from what was gathered),
+    "plain" (nothing gathered: the plain pipeline answers), "ask" or "hand_over" (`text`)."""
+
+    kind: str
+    text: str = ""
+    prompt: Prompt | None = None
+    grounding: Grounding | None = None
+    called: list[Called] = field(default_factory=list)
+
+
+@dataclass
+class _Steps:
+    plan: Plan
+    tracer: Tracer
+    turn_id: int
+    on_step: StepEmit | None
+    usage: Usage = field(default_factory=Usage)
+    exchanges: list[Exchange] = field(default_factory=list)
+    called: list[Called] = field(default_factory=list)
+    searched: list[ToolResult] = field(default_factory=list)
+
+    async def emit(self, event: StepEvent) -> None:
+        if self.on_step is not None:
+            await self.on_step(event)
+
+
+async def agent_steps(
+    *, plan: Plan, prompt: Prompt, tracer: Tracer, turn_id: int, on_step: StepEmit | None
+) -> tuple[AgentEnd, Usage]:
+    """Run the steps; returns how they ended and what the choices cost."""
+    steps = _Steps(plan=plan, tracer=tracer, turn_id=turn_id, on_step=on_step)
+    offered = plan.offered
+    endpoint = plan.route.endpoint
+    for number in range(1, plan.max_steps + 1):
+        with tracer.span("agent", "choose", step=number, way=endpoint.tool_calling) as span:
+            decision = await choose_step(endpoint, prompt, offered, steps.exchanges, steps.usage)
+            span.attributes.update(
+                action=decision.action, arguments=decision.arguments, attempts=decision.attempts
+            )
+            if decision.problem:
+                span.attributes["problem"] = decision.problem
+                span.attributes["raw"] = decision.raw[:SPAN_RESULT_LIMIT]
+        if decision.action == ANSWER:
+            break
+        if decision.action == ASK:
+            return AgentEnd("ask", text=str(decision.arguments.get("question", ""))), steps.usage
+        if decision.action == HAND_OVER:
+            reason = str(decision.arguments.get("reason", ""))
+            return AgentEnd("hand_over", text=reason), steps.usage
+        await _call(steps, decision, number)
+    return _gathered(steps, prompt), steps.usage
+
+
+def _call_id(decision: Decision, number: int) -> str:
+    return decision.call_id or f"step_{number}"
+
+
+async def _call(steps: _Steps, decision: Decision, number: int) -> None:
+    name, arguments = decision.action, decision.arguments
+    allowed = steps.plan.allowed.get(name)
+    label = allowed.tool.label if allowed else name[:60]
+    with steps.tracer.span("tool", name[:60], arguments=arguments, step=number) as span:
+        event = StepEvent(
+            id=str(span.id), tool=name[:60], label=label, arguments=arguments, status=""
+        )
+        problem = tool_refusal(name, steps.plan.allowed) or (
+            f"The arguments for '{name}' were not valid ({decision.problem}), so it was not called."
+            if decision.problem
+            else ""
+        )
+        if problem or allowed is None:
+            status = "refused" if tool_refusal(name, steps.plan.allowed) else "failed"
+            _span_failed(span, status, problem)
+            await steps.emit(_with(event, status=status, summary=problem))
+            steps.exchanges.append(Exchange(_tool_call(decision, number), f"Error: {problem}"))
+            return
+        await steps.emit(_with(event, status="running"))
+        result, problem = await _run(steps, allowed, arguments, span)
+        if result is None:
+            _span_failed(span, "failed", problem)
+            await steps.emit(_with(event, status="failed", summary=problem))
+            steps.exchanges.append(Exchange(_tool_call(decision, number), f"Error: {problem}"))
+            return
+        span.attributes.update(
+            status="done",
+            summary=result.summary[:SUMMARY_LIMIT],
+            result=result.model_text()[:SPAN_RESULT_LIMIT],
+            data=result.data,
+        )
+        await steps.emit(_with(event, status="done", summary=result.summary, data=result.data))
+        steps.exchanges.append(Exchange(_tool_call(decision, number), result.model_text()))
+        if name == "kb_search":
+            steps.searched.append(result)
+        else:
+            steps.called.append(Called(span, name, arguments, result))
+
+
+def _tool_call(decision: Decision, number: int) -> ToolCall:
+    return ToolCall(_call_id(decision, number), decision.action[:60], decision.arguments)
+
+
+def _with(event: StepEvent, **changes: Any) -> StepEvent:
+    return StepEvent(**{**event.__dict__, **changes})
+
+
+def _span_failed(span: SpanRecord, status: str, problem: str) -> None:
+    span.attributes.update(status=status, summary=problem[:SUMMARY_LIMIT])
+    span.error = problem
+
+
+async def _run(
+    steps: _Steps, allowed: Allowed, arguments: dict[str, Any], span: SpanRecord
+) -> tuple[ToolResult | None, str]:
+    context = ToolContext(
+        user=steps.plan.user,
+        options=allowed.options,
+        timeout_s=allowed.timeout_s,
+        turn_id=steps.turn_id,
+        tracer=steps.tracer,
+    )
+    try:
+        result = await asyncio.wait_for(
+            sync_to_async(allowed.tool.run)(arguments, context), timeout=allowed.timeout_s
+        )
+    except TimeoutError:
+        return (
+            None,
+            f"'{allowed.tool.label}' took longer than {allowed.timeout_s:g} s, so it was stopped.",
+        )
+    except ToolFailed as exc:
+        span.attributes["error_detail"] = exc.detail
+        return None, exc.user_message
+    except Exception as exc:  # a tool's bug must not end the turn: the model hears it failed
+        logger.exception("tool %s crashed", allowed.tool.name)
+        span.attributes["error_detail"] = f"{type(exc).__name__}: {exc}"
+        return None, f"'{allowed.tool.label}' failed unexpectedly."
+    return result, ""
+
+
+def _gathered(steps: _Steps, prompt: Prompt) -> AgentEnd:
+    """Passages first, numbered [1]...; then each tool result under the next number."""
+    hits: list[SearchHit] = []
+    seen: set[int] = set()
+    versions: dict[str, int] = {}
+    for result in steps.searched:
+        versions.update(result.data.get("kb_versions") or {})
+        for hit in result.hits:
+            if hit.chunk_id not in seen:
+                seen.add(hit.chunk_id)
+                hits.append(hit)
+    if not hits and not steps.called:
+        return AgentEnd("plain")
+    endpoint = steps.plan.route.endpoint
+    budget = endpoint.context_window - endpoint.max_output_tokens
+    hits = context_fit(hits, prompt=prompt, budget_tokens=budget)
+    blocks = [source_block(n, hit) for n, hit in enumerate(hits, start=1)]
+    for number, called in enumerate(steps.called, start=len(hits) + 1):
+        called.span.attributes["number"] = number
+        label = f"Result of {called.tool} {compact_json(called.arguments)}"
+        blocks.append(numbered_source(number, label, called.result.model_text()))
+    grounding = Grounding(
+        mode=steps.plan.config.grounding,
+        hits=hits,
+        kb_versions=versions,
+        reason=f"agent: {len(hits)} passages, {len(steps.called)} tool results",
+    )
+    return AgentEnd(
+        "answer", prompt=sources_prompt(prompt, blocks), grounding=grounding, called=steps.called
+    )
