@@ -45,7 +45,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from chatbot.models import Experiment, Export, Replay, Source
+from chatbot.models import Experiment, Export, ExtractionRun, Replay, Source
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,15 @@ KINDS = (
         lambda cutoff: Replay.objects.filter(status=Replay.Status.PENDING, created_at__lt=cutoff),
         lambda: Replay.objects.filter(status=Replay.Status.RUNNING),
         ("completed",),
+    ),
+    JobKind(
+        "extraction",
+        "chat.extraction_run",
+        lambda cutoff: ExtractionRun.objects.filter(
+            status=ExtractionRun.Status.QUEUED, created_at__lt=cutoff
+        ),
+        lambda: ExtractionRun.objects.filter(status=ExtractionRun.Status.RUNNING),
+        ("done",),
     ),
 )
 

@@ -113,6 +113,12 @@ TOOL_DSNS = {
 if EMBEDDED_REPORTING:
     TOOL_DSNS["REPORTING_DATABASE_URL"] = embedded_reporting_dsn(REPORTING_DEMO_DATABASE)
 
+# Header values (API tokens) the `http_api` tool may send, named in its settings as
+# "env:TOOL_SECRET_<something>": admins name a secret in the console but never see or store it.
+TOOL_SECRETS = {
+    name: value for name, value in os.environ.items() if value and name.startswith("TOOL_SECRET_")
+}
+
 # --- Knowledge base ----------------------------------------------------------------------------
 # Web processes write uploads here and workers read them: one shared volume (or bucket mount) at scale.
 KB_UPLOAD_DIR = Path(_env("KB_UPLOAD_DIR", str(VAR_DIR / "uploads")))

@@ -9,16 +9,24 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Handler = Callable[[str, dict[str, Any]], tuple[int, list[bytes], str]]
+# A handler may add response headers as a fourth item (a redirect's Location).
+Handler = Callable[[str, dict[str, Any]], tuple[Any, ...]]
 
 
 @contextmanager
 def fake_peer(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """Serve `handler(path, json_body) -> (status, chunks, content_type)`; yield (base URL, requests seen)."""
+    """Serve `handler(path, json_body) -> (status, chunks, content_type[, headers])` for POST and
+    GET (body {}); yield (base URL, requests seen)."""
     seen: list[dict[str, Any]] = []
 
     class _Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._serve("GET")
+
         def do_POST(self) -> None:
+            self._serve("POST")
+
+        def _serve(self, method: str) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length)
             try:
@@ -26,14 +34,21 @@ def fake_peer(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
             except ValueError:  # e.g. OTLP's protobuf: the handler reads `raw` from `seen`
                 body = {}
             headers = {k.lower(): v for k, v in self.headers.items()}
-            seen.append({"path": self.path, "body": body, "raw": raw, "headers": headers})
-            status, chunks, content_type = handler(self.path, body)
+            seen.append(
+                {"method": method, "path": self.path, "body": body, "raw": raw, "headers": headers}
+            )
+            status, chunks, content_type, *extra = handler(self.path, body)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
             self.end_headers()
-            for chunk in chunks:
-                self.wfile.write(chunk)
-                self.wfile.flush()
+            try:
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # a client may stop reading early
+                pass
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

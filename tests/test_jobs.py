@@ -240,7 +240,7 @@ def test_it_sends_again_every_kind_of_job_left_waiting(alice: User) -> None:
 
     sent = jobs.jobs_requeue_stale()
 
-    assert sent == {"source": 1, "experiment": 1, "export": 1, "replay": 1}
+    assert sent == {"source": 1, "experiment": 1, "export": 1, "replay": 1, "extraction": 0}
     assert sorted(queued()) == sorted((task, [row.pk]) for task, row in stale)
     assert ("evaluation.export_run", [fresh.pk]) not in queued(), "a new job is left to its message"
     jobs.jobs_requeue_stale()
@@ -279,7 +279,7 @@ def test_it_sends_again_every_kind_of_job_running_without_progress(
     second = jobs.jobs_requeue_stale()
 
     assert set(first.values()) == {0}, "the first sighting only starts the clock"
-    assert second == {"source": 1, "experiment": 1, "export": 1, "replay": 1}
+    assert second == {"source": 1, "experiment": 1, "export": 1, "replay": 1, "extraction": 0}
     assert sorted(queued()) == sorted((task, [row.pk]) for task, row in running)
 
 

@@ -110,6 +110,13 @@ def result_text(exchange: Exchange) -> str:
     return delimited(RESULT_TAG, exchange.result)
 
 
+def _estimate(usage: Usage, sent: str, read: str) -> None:
+    """The server reported no counts for this call: count what was sent and read, marked so."""
+    usage.input_tokens += estimate_tokens(sent)
+    usage.output_tokens += estimate_tokens(read)
+    usage.estimated = True
+
+
 # --- native ---------------------------------------------------------------------------------
 
 
@@ -121,7 +128,14 @@ async def choose_natively(
     usage: Usage,
 ) -> Decision:
     specs = [o.spec() for o in offered] + list(BUILT_IN.values())
+    counted = usage.input_tokens + usage.output_tokens
     choice = await choose_native(endpoint, prompt, specs, exchanges, usage)
+    if usage.input_tokens + usage.output_tokens == counted:
+        sent = "\n".join(
+            [*(m.content for m in prompt.messages), *(e.result for e in exchanges)]
+            + [json.dumps(spec.parameters) for spec in specs]
+        )
+        _estimate(usage, sent, choice.text + json.dumps([c.arguments for c in choice.calls]))
     if not choice.calls:
         return Decision(ANSWER, raw=choice.text)
     # One step at a time: a model that asks for several calls gets the first; it may ask again.
@@ -182,17 +196,15 @@ def _examples(offered: list[Offered], question: str = "") -> list[tuple[str, dic
     shown: list[tuple[str, dict[str, Any]]] = []
     for o in offered:
         if o.tool.example is not None:
-            question, arguments = o.tool.example
-            shown.append((question, {"step": o.tool.name, "arguments": arguments}))
+            asked, arguments = o.tool.example
+            shown.append((asked, {"step": o.tool.name, "arguments": arguments}))
         if o.tool.name == "kb_search":
             # A second search example: policy questions are the commonest, and without it a
-            # small model reads "what is our policy" as a reason to ask back.
-            shown.append(
-                (
-                    "What is our policy on refunds for annual plans?",
-                    {"step": "kb_search", "arguments": {"query": "refunds for annual plans"}},
-                )
-            )
+            # small model reads "what is our policy" as a reason to ask back. Its query is the
+            # question itself: a small model copies an example's arguments, so the example
+            # shows copying the question, which searches well.
+            policy = "What is our policy on refunds for annual plans?"
+            shown.append((policy, {"step": "kb_search", "arguments": {"query": policy}}))
     if question:
         shown.sort(key=lambda example: coverage(question, [example[0]]))
     return shown
@@ -285,14 +297,12 @@ async def choose_structured(
     messages = structured_messages(prompt, offered, exchanges)
     decision = Decision(ANSWER)
     for attempt in (1, 2):
+        counted = usage.input_tokens + usage.output_tokens
         raw = await complete_json(
             endpoint, text=text, messages=messages, schema=schema, usage=usage
         )
-        if endpoint.style == "completion":
-            # A completion server reports no usage on this path: count what was sent and read.
-            usage.input_tokens += estimate_tokens(text)
-            usage.output_tokens += estimate_tokens(raw)
-            usage.estimated = True
+        if usage.input_tokens + usage.output_tokens == counted:
+            _estimate(usage, text, raw)
         decision = parse_structured(raw.strip(), offered)
         decision.attempts = attempt
         if not decision.problem:

@@ -35,9 +35,10 @@ from chatbot.agent.grounding import (
 from chatbot.agent.tools import ToolContext, ToolFailed, ToolResult
 from chatbot.agent.tools.access import Allowed, tool_refusal, tools_allowed
 from chatbot.agent.tools.base import compact_json
+from chatbot.llm.pricing import usage_cost
 from chatbot.llm.router import Route, route_choose
 from chatbot.llm.tools import Exchange, ToolCall
-from chatbot.llm.types import Prompt, Usage
+from chatbot.llm.types import EndpointConfig, Prompt, Usage
 from chatbot.models import AssistantSettings
 from chatbot.retrieval.search import SearchHit
 from chatbot.telemetry.tracing import SpanRecord, Tracer
@@ -142,7 +143,9 @@ async def agent_steps(
     endpoint = plan.route.endpoint
     for number in range(1, plan.max_steps + 1):
         with tracer.span("agent", "choose", step=number, way=endpoint.tool_calling) as span:
+            before = Usage(steps.usage.input_tokens, steps.usage.output_tokens)
             decision = await choose_step(endpoint, prompt, offered, steps.exchanges, steps.usage)
+            _span_usage(span, endpoint, before, steps.usage)
             span.attributes.update(
                 action=decision.action, arguments=decision.arguments, attempts=decision.attempts
             )
@@ -158,6 +161,18 @@ async def agent_steps(
             return AgentEnd("hand_over", text=reason), steps.usage
         await _call(steps, decision, number)
     return _gathered(steps, prompt), steps.usage
+
+
+def _span_usage(span: SpanRecord, endpoint: EndpointConfig, before: Usage, after: Usage) -> None:
+    """The tokens and cost of this one choice, so the trace adds up to the turn."""
+    spent = Usage(
+        after.input_tokens - before.input_tokens,
+        after.output_tokens - before.output_tokens,
+        after.estimated,
+    )
+    span.tokens_in, span.tokens_out = spent.input_tokens, spent.output_tokens
+    span.cost = usage_cost(endpoint, spent)
+    span.attributes["tokens_estimated"] = spent.estimated
 
 
 def _call_id(decision: Decision, number: int) -> str:

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from chatbot.agent.passthrough import PassOutcome, turn_passthrough
 from chatbot.agent.turn import turn_run
 from chatbot.api import selectors as api_selectors
 from chatbot.api.auth import OPENAI_AUTH, caller, credentials_sent
@@ -34,13 +35,16 @@ from chatbot.api.openai_schemas import (
     chunk_body,
     completion_body,
     error_body,
+    passthrough_body,
     prompt_from,
+    tool_calls_body,
     usage_body,
+    wire_messages_from,
 )
 from chatbot.api.schemas import requested_model
 from chatbot.api.streaming import Crashed, Piece, emit_nothing, sse_data, sse_response, turn_events
 from chatbot.chat import services
-from chatbot.llm.router import route_choose
+from chatbot.llm.router import Route, route_choose
 from chatbot.llm.types import NoModelAvailable, Overrides, Prompt
 from chatbot.models import Conversation, Turn
 
@@ -128,21 +132,45 @@ def models_list(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-def _turn_start(user: User, prompt: Prompt, requested: str | None) -> tuple[Turn, str]:
-    """Check the model, then save the question before the model is called. Returns the turn and
-    the name of the endpoint the router chose (for the stream's chunks)."""
-    services.message_validate(prompt.question)
+def _route(requested: str | None) -> Route:
     try:
-        route = route_choose(requested=requested)
+        return route_choose(requested=requested)
     except NoModelAvailable as exc:
         if requested:
             raise OpenAIError(
                 404, exc.user_message, "invalid_request_error", "model_not_found"
             ) from exc
         raise OpenAIError(503, exc.user_message, "server_error", "no_model_available") from exc
+
+
+def _turn_save(user: User, question: str) -> Turn:
     conversation = services.conversation_create(owner=user, channel=Conversation.Channel.API)
-    turn = services.turn_create(conversation=conversation, user_text=prompt.question)
-    return turn, route.endpoint.name
+    return services.turn_create(conversation=conversation, user_text=question)
+
+
+def _turn_start(user: User, prompt: Prompt, requested: str | None) -> tuple[Turn, str]:
+    """Check the model, then save the question before the model is called. Returns the turn and
+    the name of the endpoint the router chose (for the stream's chunks)."""
+    services.message_validate(prompt.question)
+    route = _route(requested)
+    return _turn_save(user, prompt.question), route.endpoint.name
+
+
+def _tools_turn_start(user: User, question: str, requested: str | None) -> tuple[Turn, Route]:
+    """As `_turn_start`, for a caller's own tools: only a model that calls tools natively can
+    take them."""
+    services.message_validate(question)
+    route = _route(requested)
+    if route.endpoint.tool_calling != "native":
+        raise OpenAIError(
+            400,
+            f"The model '{route.endpoint.name}' cannot call your tools (its tool calling is "
+            f"'{route.endpoint.tool_calling}', not native). Ask for a model that calls tools "
+            "natively, or send no tools to use ours.",
+            "invalid_request_error",
+            "model_cannot_call_tools",
+        )
+    return _turn_save(user, question), route
 
 
 async def _chunks(
@@ -176,16 +204,65 @@ async def _chunks(
     yield sse_data("[DONE]")
 
 
+async def _passthrough_chunks(outcome: PassOutcome, include_usage: bool) -> AsyncIterator[str]:
+    """A passed-through reply as a stream: it is complete before the first chunk (tool calls are
+    only usable whole), then sent in OpenAI's chunk shape."""
+    turn_id, model, created = outcome.turn_id, outcome.endpoint_name, int(time.time())
+    if outcome.status != Turn.Status.DONE:
+        yield sse_data(error_body(outcome.error, "server_error", "model_error"))
+        return
+    yield sse_data(chunk_body(turn_id, model, created, delta={"role": "assistant", "content": ""}))
+    if outcome.text:
+        yield sse_data(chunk_body(turn_id, model, created, delta={"content": outcome.text}))
+    if outcome.calls:
+        calls = [{"index": n, **call} for n, call in enumerate(tool_calls_body(outcome.calls))]
+        yield sse_data(chunk_body(turn_id, model, created, delta={"tool_calls": calls}))
+    finish = "tool_calls" if outcome.calls else "stop"
+    yield sse_data(chunk_body(turn_id, model, created, delta={}, finish_reason=finish))
+    if include_usage:
+        usage = passthrough_body(outcome)["usage"]
+        yield sse_data(chunk_body(turn_id, model, created, usage=usage))
+    yield sse_data("[DONE]")
+
+
+async def _with_callers_tools(
+    request: HttpRequest, payload: ChatCompletionIn, overrides: Overrides
+) -> HttpResponse | StreamingHttpResponse | dict[str, Any]:
+    messages, question = wire_messages_from(payload.messages)
+    requested = requested_model(payload.model)
+    turn, route = await sync_to_async(_tools_turn_start)(caller(request), question, requested)
+    outcome = await turn_passthrough(
+        turn_id=turn.pk,
+        route=route,
+        messages=messages,
+        tools=[tool.model_dump() for tool in payload.tools or []],
+        tool_choice=payload.tool_choice,
+        overrides=overrides,
+    )
+    if payload.stream:
+        include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
+        return sse_response(_passthrough_chunks(outcome, include_usage))
+    if outcome.status != Turn.Status.DONE:
+        return _error(502, outcome.error, "server_error", "model_error")
+    return passthrough_body(outcome)
+
+
 @openai_api.post("/chat/completions", summary="Create a chat completion")
 async def chat_completions(
     request: HttpRequest, payload: ChatCompletionIn
 ) -> HttpResponse | StreamingHttpResponse | dict[str, Any]:
     """`max_tokens` (or `max_completion_tokens`) may lower the catalogue's output limit, never raise
-    it; `temperature` applies as given."""
+    it; `temperature` applies as given. With `tools`, the caller's tools are passed through to a
+    model that calls tools natively and its tool calls come back; without, our own agent answers
+    (its own tools included)."""
     overrides = Overrides(
         max_tokens=payload.max_completion_tokens or payload.max_tokens,
         temperature=payload.temperature,
     )
+    if payload.tools:
+        return await _with_callers_tools(request, payload, overrides)
+    if payload.tool_choice is not None:
+        raise services.InvalidInput("'tool_choice' needs 'tools': send the tools to choose from.")
     prompt = prompt_from(payload.messages)
     requested = requested_model(payload.model)
     turn, model = await sync_to_async(_turn_start)(caller(request), prompt, requested)

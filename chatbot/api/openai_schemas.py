@@ -6,14 +6,17 @@ clients that send vendor options keep working.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from django.conf import settings
 from ninja import Field, Schema
 
+from chatbot.agent.passthrough import PassOutcome
 from chatbot.agent.turn import TurnOutcome
 from chatbot.chat.services import InvalidInput
+from chatbot.llm.tools import ToolCall, WireMessage
 from chatbot.llm.types import Message, Prompt, Role
 
 # "developer" is what newer OpenAI clients call the system message.
@@ -30,9 +33,34 @@ class ContentPart(Schema):
     text: str | None = None
 
 
+class FunctionCallIn(Schema):
+    name: str
+    arguments: str = Field("{}", description="The arguments as a JSON text, as OpenAI sends them.")
+
+
+class ToolCallIn(Schema):
+    id: str = Field(..., max_length=200)
+    type: str = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(Schema):
     role: str
     content: str | list[ContentPart] | None = None
+    # An assistant's earlier calls of the caller's tools, and a tool message's answer to one.
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = Field(None, max_length=200)
+
+
+class FunctionIn(Schema):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = Field("", max_length=4000)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolIn(Schema):
+    type: str = Field("function", pattern="^function$")
+    function: FunctionIn
 
 
 class StreamOptions(Schema):
@@ -50,6 +78,16 @@ class ChatCompletionIn(Schema):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
+    tools: list[ToolIn] | None = Field(
+        None,
+        max_length=64,
+        description="Your own tools: passed through to a model whose tool calling is native; "
+        "the reply carries its tool calls for you to run. Without tools, our own are used.",
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description='"auto", "none", "required", or {"type": "function", ...}.'
+    )
+    parallel_tool_calls: bool | None = None
 
 
 def _text(index: int, message: ChatMessageIn) -> str:
@@ -134,7 +172,7 @@ def chunk_body(
     model: str,
     created: int,
     *,
-    delta: dict[str, str] | None = None,
+    delta: dict[str, Any] | None = None,
     finish_reason: str | None = None,
     usage: dict[str, int] | None = None,
 ) -> dict[str, Any]:
@@ -156,3 +194,84 @@ def error_body(
     message: str, type_: str, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+TOOL_ROLES = {**ROLES, "tool": "tool"}
+
+
+def _tool_calls(index: int, message: ChatMessageIn) -> tuple[ToolCall, ...]:
+    calls = []
+    for call in message.tool_calls or []:
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise InvalidInput(
+                f"messages[{index}]: the arguments of tool call '{call.id}' must be a JSON object."
+            )
+        calls.append(ToolCall(id=call.id, name=call.function.name, arguments=arguments))
+    return tuple(calls)
+
+
+def wire_messages_from(messages: list[ChatMessageIn]) -> tuple[list[WireMessage], str]:
+    """A caller's tool-using conversation as it goes to the model, and the question to record
+    (its last user message). Checked as `prompt_from` checks a plain one."""
+    prompt_from([m for m in messages if m.role != "tool"] or messages)
+    converted: list[WireMessage] = []
+    for index, message in enumerate(messages):
+        role = TOOL_ROLES.get(message.role)
+        if role is None:
+            raise InvalidInput(
+                f"messages[{index}]: the role '{message.role}' is not supported; "
+                "use system, user, assistant or tool."
+            )
+        if role == "tool" and not message.tool_call_id:
+            raise InvalidInput(f"messages[{index}]: a tool message needs its 'tool_call_id'.")
+        converted.append(
+            WireMessage(
+                role=role,
+                content=_text(index, message),
+                tool_calls=_tool_calls(index, message) if role == "assistant" else (),
+                tool_call_id=message.tool_call_id or "",
+            )
+        )
+    question = next(m.content for m in reversed(converted) if m.role == "user")
+    return converted, question
+
+
+def tool_calls_body(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+        }
+        for call in calls
+    ]
+
+
+def passthrough_body(outcome: PassOutcome) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": outcome.text or None}
+    if outcome.calls:
+        message["tool_calls"] = tool_calls_body(outcome.calls)
+    usage = outcome.usage
+    return {
+        "id": completion_id(outcome.turn_id),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": outcome.endpoint_name,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if outcome.calls else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": usage.input_tokens,
+            "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.input_tokens + usage.output_tokens,
+        },
+    }

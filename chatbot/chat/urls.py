@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chatbot.chat import views
+from chatbot.chat import extract_views, views
 
 app_name = "chat"
 urlpatterns = [
@@ -11,4 +11,7 @@ urlpatterns = [
     path("turns/<int:turn_id>/feedback/", views.feedback, name="feedback"),
     path("turns/<int:turn_id>/escalate/", views.escalate, name="escalate"),
     path("turns/<int:turn_id>/sources/", views.sources, name="sources"),
+    path("extract/", extract_views.extract_index, name="extract"),
+    path("extract/<int:run_id>/", extract_views.extract_run, name="extract_run"),
+    path("extract/<int:run_id>/csv/", extract_views.extract_csv, name="extract_csv"),
 ]

@@ -26,6 +26,15 @@ ROLE_CHOICES = [(name, name.capitalize()) for name in roles.ROLE_PERMISSIONS]
 TIMEOUT_RANGE = (0.5, 120.0)
 
 
+class PrettyJSONField(forms.JSONField):
+    """Shown indented: an admin edits nested settings (templates, endpoints) by hand."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2)
+
+
 class ToolSettingForm(forms.Form):
     enabled = forms.BooleanField(required=False, label="The agent may call this tool")
     roles = forms.MultipleChoiceField(
@@ -41,9 +50,9 @@ class ToolSettingForm(forms.Form):
         label="Timeout (seconds)",
         help_text="A call that takes longer is stopped and the person is told.",
     )
-    options = forms.JSONField(
+    options = PrettyJSONField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false"}),
+        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false", "class": "code"}),
         help_text="This tool's own settings as a JSON object.",
     )
 

@@ -6,6 +6,8 @@ completion style), so the streaming code below has a single path.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -94,9 +96,27 @@ PROVIDERS: dict[str, ProviderBuilder] = {
 }
 
 # Keyed by the fields that shape the client: an edited endpoint gets a fresh one, an unchanged one reuses its
-# connection pool, which saves a TCP and TLS handshake on every turn.
-_cache: dict[tuple[object, ...], LangchainModel] = {}
+# connection pool, which saves a TCP and TLS handshake on every turn. Kept per event loop: an async
+# client's pool belongs to the loop it first ran on, and sync callers (Celery tasks through
+# async_to_sync) get a new loop per call, on which a cached client fails with "Event loop is
+# closed". Under daphne there is one loop, so one cache.
+_caches: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[object, ...], LangchainModel]
+]
+_caches = weakref.WeakKeyDictionary()
+_no_loop_cache: dict[tuple[object, ...], LangchainModel] = {}
 _CACHE_LIMIT = 64
+
+
+def _cache() -> dict[tuple[object, ...], LangchainModel]:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _no_loop_cache
+    cache = _caches.get(loop)
+    if cache is None:
+        cache = _caches[loop] = {}
+    return cache
 
 
 def model_for(endpoint: EndpointConfig) -> LangchainModel:
@@ -118,9 +138,10 @@ def model_for(endpoint: EndpointConfig) -> LangchainModel:
         endpoint.style,
         endpoint.api_key_name,
     )
-    model = _cache.get(key)
+    cache = _cache()
+    model = cache.get(key)
     if model is None:
-        if len(_cache) >= _CACHE_LIMIT:
-            _cache.clear()
-        model = _cache[key] = builder(endpoint)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        model = cache[key] = builder(endpoint)
     return model

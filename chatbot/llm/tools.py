@@ -187,3 +187,72 @@ async def complete_json(
         raise
     except Exception as exc:
         raise _error_for(endpoint, exc) from exc
+
+
+@dataclass(frozen=True)
+class WireMessage:
+    """A message of a caller's own tool-using conversation (the OpenAI-compatible API): the
+    assistant's earlier tool calls and the caller's tool results travel as they came."""
+
+    role: str  # system, user, assistant or tool
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+
+
+def _wire_messages(messages: list[WireMessage]) -> list[BaseMessage]:
+    from langchain_core.messages import SystemMessage
+
+    converted: list[BaseMessage] = []
+    for m in messages:
+        if m.role == "system":
+            converted.append(SystemMessage(content=m.content))
+        elif m.role == "user":
+            converted.append(HumanMessage(content=m.content))
+        elif m.role == "tool":
+            converted.append(ToolMessage(content=m.content, tool_call_id=m.tool_call_id))
+        else:
+            calls = [{"id": c.id, "name": c.name, "args": c.arguments} for c in m.tool_calls]
+            converted.append(AIMessage(content=m.content, tool_calls=calls))
+    return converted
+
+
+async def call_with_tools(
+    endpoint: EndpointConfig,
+    messages: list[WireMessage],
+    tools: list[dict[str, Any]],
+    *,
+    tool_choice: str | dict[str, Any] | None,
+    usage: Usage,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> NativeChoice:
+    """One call with the caller's own tools bound (OpenAI format, passed on as they are); the
+    model replies with tool calls for the caller to run, or with text."""
+    kwargs: dict[str, Any] = {}
+    if max_tokens is not None:
+        kwargs["max_tokens"] = min(max_tokens, endpoint.max_output_tokens)
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    try:
+        model = model_for(endpoint)
+        if not isinstance(model, BaseChatModel):
+            raise ModelError(
+                f"The model '{endpoint.name}' cannot call tools: it is completion style.",
+                detail="tools need a chat-style endpoint",
+            )
+        # ChatOpenAI also takes {"type": "function", ...} here; the base class types only str.
+        choice: dict[str, Any] = {} if tool_choice is None else {"tool_choice": tool_choice}
+        bound = model.bind_tools(tools, **choice) if tools else model
+        reply = await bound.ainvoke(_wire_messages(messages), **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise _error_for(endpoint, exc) from exc
+    _usage_add(usage, reply)
+    calls = [
+        ToolCall(id=str(c.get("id") or f"call_{n}"), name=c["name"], arguments=dict(c["args"]))
+        for n, c in enumerate(getattr(reply, "tool_calls", None) or [])
+    ]
+    content = reply.content if isinstance(reply.content, str) else ""
+    return NativeChoice(calls=calls, text=content)

@@ -12,6 +12,7 @@ from chatbot.models.datasets import (
     Export,
     RewardModel,
 )
+from chatbot.models.extraction import ExtractionRun
 from chatbot.models.judges import Judge, JudgeScore
 from chatbot.models.knowledge import Chunk, Collection, Document, Posting, Source, TermStat
 from chatbot.models.observability import (
@@ -44,6 +45,7 @@ __all__ = [
     "Experiment",
     "ExperimentResult",
     "Export",
+    "ExtractionRun",
     "Feedback",
     "FlagRule",
     "Judge",

@@ -99,6 +99,9 @@ async def test_it_chooses_by_filling_the_schema(alice, fake_endpoint) -> None:
     chooses = [s for s in spans if s.name == "choose"]
     assert [c.attributes["action"] for c in chooses] == ["draft", "answer"]
     assert all(c.attributes["way"] == "structured" for c in chooses)
+    assert all(c.tokens_in > 0 and c.tokens_out > 0 and c.cost > 0 for c in chooses)
+    turn = await Turn.objects.aget(pk=outcome.turn_id)
+    assert turn.tokens_in == sum(s.tokens_in for s in spans)
 
 
 async def test_it_retries_invalid_output_once_then_answers_as_before(alice, fake_endpoint) -> None:

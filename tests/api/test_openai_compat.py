@@ -338,3 +338,161 @@ async def test_it_answers_503_when_no_model_is_enabled(alice_openai, fake_endpoi
     assert caught.value.status_code == 503
     assert "No model is available" in caught.value.message
     assert not await Turn.objects.aexists()
+
+
+# --- the caller's own tools, passed through -------------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def _tool_model(fake_endpoint, **fields):
+    from chatbot.models import ModelEndpoint
+
+    endpoint = fake_endpoint(
+        ["It is sunny in Oslo."], tool_calling=ModelEndpoint.ToolCalling.NATIVE, **fields
+    )
+    endpoint.options["tool_calls"] = [[{"name": "get_weather", "args": {"city": "Oslo"}}]]
+    endpoint.save()
+    return endpoint
+
+
+async def test_it_passes_the_callers_tools_through_and_back(alice_openai, fake_endpoint) -> None:
+    await sync_to_async(_tool_model)(fake_endpoint)
+    asked = [{"role": "user", "content": "What's the weather in Oslo?"}]
+
+    first = await alice_openai.chat.completions.create(
+        model="default", messages=asked, tools=[WEATHER], tool_choice="auto"
+    )
+
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert call.function.arguments == '{"city": "Oslo"}'
+    turn = await Turn.objects.aget(pk=int(first.id.removeprefix("chatcmpl-")))
+    assert turn.status == Turn.Status.DONE and turn.user_text == asked[0]["content"]
+    assert turn.answer == '[tool call] get_weather({"city": "Oslo"})'
+    llm = await Span.objects.aget(turn=turn, kind="llm")
+    assert llm.attributes["tool_names"] == ["get_weather"]
+    assert llm.attributes["tool_calls"][0]["arguments"] == {"city": "Oslo"}
+    assert not await Span.objects.filter(turn=turn, kind__in=["tool", "retrieval"]).aexists()
+
+    second = await alice_openai.chat.completions.create(
+        model="default",
+        messages=[
+            *asked,
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear", "c": 21}'},
+        ],
+        tools=[WEATHER],
+    )
+
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content == "It is sunny in Oslo."
+
+
+async def test_it_streams_the_callers_tool_calls(alice_openai, fake_endpoint) -> None:
+    await sync_to_async(_tool_model)(fake_endpoint)
+
+    stream = await alice_openai.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=[WEATHER],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+
+    calls = [
+        c for chunk in chunks for choice in chunk.choices for c in choice.delta.tool_calls or []
+    ]
+    assert [(c.index, c.function and c.function.name) for c in calls] == [(0, "get_weather")]
+    finishes = [choice.finish_reason for chunk in chunks for choice in chunk.choices]
+    assert finishes[-1] == "tool_calls"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+
+
+async def test_it_refuses_tools_for_a_model_that_cannot_call_them(
+    alice_openai, fake_endpoint
+) -> None:
+    await sync_to_async(fake_endpoint)()  # structured choice, not native
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await alice_openai.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": "Weather?"}],
+            tools=[WEATHER],
+        )
+
+    assert caught.value.code == "model_cannot_call_tools"
+    assert "cannot call your tools" in caught.value.message
+    assert not await Turn.objects.aexists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"tool_choice": "auto"}, "'tool_choice' needs 'tools'"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "bad name!"}}]},
+            "tools.0.function.name",
+        ),
+        (
+            {
+                "tools": [WEATHER],
+                "messages": [
+                    {"role": "user", "content": "Hi"},
+                    {"role": "tool", "content": "42"},
+                ],
+            },
+            "a tool message needs its 'tool_call_id'",
+        ),
+    ],
+    ids=["choice-without-tools", "bad-name", "tool-without-id"],
+)
+async def test_it_explains_bad_tool_requests(extra, words, alice_openai, fake_endpoint) -> None:
+    await sync_to_async(_tool_model)(fake_endpoint)
+    request = {"model": "default", "messages": [{"role": "user", "content": "Hi"}], **extra}
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await alice_openai.chat.completions.create(**request)
+
+    assert words in caught.value.message
+    assert not await Turn.objects.aexists()
+
+
+async def test_it_uses_our_own_tools_when_the_caller_sends_none(
+    alice_openai, fake_endpoint
+) -> None:
+    from chatbot.agent.tools.access import tools_ensure
+    from chatbot.models import ModelEndpoint, ToolSetting
+
+    def setup() -> None:
+        tools_ensure()
+        ToolSetting.objects.filter(name="draft").update(enabled=True, roles=["agent"])
+        endpoint = fake_endpoint(["Drafted [1]."], tool_calling=ModelEndpoint.ToolCalling.NATIVE)
+        args = {"template": "password_reply", "fields": {"name": "Ola"}}
+        endpoint.options["tool_calls"] = [[{"name": "draft", "args": args}]]
+        endpoint.save()
+
+    await sync_to_async(setup)()
+
+    completion = await alice_openai.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Draft a password reply to Ola"}]
+    )
+
+    assert completion.choices[0].message.content == "Drafted [1]."
+    assert completion.choices[0].finish_reason == "stop"
+    turn = await Turn.objects.aget(pk=int(completion.id.removeprefix("chatcmpl-")))
+    assert await Span.objects.filter(turn=turn, kind="tool", name="draft").aexists()

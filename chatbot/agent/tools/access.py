@@ -13,7 +13,7 @@ from chatbot.models import ToolSetting
 
 # Enabled for the demo (`bootstrap --demo`): alice can ask for numbers and classify tickets out
 # of the box. kb_search is always on: it is the search every turn already does.
-DEMO_ENABLED = ("kb_search", "sql", "classify")
+DEMO_ENABLED = ("kb_search", "sql", "classify", "extract")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,11 @@ class KbSearch(Tool):
         "additionalProperties": False,
     }
     default_timeout_s = 10.0
-    example = ("How do I reset a customer's password?", {"query": "reset a customer's password"})
+    # The query is the question as asked: what a small model copies from here searches well.
+    example = (
+        "How do I reset a customer's password?",
+        {"query": "How do I reset a customer's password?"},
+    )
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         query = str(arguments["query"]).strip()
