@@ -156,3 +156,20 @@ async def test_it_answers_a_number_with_the_sql_tool_on_the_bundled_model(
     assert "25" in outcome.answer
     chooses = [s.attributes async for s in Span.objects.filter(turn_id=turn.pk, name="choose")]
     assert chooses[0]["way"] == "structured" and chooses[0]["action"] == "sql"
+
+
+def test_it_answers_every_call_from_sync_code(local_model_url: str) -> None:
+    """A Celery task calls the model through async_to_sync, a new event loop each time: the
+    second call must not reuse the first call's client (it failed with "Event loop is closed"
+    against this server before the registry kept clients per loop)."""
+    from asgiref.sync import async_to_sync
+
+    endpoint = EndpointConfig.from_model(_endpoint(local_model_url))
+
+    async def ask() -> str:
+        prompt = Prompt((Message("user", QUESTION),))
+        return "".join([t async for t in astream_text(endpoint, prompt, Usage())])
+
+    answers = [async_to_sync(ask)() for _ in range(2)]
+
+    assert all("30" in answer for answer in answers), answers

@@ -8,18 +8,14 @@ page (a batch of texts in a Celery worker, `chatbot.chat.extraction`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-import threading
-from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 
 from chatbot.agent.tools.base import Tool, ToolContext, ToolFailed, ToolResult, compact_json
 from chatbot.agent.tools.extract_schemas import (
@@ -166,36 +162,6 @@ async def _extract(
     )
 
 
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-def _calls_loop() -> asyncio.AbstractEventLoop:
-    global _loop
-    with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="extract-calls", daemon=True).start()
-        return _loop
-
-
-def run_sync(call: Callable[[], Awaitable[T]]) -> T:
-    """Run a model call from sync code. Inside a turn (a tool runs in asgiref's worker thread)
-    it goes to the turn's event loop. Anywhere else (a Celery worker) it goes to one loop this
-    process keeps: `async_to_sync` would make a new loop per call, and the model clients the
-    registry caches hold connections tied to the loop they were first used on ("Event loop
-    is closed" on every other call, seen with the bundled model)."""
-
-    async def wrapped() -> T:
-        return await call()
-
-    main = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    pid = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None)
-    if main is not None and not main.is_closed() and pid == os.getpid():
-        return async_to_sync(wrapped)()
-    return asyncio.run_coroutine_threadsafe(wrapped(), _calls_loop()).result()
-
-
 def extract_fields(
     *,
     schema_name: str,
@@ -221,7 +187,9 @@ def extract_fields(
         if endpoint is None:
             endpoint = route_choose().endpoint
         chosen = endpoint
-        fields, attempts = run_sync(lambda: _extract(chosen, definition, text, usage))
+        # From a turn's worker thread this runs on the turn's loop; from a Celery task on a loop
+        # of its own (the registry keeps model clients per loop, so neither reuses a dead one).
+        fields, attempts = async_to_sync(_extract)(chosen, definition, text, usage)
     except ModelError as exc:
         raise ToolFailed(exc.user_message, detail=exc.detail) from exc
     finally:

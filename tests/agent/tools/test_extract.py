@@ -4,7 +4,6 @@ fake chat model at the network edge; its `choices` are its structured replies in
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -15,7 +14,7 @@ from django.urls import reverse
 
 from chatbot.agent.tools import TOOLS, ToolContext, ToolFailed
 from chatbot.agent.tools.access import DEMO_ENABLED, tools_ensure
-from chatbot.agent.tools.extract import Extract, extraction_messages, extraction_text, run_sync
+from chatbot.agent.tools.extract import Extract, extraction_messages, extraction_text
 from chatbot.agent.tools.extract_schemas import DEFAULT_SCHEMAS, Definition
 from chatbot.agent.turn import turn_run
 from chatbot.chat import services
@@ -142,15 +141,6 @@ def test_it_shows_the_text_as_delimited_data_after_the_worked_examples() -> None
     assert 'JSON: {"customer_name": "Priya Shah", "email"' in prompt
     assert "Priya Shah" in messages[0].content and "\u2039/text\u203a" in messages[1].content
     assert len(messages) == 2, "the examples are no turns of the model's own"
-
-
-def test_it_makes_model_calls_from_sync_code_on_one_event_loop() -> None:
-    # The registry caches model clients whose connections belong to the loop that first used
-    # them: a fresh loop per call (plain async_to_sync) broke every other call in a worker.
-    async def loop_id() -> int:
-        return id(asyncio.get_running_loop())
-
-    assert run_sync(loop_id) == run_sync(loop_id)
 
 
 def test_it_checks_an_admins_schemas() -> None:
