@@ -199,7 +199,7 @@ async def _chunks(
             else:
                 yield sse_data(chunk_body(turn_id, model, created, delta={}, finish_reason="stop"))
                 if include_usage:
-                    usage = usage_body(event.outcome)
+                    usage = usage_body(event.outcome.usage)
                     yield sse_data(chunk_body(turn_id, model, created, usage=usage))
     yield sse_data("[DONE]")
 
@@ -220,7 +220,7 @@ async def _passthrough_chunks(outcome: PassOutcome, include_usage: bool) -> Asyn
     finish = "tool_calls" if outcome.calls else "stop"
     yield sse_data(chunk_body(turn_id, model, created, delta={}, finish_reason=finish))
     if include_usage:
-        usage = passthrough_body(outcome)["usage"]
+        usage = usage_body(outcome.usage)
         yield sse_data(chunk_body(turn_id, model, created, usage=usage))
     yield sse_data("[DONE]")
 

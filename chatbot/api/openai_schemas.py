@@ -17,7 +17,7 @@ from chatbot.agent.passthrough import PassOutcome
 from chatbot.agent.turn import TurnOutcome
 from chatbot.chat.services import InvalidInput
 from chatbot.llm.tools import ToolCall, WireMessage
-from chatbot.llm.types import Message, Prompt, Role
+from chatbot.llm.types import Message, Prompt, Role, Usage
 
 # "developer" is what newer OpenAI clients call the system message.
 ROLES: dict[str, Role] = {
@@ -140,8 +140,8 @@ def completion_id(turn_id: int) -> str:
     return f"chatcmpl-{turn_id}"
 
 
-def usage_body(outcome: TurnOutcome) -> dict[str, int]:
-    prompt, completion = outcome.usage.input_tokens, outcome.usage.output_tokens
+def usage_body(usage: Usage) -> dict[str, int]:
+    prompt, completion = usage.input_tokens, usage.output_tokens
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -149,22 +149,22 @@ def usage_body(outcome: TurnOutcome) -> dict[str, int]:
     }
 
 
-def completion_body(outcome: TurnOutcome) -> dict[str, Any]:
+def _completion(
+    turn_id: int, model: str, message: dict[str, Any], finish: str, usage: Usage
+) -> dict[str, Any]:
     return {
-        "id": completion_id(outcome.turn_id),
+        "id": completion_id(turn_id),
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": outcome.endpoint_name,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": outcome.answer},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": usage_body(outcome),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": usage_body(usage),
     }
+
+
+def completion_body(outcome: TurnOutcome) -> dict[str, Any]:
+    message = {"role": "assistant", "content": outcome.answer}
+    return _completion(outcome.turn_id, outcome.endpoint_name, message, "stop", outcome.usage)
 
 
 def chunk_body(
@@ -255,23 +255,5 @@ def passthrough_body(outcome: PassOutcome) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": outcome.text or None}
     if outcome.calls:
         message["tool_calls"] = tool_calls_body(outcome.calls)
-    usage = outcome.usage
-    return {
-        "id": completion_id(outcome.turn_id),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": outcome.endpoint_name,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": "tool_calls" if outcome.calls else "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": usage.input_tokens,
-            "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.input_tokens + usage.output_tokens,
-        },
-    }
+    finish = "tool_calls" if outcome.calls else "stop"
+    return _completion(outcome.turn_id, outcome.endpoint_name, message, finish, outcome.usage)

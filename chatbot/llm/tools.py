@@ -73,6 +73,16 @@ def _usage_add(usage: Usage, message: object) -> None:
         usage.output_tokens += int(meta.get("output_tokens", 0))
 
 
+def _choice_of(reply: BaseMessage) -> NativeChoice:
+    """A model's reply as our own type: its tool calls, or its text."""
+    calls = [
+        ToolCall(id=str(c.get("id") or f"call_{n}"), name=c["name"], arguments=dict(c["args"]))
+        for n, c in enumerate(getattr(reply, "tool_calls", None) or [])
+    ]
+    content = reply.content if isinstance(reply.content, str) else ""
+    return NativeChoice(calls=calls, text=content)
+
+
 def _native_messages(prompt: Prompt, exchanges: list[Exchange]) -> list[BaseMessage]:
     messages = to_langchain(prompt)
     for exchange in exchanges:
@@ -109,12 +119,7 @@ async def choose_native(
     except Exception as exc:
         raise _error_for(endpoint, exc) from exc
     _usage_add(usage, reply)
-    calls = [
-        ToolCall(id=str(c.get("id") or f"call_{n}"), name=c["name"], arguments=dict(c["args"]))
-        for n, c in enumerate(getattr(reply, "tool_calls", None) or [])
-    ]
-    content = reply.content if isinstance(reply.content, str) else ""
-    return NativeChoice(calls=calls, text=content)
+    return _choice_of(reply)
 
 
 def _without_lengths(value: Any) -> Any:
@@ -250,9 +255,4 @@ async def call_with_tools(
     except Exception as exc:
         raise _error_for(endpoint, exc) from exc
     _usage_add(usage, reply)
-    calls = [
-        ToolCall(id=str(c.get("id") or f"call_{n}"), name=c["name"], arguments=dict(c["args"]))
-        for n, c in enumerate(getattr(reply, "tool_calls", None) or [])
-    ]
-    content = reply.content if isinstance(reply.content, str) else ""
-    return NativeChoice(calls=calls, text=content)
+    return _choice_of(reply)
