@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from chatbot.agent.cache import answer_cache_retire_turns
 from chatbot.models import Feedback, Turn
 
 logger = logging.getLogger(__name__)
@@ -28,9 +29,11 @@ def on_feedback_given(*, turn_id: int, rating: int, **_: object) -> None:
         from evaluation.review.flagging import turn_flag_quietly
 
         turn_flag_quietly(turn_id)
+        answer_cache_retire_turns(turn_ids=[turn_id], reason="thumbed down")
 
 
 def on_escalation_requested(*, turn_id: int, **_: object) -> None:
     from evaluation.review.flagging import turn_flag_quietly
 
     turn_flag_quietly(turn_id)
+    answer_cache_retire_turns(turn_ids=[turn_id], reason="handed to a human")

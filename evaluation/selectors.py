@@ -57,6 +57,30 @@ def turns_unjudged(*, since: datetime, until: datetime, retry_failed: bool) -> Q
     )
 
 
+def turn_judges_verdict(*, turn_id: int) -> bool | None:
+    """Whether the enabled judges passed the turn: True once each has passed it or skipped it
+    (one passing at least), False as soon as one has failed it, None while one is still to
+    judge it (or has only failed to run) or when none scored it. Three queries."""
+    active = list(judges_active().values_list("pk", "name", "version"))
+    scores = dict(
+        JudgeScore.objects.filter(
+            turn_id=turn_id, status=JudgeScore.Status.DONE, judge_id__in=[pk for pk, _, _ in active]
+        ).values_list("judge_id", "passed")
+    )
+    if False in scores.values():
+        return False
+    skipped = {
+        (attributes.get("judge"), attributes.get("version"))
+        for attributes in Span.objects.filter(
+            turn_id=turn_id, kind=Span.Kind.JUDGE, attributes__has_key="skipped"
+        ).values_list("attributes", flat=True)
+    }
+    for pk, name, version in active:
+        if pk not in scores and (name, version) not in skipped:
+            return None
+    return True if scores else None
+
+
 def judges_with_stats(*, since: datetime) -> QuerySet[Judge]:
     """Every judge version with its scores since `since`: `done_count` (scored), `failed_count`
     and `passed_count`."""

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from chatbot.agent.cache import answer_cache_retire_turns, answer_cache_store
 from chatbot.llm.router import route_choose
 from chatbot.llm.types import EndpointConfig, NoModelAvailable
 from chatbot.models import Judge, JudgeScore, ModelEndpoint, Span, Turn
@@ -207,6 +208,17 @@ def _record(
         score.error = error
     score.save()
     return score
+
+
+def turn_judged(*, turn_id: int) -> None:
+    """After each judge's run on a turn: once every enabled judge has passed it, its answer may
+    serve the same question again (the answer cache decides whether the turn qualifies); an
+    answer from the cache that a judge fails takes its entry out."""
+    verdict = selectors.turn_judges_verdict(turn_id=turn_id)
+    if verdict is True:
+        answer_cache_store(turn_id=turn_id)
+    elif verdict is False:
+        answer_cache_retire_turns(turn_ids=[turn_id], reason="a judge failed the answer")
 
 
 # --- judging turns again -------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def judge_run_task(turn_id: int, judge_id: int) -> str:
     score = services.judge_run(turn_id=turn_id, judge_id=judge_id)
     if score is not None and score.passed is False:
         turn_flag_quietly(turn_id)
+    services.turn_judged(turn_id=turn_id)
     return "skipped" if score is None else score.status
 
 

@@ -59,6 +59,12 @@ def derive(t: dict[str, Any]) -> dict[str, Any]:
         "escalation_rate": _rate(t["escalations"], turns),
         "no_answer_rate": _rate(t["no_answer"], turns),
         "task_success": _rate(t["succeeded"], turns),
+        # Of the turns that could use the answer cache (plain pipeline, first question).
+        "cache_lookups": t["cache_lookups"],
+        "cache_hits": t["cache_hits"],
+        "cache_hit_rate": _rate(t["cache_hits"], t["cache_lookups"]),
+        "saved_tokens": t["saved_tokens"],
+        "saved_cost": Decimal(t["saved_cost"] or 0),
     }
 
 
@@ -200,7 +206,8 @@ CSV_COLUMNS = (
     "tokens_in", "tokens_out", "cost", "judged", "judge_pass_rate", "thumbs_up", "thumbs_down",
     "thumbs_up_rate", "reviews", "review_grade", "toxicity_flagged", "pii_flagged",
     "flagged_share", "escalations", "escalation_rate",
-    "no_answer_rate", "task_success",
+    "no_answer_rate", "task_success", "cache_lookups", "cache_hits", "cache_hit_rate",
+    "saved_tokens", "saved_cost",
 )  # fmt: skip
 
 

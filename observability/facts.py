@@ -1,7 +1,8 @@
 """The per-turn facts the dashboard counts, as one SQL statement, and the latency histogram.
 
 For each finished production turn (replays and unfinished turns never count): status, tokens,
-cost, latency buckets, thumbs, escalation, judge flags, reviews, the review flag,
+cost, latency buckets, thumbs, escalation, judge flags, reviews, the review flag, the answer
+cache's lookups, hits and savings,
 the asker's team and the collection of the answer's top source. `observability.rollups` sums
 these per hour into `TurnRollup` rows, and per day / model / group straight from the raw tables.
 """
@@ -59,6 +60,10 @@ SUMS: dict[str, str] = {
     "reviews": "coalesce(sum(f.reviews), 0)::bigint",
     "review_grade_sum": "coalesce(sum(f.grades), 0)::bigint",
     "flagged": "count(*) FILTER (WHERE f.flagged)",
+    "cache_lookups": "count(*) FILTER (WHERE f.cache_result <> '')",
+    "cache_hits": "count(*) FILTER (WHERE f.cache_result IN ('exact', 'semantic'))",
+    "saved_tokens": "coalesce(sum(f.saved_tokens), 0)::bigint",
+    "saved_cost": "coalesce(sum(f.saved_cost), 0)",
 }
 HISTOGRAMS = ("ttft_hist", "total_hist")
 KEYS = ("endpoint_id", "route", "channel", "group_id", "collection_id")
@@ -88,7 +93,7 @@ def facts_sql(where: str, *, by_ids: bool = False) -> str:
     return f"""
 WITH base AS (
     SELECT t.id, t.created_at, t.endpoint_id, c.channel, c.owner_id, t.status, t.no_answer,
-           t.tokens_in, t.tokens_out, t.cost,
+           t.tokens_in, t.tokens_out, t.cost, t.cache_result, t.saved_tokens, t.saved_cost,
            left(regexp_replace(t.route_reason, '\\s*\\(.*$', ''), 120) AS route,
            CASE WHEN t.status = '{done}' THEN t.ttft_ms END AS ttft,
            CASE WHEN t.status = '{done}' THEN t.total_ms END AS total

@@ -231,7 +231,7 @@ FROM f WHERE {where}
 
 # What the per-model and per-group breakdowns show; only these are summed for them.
 BREAKDOWN_SUMS = ("turns", "tokens_in", "tokens_out", "cost")
-_FLOAT_SUMS = {"cost", "ttft_sum_ms", "total_sum_ms"}
+_FLOAT_SUMS = {"cost", "saved_cost", "ttft_sum_ms", "total_sum_ms"}
 
 
 def rollup_all(filters: Filters) -> dict[str, dict[Any, dict[str, Any]]]:

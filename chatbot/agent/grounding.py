@@ -52,6 +52,9 @@ class Grounding:
     no_answer_message: str = ""
     reason: str = ""
     kb_versions: dict[str, int] = field(default_factory=dict)
+    # The best similarity retrieval found (the routing rules' retrieval confidence); None when
+    # no retrieval ran.
+    top_similarity: float | None = None
 
     @property
     def used(self) -> bool:
@@ -65,6 +68,7 @@ def ground(
     tracer: Tracer,
     config: AssistantSettings | None = None,
     collection_ids: list[int] | None = None,
+    query_vector: list[float] | None = None,
 ) -> Grounding:
     """Retrieve for `question` as the person `user()` loads (only when grounding is on) and
     decide: numbered context, or "I don't know".
@@ -72,6 +76,7 @@ def ground(
     `config` replaces the saved settings for this call only: offline runs (experiments,
     eval_answers) try other settings beside production chat without saving them.
     `collection_ids` narrows retrieval to those collections (never widens what `user` sees).
+    `query_vector`: the question already embedded (by the answer cache's lookup).
     """
     config = config or assistant_settings()
     if config.grounding == AssistantSettings.Grounding.OFF:
@@ -85,7 +90,11 @@ def ground(
         min_coverage=config.min_coverage,
     ) as span:
         result = hybrid_search(
-            user=reader, query=question, k=config.retrieval_k, collection_ids=collection_ids
+            user=reader,
+            query=question,
+            k=config.retrieval_k,
+            collection_ids=collection_ids,
+            query_vector=query_vector,
         )
         relevant = [
             hit
@@ -118,7 +127,9 @@ def ground(
             sql_ms=round(result.sql_ms, 2),
             kb_versions=versions,
         )
-    grounding = Grounding(mode=config.grounding, hits=relevant, kb_versions=versions)
+    grounding = Grounding(
+        mode=config.grounding, hits=relevant, kb_versions=versions, top_similarity=top
+    )
     judged = "" if answerable is None else f", answerable {answerable:.2f}"
     if relevant:
         grounding.reason = (

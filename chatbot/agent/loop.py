@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -32,11 +33,12 @@ from chatbot.agent.grounding import (
     source_block,
     sources_prompt,
 )
+from chatbot.agent.routing import Routing, route_step, route_traced, routing_load, sent_texts
 from chatbot.agent.tools import ToolContext, ToolFailed, ToolResult
 from chatbot.agent.tools.access import Allowed, tool_refusal, tools_allowed
 from chatbot.agent.tools.base import compact_json
 from chatbot.llm.pricing import usage_cost
-from chatbot.llm.router import Route, route_choose
+from chatbot.llm.router import Route
 from chatbot.llm.tools import Exchange, ToolCall
 from chatbot.llm.types import EndpointConfig, Prompt, Usage
 from chatbot.models import AssistantSettings
@@ -75,6 +77,8 @@ class Plan:
     config: AssistantSettings
     # What the model is offered, described now (a description may read the database).
     offered: list[Offered] = field(default_factory=list)
+    # The routing rules, read once; each step is routed by them (`_step_route`).
+    routing: Routing | None = None
 
 
 def agent_plan(turn_id: int, requested_model: str | None) -> Plan | None:
@@ -86,13 +90,20 @@ def agent_plan(turn_id: int, requested_model: str | None) -> Plan | None:
         allowed.pop("kb_search", None)
     if not set(allowed) - {"kb_search"}:
         return None
-    route = route_choose(requested=requested_model)
+    routing = routing_load(user=user, requested=requested_model)
+    route = routing.baseline()
     if route.endpoint.tool_calling == "none":
         return None
     steps = max(1, min(MAX_STEPS_LIMIT, config.max_steps))
     offered = [Offered(a.tool, a.tool.describe(a.options)) for a in allowed.values()]
     return Plan(
-        user=user, allowed=allowed, route=route, max_steps=steps, config=config, offered=offered
+        user=user,
+        allowed=allowed,
+        route=route,
+        max_steps=steps,
+        config=config,
+        offered=offered,
+        routing=routing,
     )
 
 
@@ -116,6 +127,10 @@ class AgentEnd:
     prompt: Prompt | None = None
     grounding: Grounding | None = None
     called: list[Called] = field(default_factory=list)
+    # The route of the last step (the answer's own for "answer"); None before any step was routed.
+    route: Route | None = None
+    # What the step choices cost, each at its own model's prices.
+    cost: Decimal = Decimal(0)
 
 
 @dataclass
@@ -128,6 +143,8 @@ class _Steps:
     exchanges: list[Exchange] = field(default_factory=list)
     called: list[Called] = field(default_factory=list)
     searched: list[ToolResult] = field(default_factory=list)
+    route: Route | None = None
+    cost: Decimal = Decimal(0)
 
     async def emit(self, event: StepEvent) -> None:
         if self.on_step is not None:
@@ -140,12 +157,20 @@ async def agent_steps(
     """Run the steps; returns how they ended and what the choices cost."""
     steps = _Steps(plan=plan, tracer=tracer, turn_id=turn_id, on_step=on_step)
     offered = plan.offered
-    endpoint = plan.route.endpoint
     for number in range(1, plan.max_steps + 1):
-        with tracer.span("agent", "choose", step=number, way=endpoint.tool_calling) as span:
+        steps.route = _step_route(steps, prompt, "choose")
+        endpoint = steps.route.endpoint
+        if endpoint.tool_calling == "none":
+            # The rules sent this step to a model that cannot choose tools: answer from what was
+            # gathered (nothing yet: the plain pipeline answers).
+            break
+        with tracer.span(
+            "agent", "choose", step=number, way=endpoint.tool_calling, endpoint=endpoint.name
+        ) as span:
             before = Usage(steps.usage.input_tokens, steps.usage.output_tokens)
             decision = await choose_step(endpoint, prompt, offered, steps.exchanges, steps.usage)
             _span_usage(span, endpoint, before, steps.usage)
+            steps.cost += span.cost
             span.attributes.update(
                 action=decision.action, arguments=decision.arguments, attempts=decision.attempts
             )
@@ -155,12 +180,45 @@ async def agent_steps(
         if decision.action == ANSWER:
             break
         if decision.action == ASK:
-            return AgentEnd("ask", text=str(decision.arguments.get("question", ""))), steps.usage
+            question = str(decision.arguments.get("question", ""))
+            return _end(steps, "ask", text=question), steps.usage
         if decision.action == HAND_OVER:
             reason = str(decision.arguments.get("reason", ""))
-            return AgentEnd("hand_over", text=reason), steps.usage
+            return _end(steps, "hand_over", text=reason), steps.usage
         await _call(steps, decision, number)
     return _gathered(steps, prompt), steps.usage
+
+
+def _end(steps: _Steps, kind: str, **fields: Any) -> AgentEnd:
+    fields.setdefault("route", steps.route)
+    return AgentEnd(kind, cost=steps.cost, **fields)
+
+
+def _step_route(
+    steps: _Steps, prompt: Prompt, task: str, hits: list[SearchHit] | None = None
+) -> Route:
+    """This step's route by the rules, from what it would send: the conversation, every result
+    so far (a tool's may hold personal data) and the passages found. A span when it changed."""
+    routing = steps.plan.routing
+    if routing is None:
+        return steps.plan.route
+    if hits is None:
+        hits = [hit for result in steps.searched for hit in result.hits]
+    texts = [*sent_texts(prompt), *(exchange.result for exchange in steps.exchanges)]
+    top = max((h.similarity or 0.0 for h in hits), default=0.0) if steps.searched else None
+    return route_traced(
+        steps.tracer,
+        task=task,
+        decide=lambda: route_step(
+            routing,
+            task=task,
+            question=prompt.question,
+            texts=texts,
+            hits=hits,
+            top_similarity=top,
+        ),
+        previous=steps.route,
+    )
 
 
 def _span_usage(span: SpanRecord, endpoint: EndpointConfig, before: Usage, after: Usage) -> None:
@@ -273,8 +331,9 @@ def _gathered(steps: _Steps, prompt: Prompt) -> AgentEnd:
                 seen.add(hit.chunk_id)
                 hits.append(hit)
     if not hits and not steps.called:
-        return AgentEnd("plain")
-    endpoint = steps.plan.route.endpoint
+        return _end(steps, "plain")
+    route = _step_route(steps, prompt, "answer", hits)
+    endpoint = route.endpoint
     budget = endpoint.context_window - endpoint.max_output_tokens
     hits = context_fit(hits, prompt=prompt, budget_tokens=budget)
     blocks = [source_block(n, hit) for n, hit in enumerate(hits, start=1)]
@@ -288,6 +347,11 @@ def _gathered(steps: _Steps, prompt: Prompt) -> AgentEnd:
         kb_versions=versions,
         reason=f"agent: {len(hits)} passages, {len(steps.called)} tool results",
     )
-    return AgentEnd(
-        "answer", prompt=sources_prompt(prompt, blocks), grounding=grounding, called=steps.called
+    return _end(
+        steps,
+        "answer",
+        prompt=sources_prompt(prompt, blocks),
+        grounding=grounding,
+        called=steps.called,
+        route=route,
     )

@@ -8,6 +8,7 @@ what production does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,8 +17,9 @@ from django.contrib.auth.models import User
 from django.db.models import Q, Subquery
 
 from chatbot.agent.grounding import Grounding, ground, prompt_with_context
+from chatbot.agent.routing import route_step, route_traced, routing_load, sent_texts
 from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
-from chatbot.llm.router import Route, route_choose
+from chatbot.llm.router import Route
 from chatbot.llm.types import Message, Prompt
 from chatbot.models import AssistantSettings, Turn
 from chatbot.telemetry.tracing import Tracer
@@ -71,21 +73,38 @@ def turn_prepare(
     requested_model: str | None = None,
     config: AssistantSettings | None = None,
     collection_ids: list[int] | None = None,
+    query_vector: list[float] | None = None,
 ) -> Prepared:
-    """Ground the question as the person `asker()` loads, then route and fit the context.
+    """Ground the question as the person `asker()` loads, then route (the routing rules, for the
+    answer step: `chatbot.agent.routing`) and fit the context.
 
     `config` and `collection_ids` let offline runs try other settings without saving them
-    (see `chatbot.agent.grounding.ground`). Raises `ModelError` when no model can be routed to.
+    (see `chatbot.agent.grounding.ground`); `query_vector` is the question already embedded.
+    Raises `ModelError` when no model can be routed to.
     """
+    asker = functools.cache(asker)  # retrieval and a budget rule both read the person
     grounding = ground(
         user=asker,
         question=prompt.question,
         tracer=tracer,
         config=config,
         collection_ids=collection_ids,
+        query_vector=query_vector,
     )
     if grounding.no_answer:
         return Prepared(prompt=prompt, grounding=grounding, route=None)
-    route = route_choose(requested=requested_model)
+    routing = routing_load(user=asker, requested=requested_model)
+    route = route_traced(
+        tracer,
+        task="answer",
+        decide=lambda: route_step(
+            routing,
+            task="answer",
+            question=prompt.question,
+            texts=sent_texts(prompt),
+            hits=grounding.hits,
+            top_similarity=grounding.top_similarity,
+        ),
+    )
     prompt = prompt_with_context(grounding, prompt, route.endpoint)
     return Prepared(prompt=prompt, grounding=grounding, route=route)

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from chatbot import hooks
 from chatbot.llm.types import Usage
-from chatbot.models import Chunk, Citation, Escalation, Turn
+from chatbot.models import AnswerCacheEntry, Chunk, Citation, Escalation, Turn
 from chatbot.telemetry.tracing import Tracer, spans_save
 
 
@@ -30,6 +31,19 @@ class CitationRecord:
     cited: bool
 
 
+@dataclass(frozen=True)
+class CacheMark:
+    """What a turn records about the answer cache (`chatbot.agent.cache`): a miss, or a hit with
+    the entry and turn it repeated, what that answer cost, and the passages to cite again."""
+
+    result: str
+    entry_id: int | None = None
+    cached_from_id: int | None = None
+    saved_tokens: int = 0
+    saved_cost: Decimal = Decimal(0)
+    citations: list[CitationRecord] = field(default_factory=list)
+
+
 @dataclass
 class TurnResult:
     status: str
@@ -46,6 +60,7 @@ class TurnResult:
     citations: list[CitationRecord] = field(default_factory=list)
     # The agent handed the turn to a human, for this reason: an escalation lands in the inbox.
     hand_over: str = ""
+    cache: CacheMark | None = None
 
 
 @transaction.atomic
@@ -69,6 +84,8 @@ def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
         fields["endpoint_id"] = result.endpoint_id
     if result.route_reason:
         fields["route_reason"] = result.route_reason[:200]
+    if result.cache is not None:
+        _cache_mark(fields, result.cache)
     Turn.objects.filter(pk=turn_id).update(**fields)
     spans_save(turn_id=turn_id, tracer=tracer)
     _citations_save(turn_id=turn_id, citations=result.citations)
@@ -77,6 +94,19 @@ def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
     # Evaluation judges the answer in the background (its hook, after the commit); nothing it
     # does can reach the chat.
     hooks.fire_on_commit(hooks.turn_finished, turn_id=turn_id, status=result.status)
+
+
+def _cache_mark(fields: dict[str, object], mark: CacheMark) -> None:
+    fields.update(
+        cache_result=mark.result,
+        cached_from_id=mark.cached_from_id,
+        saved_tokens=mark.saved_tokens,
+        saved_cost=mark.saved_cost,
+    )
+    if mark.entry_id is not None:
+        AnswerCacheEntry.objects.filter(pk=mark.entry_id).update(
+            hits=F("hits") + 1, last_hit_at=timezone.now()
+        )
 
 
 def _citations_save(*, turn_id: int, citations: list[CitationRecord]) -> None:

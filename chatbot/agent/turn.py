@@ -19,7 +19,8 @@ from decimal import Decimal
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
-from chatbot.agent import records
+from chatbot.agent import fallback, records
+from chatbot.agent.cache import CacheLookup, answer_cache_lookup
 from chatbot.agent.grounding import Grounding, cited_numbers
 from chatbot.agent.loop import Called, Plan, StepEmit, agent_plan, agent_steps
 from chatbot.agent.prepare import Prepared, prompt_for_turn, turn_prepare
@@ -69,8 +70,11 @@ class _Run:
     marking: asyncio.Future[None] | None = None
     # What the agent's step choices cost (kept apart: the answer's span counts only its stream).
     choice_usage: Usage = field(default_factory=Usage)
+    # ...and their cost, each choice at its own model's prices (the rules may route steps apart).
+    choice_cost: Decimal = Decimal(0)
     called: list[Called] = field(default_factory=list)
     hand_over: str = ""
+    cache: records.CacheMark | None = None
 
     def first_piece(self) -> None:
         if self.ttft_ms is None:
@@ -91,11 +95,15 @@ class _Run:
     def result(self) -> records.TurnResult:
         route, grounding, answer = self.route, self.grounding, self.answer
         usage = self.total_usage()
+        citations = _citations(grounding, answer) if grounding else []
+        if self.cache is not None and self.cache.entry_id is not None:
+            citations = self.cache.citations  # a cached answer cites what its original did
         return records.TurnResult(
             status=self.status,
             answer=answer,
             usage=usage,
-            cost=usage_cost(route.endpoint, usage) if route else Decimal(0),
+            cost=(usage_cost(route.endpoint, self.usage) if route else Decimal(0))
+            + self.choice_cost,
             ttft_ms=self.ttft_ms,
             total_ms=(time.perf_counter() - self.started) * 1000,
             error=self.error,
@@ -103,21 +111,30 @@ class _Run:
             route_reason=route.reason if route else (grounding.reason if grounding else ""),
             no_answer=bool(grounding and grounding.no_answer),
             kb_versions=grounding.kb_versions if grounding else {},
-            citations=_citations(grounding, answer) if grounding else [],
+            citations=citations,
             hand_over=self.hand_over,
+            cache=self.cache,
         )
 
 
 def _prepare(
-    turn_id: int, requested_model: str | None, prompt: Prompt | None, tracer: Tracer
+    turn_id: int,
+    requested_model: str | None,
+    prompt: Prompt | None,
+    tracer: Tracer,
+    looked: CacheLookup | None = None,
 ) -> Prepared:
     # One hop to a thread for everything before the model call: the history, retrieval as the
-    # conversation's owner, then the route.
+    # conversation's owner, then the route. What the cache lookup read (the prompt, the person,
+    # the settings, maybe the question's vector) is not read again.
+    asker = looked.user if looked is not None else None
     return turn_prepare(
-        asker=lambda: User.objects.get(conversations__turns=turn_id),
-        prompt=prompt or prompt_for_turn(turn_id),
+        asker=lambda: asker or User.objects.get(conversations__turns=turn_id),
+        prompt=looked.prompt if looked is not None else (prompt or prompt_for_turn(turn_id)),
         tracer=tracer,
         requested_model=requested_model,
+        config=looked.config if looked is not None else None,
+        query_vector=looked.vector if looked is not None else None,
     )
 
 
@@ -138,15 +155,38 @@ def _citations(grounding: Grounding, answer: str) -> list[records.CitationRecord
 async def _stream(
     run: _Run, route: Route, prompt: Prompt, emit: Emit, overrides: Overrides | None
 ) -> None:
-    """Ask the routed model and pass each piece on; the span gets tokens and cost even when the
-    stream is stopped half-way."""
-    endpoint = route.endpoint
+    """Ask the routed model and pass each piece on. A failure before the first piece moves on to
+    the route's next attempt (`chatbot.agent.fallback`: retries with backoff, then the fallback
+    list), each attempt its own span; after it, the error ends the turn."""
     # Recorded while the model works on its first token, not before asking it.
     run.marking = asyncio.ensure_future(
         sync_to_async(records.turn_mark_streaming)(
-            turn_id=run.turn_id, endpoint_id=endpoint.id, route_reason=route.reason
+            turn_id=run.turn_id, endpoint_id=route.endpoint.id, route_reason=route.reason
         )
     )
+    for attempt in fallback.attempts(route):
+        if attempt.wait_s:
+            await asyncio.sleep(attempt.wait_s)
+        try:
+            await _stream_once(run, route, attempt, prompt, emit, overrides)
+        except ModelError:
+            if run.pieces or attempt.last:
+                raise
+            continue
+        run.route = fallback.fallen_back(route, attempt)
+        return
+
+
+async def _stream_once(
+    run: _Run,
+    route: Route,
+    attempt: fallback.Attempt,
+    prompt: Prompt,
+    emit: Emit,
+    overrides: Overrides | None,
+) -> None:
+    """One attempt; its span gets tokens and cost even when the stream is stopped half-way."""
+    endpoint = attempt.endpoint
     with run.tracer.span(
         "llm",
         endpoint.name,
@@ -154,9 +194,13 @@ async def _stream(
         provider=endpoint.provider,
         style=endpoint.style,
         region=endpoint.region,
+        **fallback.attempt_attributes(route, attempt),
     ) as span:
+        stream = astream_text(endpoint, prompt, run.usage, overrides=overrides)
         try:
-            async for text in astream_text(endpoint, prompt, run.usage, overrides=overrides):
+            async for text in fallback.first_piece_within(
+                stream, route.first_token_timeout_s, endpoint
+            ):
                 if run.ttft_ms is None:
                     run.first_piece()
                     span.attributes["ttft_ms"] = round(run.ttft_ms or 0.0, 2)
@@ -210,11 +254,12 @@ async def _agent(
     end, run.choice_usage = await agent_steps(
         plan=plan, prompt=asked, tracer=run.tracer, turn_id=run.turn_id, on_step=on_step
     )
+    run.choice_cost = end.cost
     root.attributes["agent"] = end.kind
     if end.kind == "plain":
         return False
-    run.route = plan.route
-    root.attributes.update(route=plan.route.reason, endpoint=plan.route.endpoint.name)
+    run.route = end.route or plan.route  # the rules route each step; the answer is one
+    root.attributes.update(route=run.route.reason, endpoint=run.route.endpoint.name)
     if end.kind == "ask":
         await _say(run, emit, end.text)
         return True
@@ -226,7 +271,7 @@ async def _agent(
     run.grounding, run.called = end.grounding, end.called
     if end.grounding is not None:
         root.attributes["grounding"] = end.grounding.reason
-    await _stream(run, plan.route, end.prompt, emit, overrides)
+    await _stream(run, run.route, end.prompt, emit, overrides)
     _tools_cited(run)
     return True
 
@@ -249,7 +294,20 @@ async def _answer(
     plan = await sync_to_async(agent_plan)(run.turn_id, requested_model)
     if plan is not None and await _agent(run, root, emit, plan, prompt, overrides, on_step):
         return
-    prepared = await sync_to_async(_prepare)(run.turn_id, requested_model, prompt, run.tracer)
+    looked = None
+    if prompt is None and overrides is None:
+        # The plain pipeline's own prompt and settings: an earlier judged answer may do.
+        looked = await sync_to_async(answer_cache_lookup)(
+            turn_id=run.turn_id, requested_model=requested_model
+        )
+        root.attributes.update(looked.attributes)
+        run.cache = looked.mark
+        if looked.hit is not None:
+            await _cached(run, emit, looked)
+            return
+    prepared = await sync_to_async(_prepare)(
+        run.turn_id, requested_model, prompt, run.tracer, looked
+    )
     run.grounding, run.route = prepared.grounding, prepared.route
     root.attributes["grounding"] = prepared.grounding.reason
     if prepared.route is None:
@@ -258,6 +316,29 @@ async def _answer(
         return
     root.attributes.update(route=prepared.route.reason, endpoint=prepared.route.endpoint.name)
     await _stream(run, prepared.route, prepared.prompt, emit, overrides)
+
+
+async def _cached(run: _Run, emit: Emit, looked: CacheLookup) -> None:
+    """Answer from the cache: the whole answer at once, no model called, zero tokens."""
+    hit, scope = looked.hit, looked.scope
+    assert hit is not None and scope is not None and looked.route is not None
+    reason = f"answer cache ({hit.match} hit of turn {hit.source_turn_id})"
+    run.route = Route(looked.route.endpoint, reason)
+    run.grounding = Grounding(
+        mode=looked.config.grounding, kb_versions=scope.kb_versions, reason=reason
+    )
+    with run.tracer.span(
+        "cache",
+        f"answer cache: {hit.match} hit",
+        match=hit.match,
+        similarity=hit.similarity,
+        entry_id=hit.entry_id,
+        source_turn_id=hit.source_turn_id,
+        source_endpoint_id=hit.source_endpoint_id,
+        saved_tokens=hit.saved_tokens,
+        saved_cost=str(hit.saved_cost),
+    ):
+        await _say(run, emit, hit.answer)
 
 
 async def _save(run: _Run, *, replay: bool) -> None:

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from chatbot import hooks
 from chatbot.accounts import roles
+from chatbot.agent.cache import answer_cache_retire_turns
 from chatbot.chat import live
 from chatbot.models import Conversation, Escalation, Feedback, Turn
 
@@ -64,6 +65,11 @@ def conversation_delete(*, conversation: Conversation) -> None:
     if Turn.objects.filter(relied_on, conversation=conversation).exists():
         Conversation.objects.filter(pk=conversation.pk).update(hidden_at=timezone.now())
         conversation.hidden_at = timezone.now()
+        # Kept for others, but no longer the owner's: its answers stop serving other askers.
+        turn_ids = list(conversation.turns.values_list("pk", flat=True))
+        answer_cache_retire_turns(
+            turn_ids=turn_ids, reason="its conversation was deleted", copies=False
+        )
         return
     conversation.delete()
 

@@ -107,6 +107,12 @@ class AssistantSettingsForm(forms.ModelForm):
     min_similarity = vocabulary.min_similarity_field()
     min_coverage = vocabulary.min_coverage_field()
     min_answerable = vocabulary.min_answerable_field()
+    cache_similarity = forms.FloatField(
+        label="Cache: similar questions from",
+        min_value=0.0,
+        max_value=1.0,
+        help_text=AssistantSettings._meta.get_field("cache_similarity").help_text,
+    )
 
     class Meta:
         model = AssistantSettings
@@ -118,6 +124,8 @@ class AssistantSettingsForm(forms.ModelForm):
             "min_answerable",
             "max_steps",
             "no_answer_message",
+            "cache_enabled",
+            "cache_similarity",
         ]
         widgets = {
             "grounding": forms.RadioSelect,

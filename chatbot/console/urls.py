@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chatbot.console import judges, rules, tools, views
+from chatbot.console import judges, routing, rules, tools, views
 
 app_name = "console"
 urlpatterns = [
@@ -9,6 +9,18 @@ urlpatterns = [
     path("models/<int:pk>/", views.model_edit, name="model_edit"),
     path("models/<int:pk>/default/", views.model_make_default, name="model_default"),
     path("assistant/", views.assistant, name="assistant"),
+    path("routing/", routing.routing_list, name="routing"),
+    path("routing/new/", routing.routing_rule_edit, name="routing_rule_new"),
+    path("routing/dry-run/", routing.routing_dry_run, name="routing_dry_run"),
+    path("routing/<int:pk>/", routing.routing_rule_edit, name="routing_rule_edit"),
+    path("routing/<int:pk>/toggle/", routing.routing_rule_toggle, name="routing_rule_toggle"),
+    path("routing/<int:pk>/move/", routing.routing_rule_move, name="routing_rule_move"),
+    path("routing/<int:pk>/delete/", routing.routing_rule_delete, name="routing_rule_delete"),
+    path(
+        "routing/collections/<int:pk>/confidential/",
+        routing.collection_confidential,
+        name="collection_confidential",
+    ),
     path("rules/", rules.rules_list, name="rules"),
     path("rules/new/", rules.rule_edit, name="rule_new"),
     path("rules/<int:pk>/", rules.rule_edit, name="rule_edit"),

@@ -22,14 +22,14 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from langchain_core.embeddings import Embeddings
 
 from chatbot.knowledge.parsers import RawDocument, SourceUnavailable, parse_location
-from chatbot.knowledge.services import LOG_KEEP
+from chatbot.knowledge.services import LOG_KEEP, collection_version_bump
 from chatbot.knowledge.splitting import TextChunk, split_document
-from chatbot.models import Chunk, Citation, Collection, Document, Source
+from chatbot.models import Chunk, Citation, Document, Source
 from chatbot.retrieval.terms import term_stats_refresh
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def source_ingest(
     except Exception as exc:
         logger.exception("ingestion of source %s failed", source_id)
         _fail(run, f"Ingestion stopped by an unexpected error: {exc}")
-    Collection.objects.filter(pk=source.collection_id).update(version=F("version") + 1)
+    collection_version_bump(collection_id=source.collection_id)
     return source
 
 

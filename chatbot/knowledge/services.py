@@ -40,6 +40,17 @@ def collection_create(
     return collection
 
 
+def collection_version_bump(*, collection_id: int) -> None:
+    """Move the collection's version on after its content changed. Answers cached from it stop
+    being served at once (their key holds the old version); the clean-up that retires them runs
+    in the background once this commits."""
+    from chatbot.jobs import job_submit_on_commit
+    from chatbot.knowledge.tasks import answer_cache_retire_task
+
+    Collection.objects.filter(pk=collection_id).update(version=F("version") + 1)
+    job_submit_on_commit(answer_cache_retire_task, collection_id)
+
+
 def _check_kind(kind: str) -> None:
     if kind not in Source.Kind.values:
         raise InvalidSource(
@@ -174,7 +185,7 @@ def source_set_enabled(*, source: Source, enabled: bool) -> None:
         return
     source.enabled = enabled
     source.save(update_fields=["enabled"])
-    Collection.objects.filter(pk=source.collection_id).update(version=F("version") + 1)
+    collection_version_bump(collection_id=source.collection_id)
 
 
 @transaction.atomic
@@ -186,6 +197,6 @@ def source_delete(*, source: Source) -> None:
     """
     collection_id, location = source.collection_id, source.location
     source.delete()
-    Collection.objects.filter(pk=collection_id).update(version=F("version") + 1)
+    collection_version_bump(collection_id=collection_id)
     if is_upload(location) and not Source.objects.filter(location=location).exists():
         transaction.on_commit(partial(upload_discard, location))

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from chatbot.agent.cache import answer_cache_retire_stale
 from chatbot.jobs import ALREADY_RUNNING, job_exclusive
 from chatbot.knowledge.ingest import source_ingest
 
@@ -13,3 +14,10 @@ def source_ingest_task(source_id: int) -> str:
         if not mine:
             return ALREADY_RUNNING
         return source_ingest(source_id=source_id).status
+
+
+@shared_task(name="knowledge.answer_cache_retire")
+def answer_cache_retire_task(collection_id: int | None = None) -> int:
+    """Retire the cached answers a collection's change made unreachable (every collection's
+    when none is given: the hourly sweep). Returns how many were retired."""
+    return answer_cache_retire_stale(collection_id=collection_id)

@@ -2,6 +2,7 @@
 
 from chatbot.models.accounts import ApiKey, Capability
 from chatbot.models.assistant import AssistantSettings
+from chatbot.models.cache import AnswerCacheEntry
 from chatbot.models.catalogue import ModelEndpoint
 from chatbot.models.chat import Citation, Conversation, Escalation, Feedback, Turn
 from chatbot.models.datasets import (
@@ -24,12 +25,14 @@ from chatbot.models.observability import (
     UserDay,
 )
 from chatbot.models.review import FlagRule, Review, ReviewAssignment, ReviewItem
+from chatbot.models.routing import RoutingRule
 from chatbot.models.spans import Span
 from chatbot.models.tools import ClassifierVersion, ToolSetting
 
 __all__ = [
     "AlertFiring",
     "AlertRule",
+    "AnswerCacheEntry",
     "ApiKey",
     "AssistantSettings",
     "Capability",
@@ -58,6 +61,7 @@ __all__ = [
     "ReviewItem",
     "RewardModel",
     "RollupRun",
+    "RoutingRule",
     "Source",
     "Span",
     "TermStat",

@@ -50,6 +50,19 @@ class AssistantSettings(models.Model):
         ),
         help_text="What the assistant says when the knowledge base has nothing relevant.",
     )
+    cache_enabled = models.BooleanField(
+        default=True,
+        verbose_name="Answer cache",
+        help_text="Answer a question asked again from an earlier answer that passed every judge, "
+        "when the asker may read exactly the same collections at the same versions.",
+    )
+    cache_similarity = models.FloatField(
+        default=0.95,
+        verbose_name="Cache: similar questions from",
+        help_text="Cosine similarity (0-1) from which a differently worded question gets the "
+        "cached answer of an earlier one. 0 serves only the same question (after case, spacing "
+        "and end punctuation).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

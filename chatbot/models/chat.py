@@ -71,6 +71,23 @@ class Turn(models.Model):
     replay_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replays"
     )
+
+    # The answer cache (chatbot.agent.cache): "" when the turn did not look (a tool's answer, a
+    # follow-up, a replay, the cache off), else what the lookup found. A hit names the turn whose
+    # answer it repeated and what that answer cost, i.e. what the hit saved; dashboards count
+    # hits apart, and comparisons of models or prompts leave them out.
+    class Cache(models.TextChoices):
+        NONE = "", "Not looked up"
+        MISS = "miss", "Miss"
+        EXACT = "exact", "Exact hit"
+        SEMANTIC = "semantic", "Semantic hit"
+
+    cache_result = models.CharField(max_length=10, choices=Cache.choices, blank=True, default="")
+    cached_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="cache_copies"
+    )
+    saved_tokens = models.PositiveIntegerField(default=0)
+    saved_cost = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0))
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -17,6 +17,8 @@ class Collection(models.Model):
     description = models.TextField(blank=True)
     groups = models.ManyToManyField(Group, blank=True, related_name="collections")
     version = models.PositiveIntegerField(default=0)
+    # Its passages go only to the models a sensitivity routing rule allows for confidential data.
+    confidential = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -72,6 +72,11 @@ class TurnRollup(models.Model):
     reviews = models.PositiveIntegerField(default=0)
     review_grade_sum = models.PositiveIntegerField(default=0)
     flagged = models.PositiveIntegerField(default=0)
+    # The answer cache: turns that looked, turns answered from it, and what those saved.
+    cache_lookups = models.PositiveIntegerField(default=0)
+    cache_hits = models.PositiveIntegerField(default=0)
+    saved_tokens = models.PositiveBigIntegerField(default=0)
+    saved_cost = models.DecimalField(max_digits=18, decimal_places=8, default=Decimal(0))
     computed_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -256,6 +256,7 @@ def hybrid_search(
     rerank_model: LinearModel | None = None,
     exclude_documents: list[int] | None = None,
     term_postings: int = TERM_POSTINGS,
+    query_vector: list[float] | None = None,
 ) -> SearchResult:
     """The top `k` chunks `user` may see for `query`, best first.
 
@@ -266,6 +267,7 @@ def hybrid_search(
     searches as if those documents had never been ingested (how the no-answer classifier's
     training asks a question whose document is missing). `term_postings` is how many postings
     of each query word the full-text leg reads (the benchmark compares the default with all).
+    `query_vector` is `query` already embedded (the answer cache's semantic lookup did it).
     """
     query = query.strip()
     if not query:
@@ -299,7 +301,8 @@ def hybrid_search(
     params["pool"] = params["candidates"] * POOL_FACTOR
     embed_ms = 0.0
     if use_dense:
-        params["vector"] = _vector_literal(embeddings().embed_query(query))
+        vector = query_vector if query_vector is not None else embeddings().embed_query(query)
+        params["vector"] = _vector_literal(vector)
         embed_ms = (time.perf_counter() - started) * 1000
     ctes = [_DENSE if use_dense else _NO_DENSE, _SPARSE if use_sparse else _NO_SPARSE]
     fuse = _FUSE.replace("{similarity}", _SIMILARITY if use_dense else "NULL::float8").replace(

@@ -45,6 +45,18 @@ TOKENS = Counter(
     "chatbot_tokens", "Tokens sent to and received from models.", ["model", "direction"]
 )
 COST = Counter("chatbot_cost_dollars", "What the models cost, in dollars.", ["model"])
+# The answer cache (chatbot.agent.cache): hit rate is the "hit" share of lookups.
+CACHE_LOOKUPS = Counter(
+    "chatbot_cache_lookups",
+    "Answer cache lookups by turns that may use the cache.",
+    ["result", "match"],
+)
+CACHE_SAVED_TOKENS = Counter(
+    "chatbot_cache_saved_tokens", "Model tokens the answers served from the cache had cost."
+)
+CACHE_SAVED_COST = Counter(
+    "chatbot_cache_saved_cost_dollars", "What the answers served from the cache had cost."
+)
 
 # kombu's Redis transport keeps one list per priority step beside the queue's own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -93,3 +105,11 @@ def turn_observe(
     TOKENS.labels(label, "input").inc(tokens_in)
     TOKENS.labels(label, "output").inc(tokens_out)
     COST.labels(label).inc(cost)
+
+
+def cache_observe(*, match: str, saved_tokens: int, saved_cost: float) -> None:
+    """Count one answer cache lookup: `match` is "exact" or "semantic" for a hit, "" a miss."""
+    CACHE_LOOKUPS.labels("hit" if match else "miss", match or "none").inc()
+    if match:
+        CACHE_SAVED_TOKENS.inc(saved_tokens)
+        CACHE_SAVED_COST.inc(saved_cost)

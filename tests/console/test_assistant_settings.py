@@ -21,6 +21,8 @@ VALID = {
     "min_answerable": "0.7",
     "max_steps": "4",
     "no_answer_message": "Not in our docs. Press “Needs a human”.",
+    "cache_enabled": "on",
+    "cache_similarity": "0.9",
 }
 
 
@@ -52,6 +54,8 @@ def test_an_admin_saves_the_settings_the_next_turn_reads(client_as, adam) -> Non
         ("grounding", "sometimes", "Select a valid choice"),
         ("no_answer_message", "   ", "This field is required"),
         ("max_steps", "9", "Allow between 1 and 8 steps per turn."),
+        ("cache_similarity", "1.2", "less than or equal to 1"),
+        ("cache_similarity", "", "This field is required"),
     ],
 )
 def test_it_explains_bad_settings(client_as, adam, field, value, message) -> None:
@@ -92,3 +96,18 @@ def test_the_default_threshold_is_the_one_chosen_on_the_tuning_part() -> None:
     assert classifier is not None
     assert classifier.about["threshold"] == DEFAULT_MIN_ANSWERABLE
     assert AssistantSettings().min_answerable == DEFAULT_MIN_ANSWERABLE
+
+
+def test_it_switches_the_answer_cache_and_sets_its_threshold(client_as, adam) -> None:
+    page = client_as(adam).get(URL).content.decode()
+    assert "Answer cache" in page and "Cache: similar questions from" in page
+    assert 'name="cache_enabled"' in page and 'value="0.95"' in page, "on, at 0.95, by default"
+
+    assert client_as(adam).post(URL, VALID).status_code == 302
+    config = assistant_settings()
+    assert config.cache_enabled is True and config.cache_similarity == 0.9
+
+    unchecked = {k: v for k, v in VALID.items() if k != "cache_enabled"}
+    assert client_as(adam).post(URL, {**unchecked, "cache_similarity": "0"}).status_code == 302
+    config = assistant_settings()
+    assert config.cache_enabled is False and config.cache_similarity == 0.0

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from asgiref.sync import async_to_sync
 
+from chatbot.agent.routing import route_for_tool
 from chatbot.agent.tools.base import Tool, ToolContext, ToolFailed, ToolResult, compact_json
 from chatbot.agent.tools.extract_schemas import (
     DEFAULT_SCHEMAS,
@@ -266,7 +267,11 @@ class Extract(Tool):
             )
         definition = Definition.from_entry(name, entry)
         try:
-            endpoint = route_choose().endpoint
+            # The routing rules' extract step: a small local model, never one not allowed for
+            # the personal data such texts hold.
+            text, tracer = arguments["text"], context.tracer
+            route = route_for_tool(task="extract", user=context.user, text=text, tracer=tracer)
+            endpoint = route.endpoint
         except ModelError as exc:
             raise ToolFailed(exc.user_message, detail=exc.detail) from exc
         usage = Usage()
