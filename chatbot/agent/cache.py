@@ -74,10 +74,13 @@ def question_normalise(text: str) -> str:
     return _END_PUNCTUATION.sub("", _SPACES.sub(" ", folded).strip())
 
 
-def prompt_version(endpoint: EndpointConfig) -> str:
-    """What the model is told besides the question, as a short hash. Stands in for a versioned
-    prompt record: when prompts become data, this returns the published version's id."""
-    text = "\n\x1e".join((DEFAULT_SYSTEM_PROMPT, GROUNDING_INSTRUCTIONS, endpoint.prompt_template))
+def prompt_version(endpoint: EndpointConfig, version_id: int | None) -> str:
+    """What the model is told besides the question, as a short hash: the published system
+    prompt's version (published text is never edited, so its id stands for its words; the
+    built-in text before any is published), the grounding instructions and the endpoint's
+    completion template."""
+    system = f"v{version_id}" if version_id is not None else DEFAULT_SYSTEM_PROMPT
+    text = "\n\x1e".join((system, GROUNDING_INSTRUCTIONS, endpoint.prompt_template))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -95,12 +98,16 @@ class Scope:
 
 
 def scope_of(
-    *, kb_versions: dict[str, int], endpoint: EndpointConfig, config: AssistantSettings
+    *,
+    kb_versions: dict[str, int],
+    endpoint: EndpointConfig,
+    config: AssistantSettings,
+    prompt_version_id: int | None = None,
 ) -> Scope:
     parts = {
         "collections": sorted((int(pk), version) for pk, version in kb_versions.items()),
         "endpoint": [endpoint.id, endpoint.version],
-        "prompt": prompt_version(endpoint),
+        "prompt": prompt_version(endpoint, prompt_version_id),
         "grounding": [
             config.grounding,
             config.retrieval_k,
@@ -172,7 +179,10 @@ def answer_cache_lookup(*, turn_id: int, requested_model: str | None) -> CacheLo
         # Let the pipeline decide: "not in the knowledge base" needs no model.
         return looked
     scope = looked.scope = scope_of(
-        kb_versions=versions, endpoint=looked.route.endpoint, config=looked.config
+        kb_versions=versions,
+        endpoint=looked.route.endpoint,
+        config=looked.config,
+        prompt_version_id=looked.prompt.version_id,
     )
     key = cache_key(scope, looked.prompt.question)
     hit, nearest = _find(looked, key)

@@ -189,7 +189,7 @@ def sources_prompt(prompt: Prompt, blocks: list[str]) -> Prompt:
     messages.insert(last_system + 1, Message("system", GROUNDING_INSTRUCTIONS))
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages))
     messages.insert(last_user, sources_message(blocks))
-    return Prompt(tuple(messages))
+    return Prompt(tuple(messages), version_id=prompt.version_id)
 
 
 def context_fit(hits: list[SearchHit], *, prompt: Prompt, budget_tokens: int) -> list[SearchHit]:

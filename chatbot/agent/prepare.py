@@ -14,48 +14,73 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db.models import Q, Subquery
+from django.db.models import Q, QuerySet, Subquery
 
 from chatbot.agent.grounding import Grounding, ground, prompt_with_context
 from chatbot.agent.routing import route_step, route_traced, routing_load, sent_texts
 from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
 from chatbot.llm.router import Route
 from chatbot.llm.types import Message, Prompt
-from chatbot.models import AssistantSettings, Turn
+from chatbot.models import AssistantSettings, PromptVersion, Turn
 from chatbot.telemetry.tracing import Tracer
+
+
+def _published() -> QuerySet[PromptVersion]:
+    return PromptVersion.objects.filter(
+        kind=PromptVersion.Kind.SYSTEM, status=PromptVersion.Status.PUBLISHED
+    )
+
+
+def system_prompt_published() -> tuple[int | None, str]:
+    """The published system prompt's id and text; the built-in one (id None) before any."""
+    row = _published().values_list("pk", "text").first()
+    return row if row is not None else (None, DEFAULT_SYSTEM_PROMPT)
 
 
 def prompt_for_turn(
     turn_id: int, *, system_prompt: str = "", history_of: int | None = None
 ) -> Prompt:
-    """System prompt, the last few finished exchanges, then the turn's question.
+    """The published system prompt (or `system_prompt`), the last few finished exchanges, then
+    the turn's question.
 
     The history is the one before `history_of` in its conversation (a replay of one turn keeps its
-    original's history), by default the turn's own. One query: it runs before every model call.
+    original's history), by default the turn's own. One query: it runs before every model call,
+    so the published prompt comes along as a subquery (a partial unique index: one row).
     """
     anchor = history_of or turn_id
     conversation = Turn.objects.filter(pk=anchor).values("conversation_id")
     history = Q(conversation_id=Subquery(conversation[:1]), pk__lt=anchor, status=Turn.Status.DONE)
     rows = list(
         Turn.objects.filter(Q(pk=turn_id) | history)
+        .annotate(
+            prompt_id=Subquery(_published().values("pk")[:1]),
+            prompt_text=Subquery(_published().values("text")[:1]),
+        )
         .order_by("-pk")
-        .values_list("pk", "user_text", "answer")[: settings.CHAT_HISTORY_TURNS + 1]
+        .values_list("pk", "user_text", "answer", "prompt_id", "prompt_text")[
+            : settings.CHAT_HISTORY_TURNS + 1
+        ]
     )
     question = next((row for row in rows if row[0] == turn_id), None)
     if question is None:
         raise Turn.DoesNotExist(f"turn {turn_id} does not exist")
-    messages: list[Message] = [Message("system", system_prompt or DEFAULT_SYSTEM_PROMPT)]
-    for pk, asked, answer in reversed(rows):
+    version_id, system = (None, system_prompt) if system_prompt else (question[3], question[4])
+    messages: list[Message] = [Message("system", system or DEFAULT_SYSTEM_PROMPT)]
+    for pk, asked, answer, _, _ in reversed(rows):
         if pk != turn_id:
             messages += [Message("user", asked), Message("assistant", answer)]
     messages.append(Message("user", question[1]))
-    return Prompt(tuple(messages))
+    return Prompt(tuple(messages), version_id=version_id)
 
 
-def prompt_first(question: str, *, system_prompt: str = "") -> Prompt:
-    """What `prompt_for_turn` builds for the first turn of a new conversation."""
-    system = Message("system", system_prompt or DEFAULT_SYSTEM_PROMPT)
-    return Prompt((system, Message("user", question)))
+def prompt_first(
+    question: str, *, system_prompt: str = "", version_id: int | None = None
+) -> Prompt:
+    """What `prompt_for_turn` builds for the first turn of a new conversation; without
+    `system_prompt`, the published one (one query: offline runs and previews only)."""
+    if not system_prompt:
+        version_id, system_prompt = system_prompt_published()
+    return Prompt((Message("system", system_prompt), Message("user", question)), version_id)
 
 
 @dataclass

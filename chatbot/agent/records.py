@@ -61,6 +61,7 @@ class TurnResult:
     # The agent handed the turn to a human, for this reason: an escalation lands in the inbox.
     hand_over: str = ""
     cache: CacheMark | None = None
+    prompt_version_id: int | None = None
 
 
 @transaction.atomic
@@ -82,6 +83,8 @@ def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
     }
     if result.endpoint_id is not None:
         fields["endpoint_id"] = result.endpoint_id
+    if result.prompt_version_id is not None:
+        fields["prompt_version_id"] = result.prompt_version_id
     if result.route_reason:
         fields["route_reason"] = result.route_reason[:200]
     if result.cache is not None:

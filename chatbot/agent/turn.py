@@ -75,6 +75,7 @@ class _Run:
     called: list[Called] = field(default_factory=list)
     hand_over: str = ""
     cache: records.CacheMark | None = None
+    prompt_version_id: int | None = None  # the published system prompt the answer was built with
 
     def first_piece(self) -> None:
         if self.ttft_ms is None:
@@ -114,6 +115,7 @@ class _Run:
             citations=citations,
             hand_over=self.hand_over,
             cache=self.cache,
+            prompt_version_id=self.prompt_version_id,
         )
 
 
@@ -251,6 +253,7 @@ async def _agent(
     """The agent's steps, then its answer; False when it gathered nothing, leaving the turn to
     the plain pipeline (which grounds the question itself)."""
     asked = prompt or await sync_to_async(prompt_for_turn)(run.turn_id)
+    run.prompt_version_id = asked.version_id
     end, run.choice_usage = await agent_steps(
         plan=plan, prompt=asked, tracer=run.tracer, turn_id=run.turn_id, on_step=on_step
     )
@@ -302,6 +305,7 @@ async def _answer(
         )
         root.attributes.update(looked.attributes)
         run.cache = looked.mark
+        run.prompt_version_id = looked.prompt.version_id
         if looked.hit is not None:
             await _cached(run, emit, looked)
             return
@@ -309,6 +313,7 @@ async def _answer(
         run.turn_id, requested_model, prompt, run.tracer, looked
     )
     run.grounding, run.route = prepared.grounding, prepared.route
+    run.prompt_version_id = prepared.prompt.version_id
     root.attributes["grounding"] = prepared.grounding.reason
     if prepared.route is None:
         # Nothing relevant in the knowledge base: say so instead of letting a model guess.

@@ -1,34 +1,60 @@
-"""Writes for the admin console: the model catalogue, the agent's tools and the routing rules."""
+"""Writes for the admin console: the model catalogue, the agent's tools, the routing rules and
+the versioned prompts."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
 
-from chatbot.models import Collection, ModelEndpoint, RoutingRule, ToolSetting
+from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
+from chatbot.models import (
+    Collection,
+    Dataset,
+    Experiment,
+    ModelEndpoint,
+    PromptVersion,
+    RoutingRule,
+    ToolSetting,
+)
+from evaluation.datasets.regression import regression_reruns_queue
+from evaluation.datasets.services import InvalidExperiment, experiment_create
 
 
-def endpoint_save(*, endpoint: ModelEndpoint | None, data: dict[str, Any]) -> ModelEndpoint:
-    """Create or update a catalogue entry from validated form data."""
+@transaction.atomic
+def endpoint_save(
+    *, endpoint: ModelEndpoint | None, data: dict[str, Any], user: User | None = None
+) -> ModelEndpoint:
+    """Create or update a catalogue entry from validated form data. Editing the default model
+    reruns the regression datasets against it."""
     target = endpoint or ModelEndpoint()
+    before = {f: getattr(target, f) for f in data} if target.pk else None
     for field, value in data.items():
         setattr(target, field, value)
     if not target.enabled:
         target.is_default = False
     target.save()
+    if before is not None and target.is_default and before != {f: data[f] for f in data}:
+        regression_reruns_queue(reason=f"default model “{target.name}” edited", user=user)
     return target
 
 
 @transaction.atomic
-def endpoint_set_default(*, endpoint: ModelEndpoint) -> None:
-    """Exactly one default; a disabled endpoint cannot be it."""
+def endpoint_set_default(*, endpoint: ModelEndpoint, user: User | None = None) -> None:
+    """Exactly one default; a disabled endpoint cannot be it. A new default reruns the
+    regression datasets."""
     if not endpoint.enabled:
         raise ValueError("Enable the model before making it the default.")
     ModelEndpoint.objects.select_for_update().filter(is_default=True).exclude(
         pk=endpoint.pk
     ).update(is_default=False)
-    ModelEndpoint.objects.filter(pk=endpoint.pk).update(is_default=True)
+    changed = ModelEndpoint.objects.filter(pk=endpoint.pk, is_default=False).update(is_default=True)
+    if changed:
+        regression_reruns_queue(reason=f"“{endpoint.name}” became the default model", user=user)
 
 
 def tool_setting_save(*, setting: ToolSetting, data: dict[str, Any]) -> ToolSetting:
@@ -83,3 +109,213 @@ def collection_set_confidential(*, collection: Collection, confidential: bool) -
     """Mark a collection's passages confidential: sensitivity rules then limit where they go."""
     collection.confidential = confidential
     collection.save(update_fields=["confidential", "updated_at"])
+
+
+# --- prompts as versioned data ------------------------------------------------------------------
+
+
+class PromptError(ValueError):
+    """A prompt change refused, with the reason in words for the admin."""
+
+
+def _published_version() -> PromptVersion | None:
+    return PromptVersion.objects.filter(
+        kind=PromptVersion.Kind.SYSTEM, status=PromptVersion.Status.PUBLISHED
+    ).first()
+
+
+def prompt_versions_ensure() -> PromptVersion:
+    """The published system prompt; version 1 from the built-in text when there is none (the
+    migration makes it; a database emptied since gets it back). Idempotent."""
+    published = _published_version()
+    if published is not None:
+        return published
+    with transaction.atomic():
+        PromptVersion.objects.select_for_update().filter(kind=PromptVersion.Kind.SYSTEM).exists()
+        published = _published_version()
+        if published is not None:
+            return published
+        return PromptVersion.objects.create(
+            kind=PromptVersion.Kind.SYSTEM,
+            number=_next_number(),
+            text=DEFAULT_SYSTEM_PROMPT,
+            note="The built-in prompt.",
+            status=PromptVersion.Status.PUBLISHED,
+            published_at=timezone.now(),
+            ungated=True,
+        )
+
+
+def _next_number() -> int:
+    top = PromptVersion.objects.filter(kind=PromptVersion.Kind.SYSTEM).aggregate(n=Max("number"))
+    return (top["n"] or 0) + 1
+
+
+def prompt_draft_create(*, user: User | None) -> PromptVersion:
+    """A new draft, a copy of the published text to edit."""
+    published = prompt_versions_ensure()
+    with transaction.atomic():
+        PromptVersion.objects.select_for_update().filter(kind=published.kind).exists()
+        return PromptVersion.objects.create(
+            kind=published.kind,
+            number=_next_number(),
+            text=published.text,
+            note=f"From v{published.number}",
+            created_by=user,
+        )
+
+
+def prompt_draft_save(*, version: PromptVersion, text: str, note: str) -> PromptVersion:
+    """Edit a draft; a gate run on the old words no longer says anything about the new ones."""
+    if version.status != PromptVersion.Status.DRAFT:
+        raise PromptError(f"v{version.number} is {version.status}: copy it into a new draft.")
+    if not text.strip():
+        raise PromptError("The prompt cannot be empty.")
+    version.text, version.note = text.strip(), note.strip()
+    version.gate_dataset = version.gate_experiment = version.gate_baseline = None
+    version.save(update_fields=["text", "note", "gate_dataset", "gate_experiment", "gate_baseline"])
+    return version
+
+
+def gate_score(summary: dict[str, Any]) -> float | None:
+    """The one number a gate compares: the mean over every judge and reference metric of its
+    mean score (each 0-1, equal weight); None when the run scored nothing."""
+    scores = [
+        value
+        for group in ("judges", "metrics")
+        for value in (summary.get(group) or {}).values()
+        if value is not None
+    ]
+    return sum(scores) / len(scores) if scores else None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Where a draft's gate stands: none, running, failed, lost or passed, said in words."""
+
+    state: str
+    message: str
+    draft: float | None = None
+    current: float | None = None
+
+
+def prompt_gate(version: PromptVersion) -> Gate:
+    draft, baseline = version.gate_experiment, version.gate_baseline
+    if version.gate_dataset is None or draft is None or baseline is None:
+        return Gate("none", "No gate has run for this draft yet.")
+    runs = (draft, baseline)
+    failed = [e for e in runs if e.status == Experiment.Status.FAILED]
+    if failed:
+        return Gate("failed", f"The gate's experiment failed: {failed[0].error or 'no reason'}.")
+    if any(e.status != Experiment.Status.DONE for e in runs):
+        percent = (draft.percent + baseline.percent) // 2
+        return Gate(
+            "running", f"The gate is running on “{version.gate_dataset.name}” ({percent}%)."
+        )
+    ours, theirs = gate_score(draft.summary), gate_score(baseline.summary)
+    if ours is None or theirs is None:
+        return Gate("failed", "The gate's experiments produced no scores to compare.")
+    words = (
+        f"On “{version.gate_dataset.name}” the draft scored {ours:.3f} against the published "
+        f"version's {theirs:.3f}"
+    )
+    if ours < theirs:
+        return Gate("lost", f"{words}: it loses, so it stays a draft.", ours, theirs)
+    return Gate("passed", f"{words}: it does not lose.", ours, theirs)
+
+
+def _gate_current(version: PromptVersion, dataset: Dataset, published: PromptVersion) -> bool:
+    baseline, draft = version.gate_baseline, version.gate_experiment
+    return (
+        version.gate_dataset_id == dataset.pk
+        and baseline is not None
+        and draft is not None
+        and baseline.prompt_version_id == published.pk
+        and draft.dataset_version == baseline.dataset_version == dataset.version
+    )
+
+
+def _baseline(dataset: Dataset, published: PromptVersion, draft: Experiment) -> Experiment | None:
+    """A run of the published version on the same dataset version, model and retrieval settings
+    that did not fail: the gate reuses it instead of running it again."""
+    candidates = Experiment.objects.filter(
+        dataset=dataset,
+        dataset_version=dataset.version,
+        endpoint_id=draft.endpoint_id,
+        prompt_version=published,
+    ).exclude(status=Experiment.Status.FAILED)
+    return next((e for e in candidates if e.retrieval == draft.retrieval), None)
+
+
+def prompt_gate_start(*, version: PromptVersion, dataset: Dataset, user: User) -> Gate:
+    """Run the draft, and the published version unless a run can be reused, on `dataset` with
+    the default model and the saved retrieval settings, in the background (progress on the
+    experiment pages and on the version's page)."""
+    published = prompt_versions_ensure()
+    with transaction.atomic():
+        try:
+            draft = experiment_create(
+                dataset=dataset,
+                prompt_template=version.text,
+                name=f"Prompt gate · v{version.number} · {dataset.name}",
+                user=user,
+            )
+            baseline = _baseline(dataset, published, draft) or experiment_create(
+                dataset=dataset,
+                endpoint=draft.endpoint,
+                prompt_template=published.text,
+                name=f"Prompt gate · v{published.number} (published) · {dataset.name}",
+                user=user,
+            )
+        except InvalidExperiment as exc:
+            raise PromptError(str(exc)) from None
+        Experiment.objects.filter(pk=draft.pk).update(prompt_version=version)
+        Experiment.objects.filter(pk=baseline.pk).update(prompt_version=published)
+        version.gate_dataset, version.gate_experiment = dataset, draft
+        version.gate_baseline = baseline
+        version.save(update_fields=["gate_dataset", "gate_experiment", "gate_baseline"])
+    return prompt_gate(version)
+
+
+def prompt_publish(
+    *,
+    version: PromptVersion,
+    user: User,
+    dataset: Dataset | None = None,
+    ungated: bool = False,
+) -> Gate:
+    """Publish the draft when its gate on `dataset` passed (starting the gate when it has not
+    run on it yet), or without a gate when the admin ticked it. The previous version is retired
+    and the regression datasets rerun with the new one. Refusals raise `PromptError`."""
+    # As stored now: the gate's runs moved on since the caller read them.
+    version.refresh_from_db()
+    for name in ("gate_dataset", "gate_experiment", "gate_baseline"):
+        version._state.fields_cache.pop(name, None)
+    if version.status != PromptVersion.Status.DRAFT:
+        raise PromptError(f"v{version.number} is {version.status}; only a draft can be published.")
+    if dataset is None and not ungated:
+        raise PromptError(
+            "Choose a dataset to gate the draft on, or tick “publish without a gate”."
+        )
+    gate = Gate("none", "Published without a gate.")
+    if dataset is not None:
+        published = prompt_versions_ensure()
+        if not _gate_current(version, dataset, published):
+            return prompt_gate_start(version=version, dataset=dataset, user=user)
+        gate = prompt_gate(version)
+        if gate.state != "passed":
+            if gate.state == "running":
+                return gate
+            raise PromptError(gate.message)
+    with transaction.atomic():
+        PromptVersion.objects.select_for_update().filter(kind=version.kind).exists()
+        PromptVersion.objects.filter(
+            kind=version.kind, status=PromptVersion.Status.PUBLISHED
+        ).update(status=PromptVersion.Status.RETIRED)
+        version.status, version.published_at = PromptVersion.Status.PUBLISHED, timezone.now()
+        version.ungated = dataset is None
+        version.save(update_fields=["status", "published_at", "ungated"])
+        regression_reruns_queue(reason=f"system prompt v{version.number} published", user=user)
+    return Gate(
+        "published", f"Published v{version.number}. {gate.message}", gate.draft, gate.current
+    )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chatbot.console import judges, routing, rules, tools, views
+from chatbot.console import judges, prompts, routing, rules, tools, views
 
 app_name = "console"
 urlpatterns = [
@@ -21,6 +21,10 @@ urlpatterns = [
         routing.collection_confidential,
         name="collection_confidential",
     ),
+    path("prompts/", prompts.prompts_list, name="prompts"),
+    path("prompts/new/", prompts.prompt_new, name="prompt_new"),
+    path("prompts/<int:pk>/", prompts.prompt_version, name="prompt"),
+    path("prompts/<int:pk>/publish/", prompts.prompt_publish, name="prompt_publish"),
     path("rules/", rules.rules_list, name="rules"),
     path("rules/new/", rules.rule_edit, name="rule_new"),
     path("rules/<int:pk>/", rules.rule_edit, name="rule_edit"),

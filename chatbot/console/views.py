@@ -12,7 +12,7 @@ from chatbot.accounts.access import permission_required
 from chatbot.agent.grounding import assistant_settings
 from chatbot.console import services
 from chatbot.console.forms import AssistantSettingsForm, ModelEndpointForm
-from chatbot.models import ModelEndpoint
+from chatbot.models import Experiment, ModelEndpoint
 from chatbot.retrieval.answerable import answerable_model, trade_off_by_set
 
 
@@ -26,7 +26,9 @@ def _endpoint(pk: int) -> ModelEndpoint:
 @permission_required(roles.MANAGE_SETTINGS)
 def models_list(request: HttpRequest) -> HttpResponse:
     endpoints = ModelEndpoint.objects.order_by("-is_default", "name")
-    return render(request, "console/models.html", {"endpoints": endpoints})
+    # What the last default-model (or prompt) changes reran: the change links its results.
+    reruns = Experiment.objects.exclude(trigger="").select_related("dataset", "endpoint")[:10]
+    return render(request, "console/models.html", {"endpoints": endpoints, "reruns": reruns})
 
 
 @permission_required(roles.MANAGE_SETTINGS)
@@ -34,7 +36,11 @@ def model_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     endpoint = _endpoint(pk) if pk is not None else None
     form = ModelEndpointForm(request.POST or None, instance=endpoint)
     if request.method == "POST" and form.is_valid():
-        saved = services.endpoint_save(endpoint=endpoint, data=form.cleaned_data)
+        saved = services.endpoint_save(
+            endpoint=endpoint,
+            data=form.cleaned_data,
+            user=request.user,  # type: ignore[arg-type]
+        )
         messages.success(request, f"Saved model “{saved.name}”.")
         return redirect("console:models")
     status = 400 if request.method == "POST" else 200
@@ -48,7 +54,7 @@ def model_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 def model_make_default(request: HttpRequest, pk: int) -> HttpResponse:
     endpoint = _endpoint(pk)
     try:
-        services.endpoint_set_default(endpoint=endpoint)
+        services.endpoint_set_default(endpoint=endpoint, user=request.user)  # type: ignore[arg-type]
     except ValueError as exc:
         messages.error(request, str(exc))
     else:

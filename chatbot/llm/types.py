@@ -27,6 +27,9 @@ class Prompt:
     """What the model is asked: messages in order, the last one the user's question."""
 
     messages: tuple[Message, ...]
+    # The versioned system prompt (`PromptVersion`) the first message came from; None when the
+    # caller wrote its own.
+    version_id: int | None = None
 
     @property
     def question(self) -> str:

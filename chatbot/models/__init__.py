@@ -24,6 +24,7 @@ from chatbot.models.observability import (
     TurnRollup,
     UserDay,
 )
+from chatbot.models.prompts import PromptVersion
 from chatbot.models.review import FlagRule, Review, ReviewAssignment, ReviewItem
 from chatbot.models.routing import RoutingRule
 from chatbot.models.spans import Span
@@ -55,6 +56,7 @@ __all__ = [
     "JudgeScore",
     "ModelEndpoint",
     "Posting",
+    "PromptVersion",
     "Replay",
     "Review",
     "ReviewAssignment",

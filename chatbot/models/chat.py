@@ -54,6 +54,15 @@ class Turn(models.Model):
         related_name="turns",
     )
     route_reason = models.CharField(max_length=200, blank=True)
+    # The published system prompt the answer was built with; null: the caller's own (the API, a
+    # replay) or a turn from before prompts were versioned.
+    prompt_version = models.ForeignKey(
+        "chatbot.PromptVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="turns",
+    )
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     tokens_estimated = models.BooleanField(default=False)

@@ -17,6 +17,9 @@ class Dataset(models.Model):
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True)
     version = models.PositiveIntegerField(default=1)
+    # Made from reviewed production failures: rerun as an experiment whenever the default model
+    # or the published prompt changes.
+    regression = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -102,6 +105,17 @@ class Experiment(models.Model):
     )
     # The system prompt; blank uses the product's default.
     prompt_template = models.TextField(blank=True)
+    # The versioned prompt the text came from, when it did.
+    prompt_version = models.ForeignKey(
+        "chatbot.PromptVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="experiments",
+    )
+    # Why it was started by the product itself (a regression rerun after a change); blank when a
+    # person started it.
+    trigger = models.CharField(max_length=200, blank=True)
     # {"grounding": ..., "k": ..., "min_similarity": ..., "collections": [ids] or null}
     retrieval = models.JSONField(default=dict, blank=True)
     # {collection id: version} read when the run started.

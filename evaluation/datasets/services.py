@@ -325,7 +325,8 @@ def kb_versions_for(
     return {str(pk): version for pk, version in visible.values_list("pk", "version")}
 
 
-def _endpoint(endpoint: ModelEndpoint | None) -> ModelEndpoint:
+def experiment_endpoint(endpoint: ModelEndpoint | None) -> ModelEndpoint:
+    """The catalogue entry an experiment runs on: `endpoint`, or the router's default."""
     try:
         chosen = route_choose(requested=endpoint.name if endpoint else None)
     except ModelError as exc:
@@ -348,7 +349,7 @@ def experiment_create(
     from chatbot.jobs import job_submit_on_commit
     from evaluation.datasets.tasks import experiment_run_task
 
-    chosen = _endpoint(endpoint)
+    chosen = experiment_endpoint(endpoint)
     settings = retrieval_settings(retrieval)
     if settings["grounding"] != AssistantSettings.Grounding.OFF and user is None:
         raise InvalidExperiment("Grounded experiments retrieve as a person: name the user.")

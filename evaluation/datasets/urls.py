@@ -6,6 +6,7 @@ from evaluation.datasets import views
 urlpatterns = [
     path("", views.datasets, name="datasets"),
     path("<int:pk>/", views.dataset, name="dataset"),
+    path("<int:pk>/regression/", views.dataset_regression, name="dataset_regression"),
     path("import/", views.dataset_import, name="dataset_import"),
     path("items/<int:item_id>/remove/", views.dataset_item_remove, name="dataset_item_remove"),
     path("from-review/<int:review_id>/", views.dataset_add_review, name="dataset_add_review"),

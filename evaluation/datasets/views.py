@@ -20,7 +20,7 @@ from chatbot.accounts.access import permission_required
 from chatbot.jobs import jobs_notify, jobs_watch
 from chatbot.models import Dataset, DatasetItem, Escalation, Experiment, Review
 from evaluation.datasets import compare as comparing
-from evaluation.datasets import selectors, services
+from evaluation.datasets import regression, selectors, services
 from evaluation.datasets.forms import (
     CompareForm,
     DatasetForm,
@@ -352,3 +352,21 @@ def experiment_compare(request: HttpRequest) -> HttpResponse:
         )
     status = 400 if chosen and form.errors else 200
     return render(request, "datasets/compare.html", context, status=status)
+
+
+@require_POST
+@permission_required(roles.MANAGE_SETTINGS)
+def dataset_regression(request: HttpRequest, pk: int) -> HttpResponse:
+    """Admins only: a regression dataset reruns (model calls, cost) on every default-model or
+    published-prompt change."""
+    current = _dataset(pk)
+    regression.dataset_set_regression(dataset=current, regression=not current.regression)
+    if current.regression:
+        messages.success(
+            request,
+            f"“{current.name}” is a regression dataset: it reruns whenever the default model or "
+            "the published prompt changes.",
+        )
+    else:
+        messages.success(request, f"“{current.name}” is no longer a regression dataset.")
+    return redirect("review:dataset", current.pk)
