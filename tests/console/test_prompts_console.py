@@ -32,6 +32,13 @@ ClientAs = Callable[[User], Client]
 GOLD = "Click Forgot password; the link lasts 30 minutes."
 
 
+@pytest.fixture(autouse=True)
+def version_one(db: None) -> PromptVersion:
+    """The published version 1. The migration makes it, but a transactional test elsewhere
+    empties the tables after itself, so each test here makes sure of it (idempotent)."""
+    return services.prompt_versions_ensure()
+
+
 def _dataset(name: str = "Password questions", *, regression: bool = False) -> Dataset:
     dataset = datasets.dataset_create(
         name=name,
@@ -61,8 +68,9 @@ def _turn(user: User, text: str = "How do I reset my password?") -> Turn:
     return chat.turn_create(conversation=conversation, user_text=text)
 
 
-def test_it_starts_with_version_one_published() -> None:
+def test_it_starts_with_version_one_published(version_one: PromptVersion) -> None:
     [first] = PromptVersion.objects.all()
+    assert first == version_one
     assert (first.kind, first.number, first.status) == ("system", 1, "published")
     assert first.text == DEFAULT_SYSTEM_PROMPT and first.published_at is not None
     assert services.prompt_versions_ensure() == first, "idempotent"
@@ -105,7 +113,7 @@ async def test_it_records_the_published_version_on_every_turn(
 
 
 def test_it_refuses_a_draft_that_loses_on_the_gate_dataset(
-    adam: User, fake_endpoint: Callable[..., ModelEndpoint]
+    adam: User, fake_endpoint: Callable[..., ModelEndpoint], version_one: PromptVersion
 ) -> None:
     fake_endpoint([GOLD])
     dataset, draft = _dataset(), _draft(adam)
@@ -114,7 +122,7 @@ def test_it_refuses_a_draft_that_loses_on_the_gate_dataset(
     draft.refresh_from_db()
     assert draft.status == "draft" and draft.gate_dataset == dataset
     assert draft.gate_experiment and draft.gate_experiment.prompt_template == draft.text
-    assert draft.gate_baseline and draft.gate_baseline.prompt_version_id == 1
+    assert draft.gate_baseline and draft.gate_baseline.prompt_version_id == version_one.pk
     _run(draft.gate_baseline)  # the published prompt: the fake model answers with the gold
     fake_endpoint(["I have no idea."])
     _run(draft.gate_experiment)
@@ -192,7 +200,10 @@ def test_it_reruns_the_regression_datasets_when_a_prompt_is_published(
 
 
 def test_it_reruns_the_regression_datasets_when_the_default_model_changes(
-    adam: User, fake_endpoint: Callable[..., ModelEndpoint], client_as: ClientAs
+    adam: User,
+    fake_endpoint: Callable[..., ModelEndpoint],
+    client_as: ClientAs,
+    version_one: PromptVersion,
 ) -> None:
     fake_endpoint()
     other = fake_endpoint(name="other", default=False)
@@ -201,7 +212,7 @@ def test_it_reruns_the_regression_datasets_when_the_default_model_changes(
     client_as(adam).post(reverse("console:model_default", args=[other.pk]))
 
     [rerun] = Experiment.objects.exclude(trigger="")
-    assert rerun.endpoint == other and rerun.prompt_version_id == 1
+    assert rerun.endpoint == other and rerun.prompt_version_id == version_one.pk
     assert "“other” became the default model" in rerun.trigger
     page = client_as(adam).get(reverse("console:models")).content.decode()
     assert reverse("review:experiment", args=[rerun.pk]) in page
