@@ -35,7 +35,12 @@ from chatbot.agent.grounding import (
 )
 from chatbot.agent.routing import Routing, route_step, route_traced, routing_load, sent_texts
 from chatbot.agent.tools import ToolContext, ToolFailed, ToolResult
-from chatbot.agent.tools.access import Allowed, tool_refusal, tools_allowed
+from chatbot.agent.tools.access import (
+    Allowed,
+    tool_refusal,
+    tools_allowed,
+    tools_beyond_search,
+)
 from chatbot.agent.tools.base import compact_json
 from chatbot.llm.pricing import usage_cost
 from chatbot.llm.router import Route
@@ -83,6 +88,8 @@ class Plan:
 
 def agent_plan(turn_id: int, requested_model: str | None) -> Plan | None:
     """The loop's setup for this turn, or None when the turn is the plain pipeline."""
+    if not tools_beyond_search():
+        return None  # one query, and the plain pipeline's time to first token is untouched
     user = User.objects.get(conversations__turns=turn_id)
     allowed = tools_allowed(user)
     config = assistant_settings()
@@ -245,23 +252,21 @@ async def _call(steps: _Steps, decision: Decision, number: int) -> None:
         event = StepEvent(
             id=str(span.id), tool=name[:60], label=label, arguments=arguments, status=""
         )
-        problem = tool_refusal(name, steps.plan.allowed) or (
-            f"The arguments for '{name}' were not valid ({decision.problem}), so it was not called."
-            if decision.problem
-            else ""
-        )
-        if problem or allowed is None:
-            status = "refused" if tool_refusal(name, steps.plan.allowed) else "failed"
-            _span_failed(span, status, problem)
-            await steps.emit(_with(event, status=status, summary=problem))
-            steps.exchanges.append(Exchange(_tool_call(decision, number), f"Error: {problem}"))
+        refusal = tool_refusal(name, steps.plan.allowed)
+        if refusal or allowed is None:
+            await _failed(steps, span, event, decision, number, "refused", refusal)
+            return
+        if decision.problem:
+            problem = (
+                f"The arguments for '{name}' were not valid ({decision.problem}), "
+                "so it was not called."
+            )
+            await _failed(steps, span, event, decision, number, "failed", problem)
             return
         await steps.emit(_with(event, status="running"))
         result, problem = await _run(steps, allowed, arguments, span)
         if result is None:
-            _span_failed(span, "failed", problem)
-            await steps.emit(_with(event, status="failed", summary=problem))
-            steps.exchanges.append(Exchange(_tool_call(decision, number), f"Error: {problem}"))
+            await _failed(steps, span, event, decision, number, "failed", problem)
             return
         span.attributes.update(
             status="done",
@@ -277,17 +282,29 @@ async def _call(steps: _Steps, decision: Decision, number: int) -> None:
             steps.called.append(Called(span, name, arguments, result))
 
 
+async def _failed(
+    steps: _Steps,
+    span: SpanRecord,
+    event: StepEvent,
+    decision: Decision,
+    number: int,
+    status: str,
+    problem: str,
+) -> None:
+    """A call refused or failed: in the trace, shown in words, and told to the model as the
+    step's result, so the turn goes on."""
+    span.attributes.update(status=status, summary=problem[:SUMMARY_LIMIT])
+    span.error = problem
+    await steps.emit(_with(event, status=status, summary=problem))
+    steps.exchanges.append(Exchange(_tool_call(decision, number), f"Error: {problem}"))
+
+
 def _tool_call(decision: Decision, number: int) -> ToolCall:
     return ToolCall(_call_id(decision, number), decision.action[:60], decision.arguments)
 
 
 def _with(event: StepEvent, **changes: Any) -> StepEvent:
     return StepEvent(**{**event.__dict__, **changes})
-
-
-def _span_failed(span: SpanRecord, status: str, problem: str) -> None:
-    span.attributes.update(status=status, summary=problem[:SUMMARY_LIMIT])
-    span.error = problem
 
 
 async def _run(

@@ -60,10 +60,7 @@ async def turn_passthrough(
         with tracer.span(
             "llm",
             endpoint.name,
-            model=endpoint.model_id,
-            provider=endpoint.provider,
-            style=endpoint.style,
-            region=endpoint.region,
+            **endpoint.span_attributes(),
             tool_names=[t.get("function", {}).get("name", "") for t in tools],
             tool_choice=tool_choice,
         ) as span:

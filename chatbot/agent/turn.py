@@ -192,10 +192,7 @@ async def _stream_once(
     with run.tracer.span(
         "llm",
         endpoint.name,
-        model=endpoint.model_id,
-        provider=endpoint.provider,
-        style=endpoint.style,
-        region=endpoint.region,
+        **endpoint.span_attributes(),
         **fallback.attempt_attributes(route, attempt),
     ) as span:
         stream = astream_text(endpoint, prompt, run.usage, overrides=overrides)

@@ -82,6 +82,16 @@ class EndpointConfig:
     # How the agent asks this model for its next step: "native", "structured" or "none".
     tool_calling: str = "structured"
 
+    def span_attributes(self) -> dict[str, str]:
+        """What an `llm` span says about the model it called (the trace and the dashboard read
+        these names)."""
+        return {
+            "model": self.model_id,
+            "provider": self.provider,
+            "style": self.style,
+            "region": self.region,
+        }
+
     @classmethod
     def from_model(cls, endpoint: ModelEndpoint) -> EndpointConfig:
         return cls(

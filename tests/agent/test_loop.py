@@ -78,7 +78,7 @@ async def test_it_calls_a_tool_natively_and_cites_its_result(alice, fake_endpoin
     assert tool.attributes["arguments"] == REFUND
     assert tool.attributes["status"] == "done"
     assert tool.attributes["number"] == 1 and tool.attributes["cited"] is True
-    assert tool.duration_ms > 0 and not tool.error
+    assert not tool.error
     assert spans[0].attributes["agent"] == "answer"
 
 

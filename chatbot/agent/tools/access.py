@@ -62,6 +62,12 @@ def tools_allowed(user: User) -> dict[str, Allowed]:
     return allowed
 
 
+def tools_beyond_search() -> bool:
+    """Whether any tool besides the knowledge-base search is on for anyone: without one, a turn
+    is the plain "search, then answer" pipeline and nobody's roles need reading."""
+    return ToolSetting.objects.filter(enabled=True).exclude(name="kb_search").exists()
+
+
 def tool_refusal(name: str, allowed: dict[str, Allowed]) -> str:
     """Why the agent may not call `name` for this person, in words; "" when it may."""
     if name in allowed:

@@ -277,7 +277,9 @@ class Extract(Tool):
         usage = Usage()
         # The model calls nest under the tool's span, with their tokens and cost.
         spanned = (
-            context.tracer.span("llm", endpoint.name, model=endpoint.model_id, purpose="extract")
+            context.tracer.span(
+                "llm", endpoint.name, **endpoint.span_attributes(), purpose="extract"
+            )
             if context.tracer is not None
             else nullcontext(None)
         )
