@@ -7,6 +7,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
 
+# Every target here is development: DEBUG on (plain HTTP, the embedded key) unless the environment
+# says otherwise. With DEBUG off, chatbot/settings.py demands a SECRET_KEY and HTTPS.
+export DEBUG ?= 1
+
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -16,3 +16,7 @@ class ChatbotConfig(AppConfig):
                 roles_ensure(using=str(kwargs.get("using", "default")))
 
         post_migrate.connect(_ensure_roles, dispatch_uid="chatbot.roles_ensure")
+
+        from chatbot.telemetry.audit import signals_connect
+
+        signals_connect()

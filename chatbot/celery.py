@@ -31,6 +31,8 @@ app.conf.beat_schedule = {
     "turns-judge-sweep": {"task": "evaluation.turns_judge_sweep", "schedule": 600.0},
     # Cached answers of changed collections, should a queued clean-up have been lost.
     "answer-cache-retire": {"task": "knowledge.answer_cache_retire", "schedule": 3600.0},
+    # Past knowledge-base versions older than KNOWLEDGE_VERSIONS_KEEP_DAYS, in every source.
+    "knowledge-versions-prune": {"task": "knowledge.versions_prune", "schedule": 86400.0},
     # Jobs whose message was lost or whose worker died (chatbot.jobs): a fraction of the
     # JOBS_STALE_MINUTES window, so a stuck job waits little longer than that window.
     "jobs-requeue-stale": {"task": "jobs.requeue_stale", "schedule": 300.0},

@@ -11,10 +11,13 @@ called by `manage.py`, the ASGI app, the Celery app, `make run` and the test set
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import dj_database_url
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,8 +40,17 @@ def _env_int(name: str, default: int) -> int:
 
 VERSION = "0.1.0"
 DEBUG = _env_bool("DEBUG", False)
-# An embedded default keeps `make run` working with no setup; production sets SECRET_KEY.
-SECRET_KEY = _env("SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+# Development (DEBUG on: `make run` sets it) may use the embedded key; anything else must bring its
+# own, since sessions, CSRF tokens and password resets signed with a published key can be forged.
+SECRET_KEY = _env("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Production needs its own key, e.g. "
+            "SECRET_KEY=$(openssl rand -hex 32); on a development machine set DEBUG=1 instead "
+            "(make run does)."
+        )
+    SECRET_KEY = "dev-only-insecure-key-change-me-in-production-0123456789"  # noqa: S105
 ALLOWED_HOSTS = [h for h in _env("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in _env("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -82,6 +94,10 @@ EMBEDDING_MODEL_PATH = _env("EMBEDDING_MODEL_PATH")
 EMBEDDING_BATCH_SIZE = _env_int("EMBEDDING_BATCH_SIZE", 64)
 # Web processes load the embedding model when they start rather than inside the first question.
 EMBEDDINGS_WARM_ON_START = _env_bool("EMBEDDINGS_WARM_ON_START", True)
+# Knowledge-base versions: a chunk a re-ingestion put away stays readable "as of" the versions
+# it was current in (replays, experiments) for this many days; then it is deleted unless an
+# answer cites it (`chatbot.knowledge.ingest.versions_prune`).
+KNOWLEDGE_VERSIONS_KEEP_DAYS = _env_int("KNOWLEDGE_VERSIONS_KEEP_DAYS", 90)
 
 # --- Agent tools -------------------------------------------------------------------------------
 # Databases the `sql` tool may query, looked up by the variable name its settings give in `dsn_env`
@@ -146,6 +162,28 @@ API_MAX_TOTAL_CHARS = _env_int("API_MAX_TOTAL_CHARS", 4 * CHAT_MAX_MESSAGE_CHARS
 # /api lists: the highest `?page=` accepted (x the page size is the deepest OFFSET a request costs).
 API_MAX_PAGE = _env_int("API_MAX_PAGE", 1000)
 
+# --- Keys, limits and sign-in (chatbot.accounts.limits; kept in Redis so every process agrees) ---
+# Requests a minute per person and, separately, per API key on /api and /v1 (questions on the chat
+# socket count against the person's). 0 turns the limit off. A key may carry its own figure.
+RATE_LIMIT_PER_MINUTE = _env_int("RATE_LIMIT_PER_MINUTE", 120)
+# Model tokens (in + out, as recorded on the turns) a person may use per UTC day; 0: no quota.
+TOKEN_QUOTA_PER_DAY = _env_int("TOKEN_QUOTA_PER_DAY", 500_000)
+# Answers one person may have running at once, across tabs, sockets and API calls; 0: no cap.
+MAX_CONCURRENT_ANSWERS = _env_int("MAX_CONCURRENT_ANSWERS", 3)
+# A slot a crashed process never gave back frees itself after this long: well past the longest
+# answer (several model calls of MODEL_REQUEST_TIMEOUT_S each, plus tools).
+ANSWER_SLOT_TTL_S = _env_int("ANSWER_SLOT_TTL_S", 15 * 60)
+# Failed sign-ins (django-axes): after this many for one username from one address, that pair
+# waits SIGN_IN_COOLOFF_MINUTES. Counted in the database so every web process sees them.
+AXES_FAILURE_LIMIT = _env_int("SIGN_IN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=_env_int("SIGN_IN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "chatbot.accounts.views.sign_in_locked_out"
+# Sign-ins, failures and sign-outs are already in the audit log; axes keeps only its counters.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # a line per sign-in is the audit log's job; lockouts are still logged
+
 # --- Observability -----------------------------------------------------------------------------
 # Personal data in the questions, answers and tool inputs trace pages show: "redact" (typed tags
 # such as <EMAIL_ADDRESS> for everyone), "admins" (admins see it as written) or "show".
@@ -173,6 +211,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "channels",
     "ninja",
+    "csp",
+    "axes",
     "chatbot.apps.ChatbotConfig",
     "evaluation.apps.EvaluationConfig",
     "observability.apps.ObservabilityConfig",
@@ -180,15 +220,25 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "chatbot.telemetry.middleware.request_metrics",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chatbot.telemetry.audit.audit_context",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised during sign-in into its response.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out username+address is refused before its password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "chatbot.urls"
@@ -322,6 +372,47 @@ CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+
+# --- HTTPS -------------------------------------------------------------------------------------
+# With DEBUG off everything defaults to HTTPS only; a deployment without TLS in front (the compose
+# demo on plain http://localhost) turns each off by name. `manage.py check --deploy` passes with
+# the defaults (tests/test_deploy_check.py).
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# A year, the minimum the browsers' preload lists accept. Once a browser has seen it, it will not
+# speak plain HTTP to the host (and, with subdomains, to any subdomain) for that long.
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+# The header a TLS-terminating proxy sets to say the client spoke HTTPS (deploy/nginx.conf sets
+# X-Forwarded-Proto, overwriting whatever the client sent). Without it the SSL redirect above
+# would send every proxied request back to https:// forever. Set it empty when clients reach the
+# app directly: a client could then claim HTTPS by sending the header itself.
+_proxy_ssl_header = _env("SECURE_PROXY_SSL_HEADER", "" if DEBUG else "X-Forwarded-Proto").strip()
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+
+# --- Content security policy (django-csp) ------------------------------------------------------
+# Every page works under it: no inline scripts, styles or event handlers anywhere (static/js/
+# attaches behaviour; htmx's indicator styles are off in base.html and live in app.css; chart data
+# travels in json_script, which is never executed). Pico's icons are data: SVGs; the chat's
+# websocket is same-origin, which 'self' covers. tests/browser/test_csp_browser.py visits every
+# page as each role and fails on any violation.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LOGGING = {
     "version": 1,

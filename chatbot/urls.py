@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from chatbot import views
 from chatbot.api import api, openai_api
+from chatbot.console import keys
 from observability.views.metrics import metrics_view
 
 urlpatterns = [
@@ -14,6 +15,8 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/keys/", keys.keys_page, name="api_keys"),
+    path("accounts/keys/<int:pk>/revoke/", keys.key_revoke, name="api_key_revoke"),
     path("chat/", include("chatbot.chat.urls")),
     path("console/", include("chatbot.console.urls")),
     path("knowledge/", include("chatbot.knowledge.urls")),

@@ -47,10 +47,15 @@ def pipeline_answer(
     runner: asyncio.Runner,
     config: AssistantSettings | None = None,
     system_prompt: str = "",
+    instructions: str = "",
+    instructions_version_id: int | None = None,
     collection_ids: list[int] | None = None,
+    as_of: dict[int, int] | None = None,
 ) -> PipelineAnswer:
     """Answer `question` the way a chat turn does (the same `turn_prepare` step, then
-    `astream_text`), retrieving as `user`.
+    `astream_text`), retrieving as `user`. `system_prompt` and `instructions` (the answer
+    instructions) replace the published ones when given; `as_of` retrieves from the knowledge
+    base as it was at those collection versions.
 
     A model failure is returned as `error`, not raised: one bad item must not end a run.
     """
@@ -59,11 +64,17 @@ def pipeline_answer(
     try:
         prepared = turn_prepare(
             asker=lambda: user,
-            prompt=prompt_first(question, system_prompt=system_prompt),
+            prompt=prompt_first(
+                question,
+                system_prompt=system_prompt,
+                instructions=instructions,
+                instructions_version_id=instructions_version_id,
+            ),
             tracer=Tracer(),
             requested_model=endpoint_name,
             config=config,
             collection_ids=collection_ids,
+            as_of=as_of,
         )
     except ModelError as exc:
         result.error = exc.user_message

@@ -15,6 +15,7 @@ from chatbot.agent.cache import answer_cache_retire_turns, answer_cache_store
 from chatbot.llm.router import route_choose
 from chatbot.llm.types import EndpointConfig, NoModelAvailable
 from chatbot.models import Judge, JudgeScore, ModelEndpoint, Span, Turn
+from chatbot.telemetry.audit import audit_changes, audit_record
 from chatbot.telemetry.tracing import Tracer, spans_save
 from evaluation import judges, selectors
 from evaluation.judges import JudgeCase, JudgeError, JudgeSpec, Skip, Verdict
@@ -84,6 +85,13 @@ def judge_new_version(*, judge: Judge, **changes: Any) -> Judge:
     new.save()
     if new.enabled:
         Judge.objects.filter(name=judge.name).exclude(pk=new.pk).update(enabled=False)
+    before = {f: getattr(latest, f) for f in EDITABLE}
+    after = {f: getattr(new, f) for f in EDITABLE}
+    audit_record(
+        "judge.save",
+        target=new,
+        details={"version": new.version, "changed": audit_changes(before, after)},
+    )
     return new
 
 
@@ -239,6 +247,7 @@ def judge_set_enabled(*, judge: Judge, enabled: bool) -> Judge:
         Judge.objects.filter(name=judge.name).exclude(pk=judge.pk).update(enabled=False)
     Judge.objects.filter(pk=judge.pk).update(enabled=enabled)
     judge.enabled = enabled
+    audit_record("judge.enable", target=judge, details={"enabled": enabled})
     return judge
 
 

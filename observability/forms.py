@@ -135,6 +135,13 @@ class ReplayForm(forms.Form):
         label="What to replay",
         widget=forms.RadioSelect,
     )
+    kb = forms.ChoiceField(
+        choices=[("now", "As it is now"), ("original", "As it was when the turn ran")],
+        required=False,  # left out: as it is now
+        initial="now",
+        label="Knowledge base",
+        widget=forms.RadioSelect,
+    )
 
 
 class AlertRuleForm(forms.ModelForm):

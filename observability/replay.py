@@ -1,5 +1,7 @@
 """Replay: ask a past turn, or a whole conversation, again against another model endpoint or
-system prompt and the knowledge base as it is now, to compare old and new side by side.
+system prompt, and the knowledge base as it is now or as it was when each turn ran (its
+`Turn.kb_versions`, read through `chatbot.retrieval.search`'s `as_of`), to compare old and new
+side by side.
 
 The new turns are made by chat's own services and run through the real turn loop
 (`chatbot.agent.turn.turn_run`, with `chatbot.agent.prepare`): retrieval as the
@@ -15,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Prefetch
@@ -23,6 +26,7 @@ from django.utils import timezone
 from chatbot.agent.prepare import prompt_for_turn
 from chatbot.agent.turn import turn_run
 from chatbot.chat import services as chat_services
+from chatbot.knowledge.ingest import versions_kept_since
 from chatbot.llm.types import Prompt
 from chatbot.models import Citation, Conversation, JudgeScore, ModelEndpoint, Replay, Turn
 
@@ -47,6 +51,29 @@ def _sources(replay: Replay) -> list[Turn]:
     )
 
 
+def _as_of_problem(turn: Turn, *, which: str) -> str:
+    """Why the knowledge base as it was on `turn` cannot be read; "" when it can."""
+    if not turn.kb_versions:
+        return (
+            f"{which} read no knowledge base (grounding was off, or it ran before versions were "
+            "recorded), so there is no version to go back to. Replay it against the knowledge "
+            "base as it is now."
+        )
+    if turn.created_at < versions_kept_since():
+        days = settings.KNOWLEDGE_VERSIONS_KEEP_DAYS
+        return (
+            f"{which} ran on {turn.created_at:%d %b %Y}, before the last {days} days whose "
+            "knowledge-base versions are kept: passages it could read may have been deleted "
+            "since. Replay it against the knowledge base as it is now."
+        )
+    return ""
+
+
+def replay_as_of(source: Turn) -> dict[int, int]:
+    """The collection versions `source` read, for retrieval as of them."""
+    return {int(pk): int(version) for pk, version in source.kb_versions.items()}
+
+
 def replay_create(
     *,
     created_by: User,
@@ -54,8 +81,11 @@ def replay_create(
     endpoint: ModelEndpoint | None = None,
     system_prompt: str = "",
     scope: str = "turn",
+    kb_as_of_original: bool = False,
 ) -> Replay:
-    """Record the replay and queue it once committed."""
+    """Record the replay and queue it once committed. With `kb_as_of_original`, each turn
+    retrieves from the knowledge base as it was when that turn ran; refused when a turn has no
+    versions to go back to or is older than the kept window (KNOWLEDGE_VERSIONS_KEEP_DAYS)."""
     if turn.is_replay:
         raise InvalidReplay("This turn is itself a replay. Replay its original instead.")
     if not turn.is_finished:
@@ -72,8 +102,16 @@ def replay_create(
         system_prompt=system_prompt.strip(),
         source_turn=turn if scope == "turn" else None,
         source_conversation=turn.conversation if scope == "conversation" else None,
+        kb_as_of_original=kb_as_of_original,
     )
-    replay.total = len(_sources(replay))
+    sources = _sources(replay)
+    if kb_as_of_original:
+        for number, source in enumerate(sources, start=1):
+            which = f"Turn {number} of the conversation" if scope == "conversation" else ""
+            problem = _as_of_problem(source, which=which or "This turn")
+            if problem:
+                raise InvalidReplay(problem)
+    replay.total = len(sources)
     replay.save()
     from chatbot.jobs import job_submit_on_commit
     from observability.tasks import replay_run_task
@@ -140,6 +178,12 @@ def replay_run(*, replay_id: int) -> Replay | None:
             if source.pk in done:
                 continue
             conversation = _conversation(replay, source)
+            as_of = None
+            if replay.kb_as_of_original:
+                # Checked when the replay was made; the kept window may have passed since.
+                if problem := _as_of_problem(source, which=f"Turn {source.pk}"):
+                    raise InvalidReplay(problem)
+                as_of = replay_as_of(source)
             new = chat_services.turn_create(
                 conversation=conversation, user_text=source.user_text, replay_of=source
             )
@@ -149,6 +193,7 @@ def replay_run(*, replay_id: int) -> Replay | None:
                 requested_model=replay.endpoint.name if replay.endpoint else None,
                 prompt=replay_prompt(replay, source=source, new=new),
                 replay=True,
+                as_of=as_of,
             )
             Replay.objects.filter(pk=replay.pk).update(completed=F("completed") + 1)
     except Exception as exc:

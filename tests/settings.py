@@ -1,6 +1,11 @@
 """Test settings: the same real services as development, on a separate Redis database."""
 
+import os
 from urllib.parse import urlsplit, urlunsplit
+
+# Tests run with DEBUG off, as production does, so chatbot.settings demands a key; this one is
+# also what the processes a test starts (workers, `python -c` probes) inherit.
+os.environ.setdefault("SECRET_KEY", "tests-only-key-never-used-anywhere-else-5f0c2a7e9b14d386")
 
 from chatbot.settings import *  # noqa: F403
 from chatbot.settings import (
@@ -37,3 +42,11 @@ _test_db = DATABASES["default"]["TEST"]["NAME"] or f"test_{DATABASES['default'][
 REPORTING_DEMO_DATABASE = f"{_test_db}_reporting"
 if EMBEDDED_REPORTING:
     TOOL_DSNS["REPORTING_DATABASE_URL"] = embedded_reporting_dsn(REPORTING_DEMO_DATABASE)
+
+# The test client and the browser tests' daphne speak plain HTTP; HTTPS-only settings are checked
+# on their own by tests/test_deploy_check.py.
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+SECURE_HSTS_SECONDS = 0
+SECURE_PROXY_SSL_HEADER = None

@@ -23,6 +23,8 @@ PUBLIC = {
     "/healthz",
     "/api/docs",
     "/api/openapi.json",
+    # What /v1 accepts and answers (no docs page): public like /api's, it holds no data.
+    "/v1/openapi.json",
 }
 PUBLIC_PREFIXES = ("/static/",)
 # django-ninja's API roots have no view of their own: they answer 404 to everyone.

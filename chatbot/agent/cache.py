@@ -74,13 +74,20 @@ def question_normalise(text: str) -> str:
     return _END_PUNCTUATION.sub("", _SPACES.sub(" ", folded).strip())
 
 
-def prompt_version(endpoint: EndpointConfig, version_id: int | None) -> str:
+def prompt_version(
+    endpoint: EndpointConfig, version_id: int | None, instructions_version_id: int | None = None
+) -> str:
     """What the model is told besides the question, as a short hash: the published system
-    prompt's version (published text is never edited, so its id stands for its words; the
-    built-in text before any is published), the grounding instructions and the endpoint's
+    prompt's version and the published answer instructions' (published text is never edited, so
+    an id stands for its words; the built-in text before any is published) and the endpoint's
     completion template."""
     system = f"v{version_id}" if version_id is not None else DEFAULT_SYSTEM_PROMPT
-    text = "\n\x1e".join((system, GROUNDING_INSTRUCTIONS, endpoint.prompt_template))
+    instructions = (
+        f"a{instructions_version_id}"
+        if instructions_version_id is not None
+        else GROUNDING_INSTRUCTIONS
+    )
+    text = "\n\x1e".join((system, instructions, endpoint.prompt_template))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -103,11 +110,12 @@ def scope_of(
     endpoint: EndpointConfig,
     config: AssistantSettings,
     prompt_version_id: int | None = None,
+    instructions_version_id: int | None = None,
 ) -> Scope:
     parts = {
         "collections": sorted((int(pk), version) for pk, version in kb_versions.items()),
         "endpoint": [endpoint.id, endpoint.version],
-        "prompt": prompt_version(endpoint, prompt_version_id),
+        "prompt": prompt_version(endpoint, prompt_version_id, instructions_version_id),
         "grounding": [
             config.grounding,
             config.retrieval_k,
@@ -158,13 +166,25 @@ class CacheLookup:
 _HIT_FIELDS = ("pk", "answer", "citations", "source_turn_id", "endpoint_id", "tokens", "cost")
 
 
-def answer_cache_lookup(*, turn_id: int, requested_model: str | None) -> CacheLookup:
+def answer_cache_lookup(
+    *,
+    turn_id: int,
+    requested_model: str | None,
+    prompt: Prompt | None = None,
+    config: AssistantSettings | None = None,
+) -> CacheLookup:
     """Look for an answer to the turn's question in its asker's scope. Runs before retrieval, in
-    the turn's one hop to a thread; a turn that may not use the cache gets `mark` None."""
+    the turn's one hop to a thread; a turn that may not use the cache gets `mark` None.
+
+    `prompt` and `config` replace the published prompt and the saved settings (an A/B test's
+    variant, `chatbot.agent.abtest`): both are part of the scope, so a variant only ever finds
+    answers given under its own endpoint, prompt version and grounding settings."""
     started = time.perf_counter()
     turn = Turn.objects.select_related("conversation__owner").get(pk=turn_id)
     looked = CacheLookup(
-        prompt=prompt_for_turn(turn_id), user=turn.conversation.owner, config=assistant_settings()
+        prompt=prompt or prompt_for_turn(turn_id),
+        user=turn.conversation.owner,
+        config=config or assistant_settings(),
     )
     if not looked.config.cache_enabled or turn.is_replay:
         return looked
@@ -183,6 +203,7 @@ def answer_cache_lookup(*, turn_id: int, requested_model: str | None) -> CacheLo
         endpoint=looked.route.endpoint,
         config=looked.config,
         prompt_version_id=looked.prompt.version_id,
+        instructions_version_id=looked.prompt.instructions_version_id,
     )
     key = cache_key(scope, looked.prompt.question)
     hit, nearest = _find(looked, key)

@@ -7,6 +7,7 @@ see (`chatbot.retrieval.search`), and it records which version of each collectio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -69,6 +70,7 @@ def ground(
     config: AssistantSettings | None = None,
     collection_ids: list[int] | None = None,
     query_vector: list[float] | None = None,
+    as_of: dict[int, int] | None = None,
 ) -> Grounding:
     """Retrieve for `question` as the person `user()` loads (only when grounding is on) and
     decide: numbered context, or "I don't know".
@@ -77,6 +79,9 @@ def ground(
     eval_answers) try other settings beside production chat without saving them.
     `collection_ids` narrows retrieval to those collections (never widens what `user` sees).
     `query_vector`: the question already embedded (by the answer cache's lookup).
+    `as_of` ({collection id: version}): retrieve from the knowledge base as it was at those
+    versions (replays, experiments); `kb_versions` then records those versions, of the
+    collections the person may still see.
     """
     config = config or assistant_settings()
     if config.grounding == AssistantSettings.Grounding.OFF:
@@ -95,6 +100,7 @@ def ground(
             k=config.retrieval_k,
             collection_ids=collection_ids,
             query_vector=query_vector,
+            as_of=as_of,
         )
         relevant = [
             hit
@@ -110,7 +116,12 @@ def ground(
         read = collections_visible_to(reader)
         if collection_ids is not None:
             read = read.filter(pk__in=collection_ids)
-        versions = {str(pk): version for pk, version in read.values_list("pk", "version")}
+        if as_of is None:
+            versions = {str(pk): version for pk, version in read.values_list("pk", "version")}
+        else:
+            seen = read.filter(pk__in=list(as_of)).values_list("pk", flat=True)
+            versions = {str(pk): as_of[pk] for pk in seen}
+            span.attributes["as_of"] = True
         top = max((h.similarity or 0.0 for h in result.hits), default=0.0)
         span.attributes.update(
             chunk_ids=[h.chunk_id for h in result.hits],
@@ -179,17 +190,19 @@ def sources_message(blocks: list[str]) -> Message:
 
 
 def sources_prompt(prompt: Prompt, blocks: list[str]) -> Prompt:
-    """`prompt` with the grounding instructions after its system messages and the numbered
-    passages as data just before the question. Knowledge-base text never enters a system message:
-    a passage that says "ignore previous instructions" stays a quoted passage."""
+    """`prompt` with its answer instructions (`Prompt.instructions`, else the built-in ones)
+    after its system messages and the numbered passages as data just before the question.
+    Knowledge-base text never enters a system message: a passage that says "ignore previous
+    instructions" stays a quoted passage."""
     if not blocks:
         return prompt
     messages = list(prompt.messages)
     last_system = max((i for i, m in enumerate(messages) if m.role == "system"), default=-1)
-    messages.insert(last_system + 1, Message("system", GROUNDING_INSTRUCTIONS))
+    instructions = prompt.instructions or GROUNDING_INSTRUCTIONS
+    messages.insert(last_system + 1, Message("system", instructions))
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=len(messages))
     messages.insert(last_user, sources_message(blocks))
-    return Prompt(tuple(messages), version_id=prompt.version_id)
+    return dataclasses.replace(prompt, messages=tuple(messages))
 
 
 def context_fit(hits: list[SearchHit], *, prompt: Prompt, budget_tokens: int) -> list[SearchHit]:

@@ -24,6 +24,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
+from chatbot.agent import fallback
 from chatbot.agent.choose import ANSWER, ASK, HAND_OVER, Decision, Offered, choose_step
 from chatbot.agent.grounding import (
     Grounding,
@@ -45,7 +46,7 @@ from chatbot.agent.tools.base import compact_json
 from chatbot.llm.pricing import usage_cost
 from chatbot.llm.router import Route
 from chatbot.llm.tools import Exchange, ToolCall
-from chatbot.llm.types import EndpointConfig, Prompt, Usage
+from chatbot.llm.types import EndpointConfig, ModelError, Prompt, Usage
 from chatbot.models import AssistantSettings
 from chatbot.retrieval.search import SearchHit
 from chatbot.telemetry.tracing import SpanRecord, Tracer
@@ -146,6 +147,8 @@ class _Steps:
     tracer: Tracer
     turn_id: int
     on_step: StepEmit | None
+    kb_as_of: dict[int, int] | None = None
+    config: AssistantSettings | None = None
     usage: Usage = field(default_factory=Usage)
     exchanges: list[Exchange] = field(default_factory=list)
     called: list[Called] = field(default_factory=list)
@@ -159,10 +162,26 @@ class _Steps:
 
 
 async def agent_steps(
-    *, plan: Plan, prompt: Prompt, tracer: Tracer, turn_id: int, on_step: StepEmit | None
+    *,
+    plan: Plan,
+    prompt: Prompt,
+    tracer: Tracer,
+    turn_id: int,
+    on_step: StepEmit | None,
+    kb_as_of: dict[int, int] | None = None,
+    config: AssistantSettings | None = None,
 ) -> tuple[AgentEnd, Usage]:
-    """Run the steps; returns how they ended and what the choices cost."""
-    steps = _Steps(plan=plan, tracer=tracer, turn_id=turn_id, on_step=on_step)
+    """Run the steps; returns how they ended and what the choices cost. `kb_as_of`: the
+    knowledge-base search tool reads the collections as of those versions; `config`: it searches
+    with these retrieval settings (an A/B test variant's) instead of the saved ones."""
+    steps = _Steps(
+        plan=plan,
+        tracer=tracer,
+        turn_id=turn_id,
+        on_step=on_step,
+        kb_as_of=kb_as_of,
+        config=config,
+    )
     offered = plan.offered
     for number in range(1, plan.max_steps + 1):
         steps.route = _step_route(steps, prompt, "choose")
@@ -171,19 +190,7 @@ async def agent_steps(
             # The rules sent this step to a model that cannot choose tools: answer from what was
             # gathered (nothing yet: the plain pipeline answers).
             break
-        with tracer.span(
-            "agent", "choose", step=number, way=endpoint.tool_calling, endpoint=endpoint.name
-        ) as span:
-            before = Usage(steps.usage.input_tokens, steps.usage.output_tokens)
-            decision = await choose_step(endpoint, prompt, offered, steps.exchanges, steps.usage)
-            _span_usage(span, endpoint, before, steps.usage)
-            steps.cost += span.cost
-            span.attributes.update(
-                action=decision.action, arguments=decision.arguments, attempts=decision.attempts
-            )
-            if decision.problem:
-                span.attributes["problem"] = decision.problem
-                span.attributes["raw"] = decision.raw[:SPAN_RESULT_LIMIT]
+        decision = await _choose(steps, prompt, offered, number)
         if decision.action == ANSWER:
             break
         if decision.action == ASK:
@@ -194,6 +201,51 @@ async def agent_steps(
             return _end(steps, "hand_over", text=reason), steps.usage
         await _call(steps, decision, number)
     return _gathered(steps, prompt), steps.usage
+
+
+async def _choose(steps: _Steps, prompt: Prompt, offered: list[Offered], number: int) -> Decision:
+    """Ask the step's model what to do next. A model error moves on to the route's next attempt
+    (the availability rule's retries with backoff, then its fallbacks that can choose tools),
+    each attempt its own span; the last attempt's error ends the turn."""
+    route = steps.route
+    assert route is not None
+    planned = [a for a in fallback.attempts(route) if a.endpoint.tool_calling != "none"]
+    for index, attempt in enumerate(planned):
+        endpoint = attempt.endpoint
+        if attempt.wait_s:
+            await asyncio.sleep(attempt.wait_s)
+        try:
+            with steps.tracer.span(
+                "agent",
+                "choose",
+                step=number,
+                way=endpoint.tool_calling,
+                endpoint=endpoint.name,
+                **fallback.attempt_attributes(route, attempt),
+            ) as span:
+                before = Usage(steps.usage.input_tokens, steps.usage.output_tokens)
+                try:
+                    decision = await choose_step(
+                        endpoint, prompt, offered, steps.exchanges, steps.usage
+                    )
+                finally:
+                    _span_usage(span, endpoint, before, steps.usage)
+                    steps.cost += span.cost
+                span.attributes.update(
+                    action=decision.action,
+                    arguments=decision.arguments,
+                    attempts=decision.attempts,
+                )
+                if decision.problem:
+                    span.attributes["problem"] = decision.problem
+                    span.attributes["raw"] = decision.raw[:SPAN_RESULT_LIMIT]
+        except ModelError:
+            if index == len(planned) - 1:
+                raise
+            continue
+        steps.route = fallback.fallen_back(route, attempt)
+        return decision
+    raise AssertionError("the step's own model chooses tools, so one attempt is planned")
 
 
 def _end(steps: _Steps, kind: str, **fields: Any) -> AgentEnd:
@@ -316,6 +368,8 @@ async def _run(
         timeout_s=allowed.timeout_s,
         turn_id=steps.turn_id,
         tracer=steps.tracer,
+        kb_as_of=steps.kb_as_of,
+        config=steps.config,
     )
     try:
         result = await asyncio.wait_for(

@@ -16,7 +16,12 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet, Subquery
 
-from chatbot.agent.grounding import Grounding, ground, prompt_with_context
+from chatbot.agent.grounding import (
+    GROUNDING_INSTRUCTIONS,
+    Grounding,
+    ground,
+    prompt_with_context,
+)
 from chatbot.agent.routing import route_step, route_traced, routing_load, sent_texts
 from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
 from chatbot.llm.router import Route
@@ -37,6 +42,18 @@ def system_prompt_published() -> tuple[int | None, str]:
     return row if row is not None else (None, DEFAULT_SYSTEM_PROMPT)
 
 
+def _answer_published() -> QuerySet[PromptVersion]:
+    return PromptVersion.objects.filter(
+        kind=PromptVersion.Kind.ANSWER, status=PromptVersion.Status.PUBLISHED
+    )
+
+
+def answer_instructions_published() -> tuple[int | None, str]:
+    """The published answer instructions' id and text; the built-in ones (id None) before any."""
+    row = _answer_published().values_list("pk", "text").first()
+    return row if row is not None else (None, GROUNDING_INSTRUCTIONS)
+
+
 def prompt_for_turn(
     turn_id: int, *, system_prompt: str = "", history_of: int | None = None
 ) -> Prompt:
@@ -55,32 +72,53 @@ def prompt_for_turn(
         .annotate(
             prompt_id=Subquery(_published().values("pk")[:1]),
             prompt_text=Subquery(_published().values("text")[:1]),
+            answer_id=Subquery(_answer_published().values("pk")[:1]),
+            answer_text=Subquery(_answer_published().values("text")[:1]),
         )
         .order_by("-pk")
-        .values_list("pk", "user_text", "answer", "prompt_id", "prompt_text")[
-            : settings.CHAT_HISTORY_TURNS + 1
-        ]
+        .values_list(
+            "pk", "user_text", "answer", "prompt_id", "prompt_text", "answer_id", "answer_text"
+        )[: settings.CHAT_HISTORY_TURNS + 1]
     )
     question = next((row for row in rows if row[0] == turn_id), None)
     if question is None:
         raise Turn.DoesNotExist(f"turn {turn_id} does not exist")
     version_id, system = (None, system_prompt) if system_prompt else (question[3], question[4])
     messages: list[Message] = [Message("system", system or DEFAULT_SYSTEM_PROMPT)]
-    for pk, asked, answer, _, _ in reversed(rows):
+    for pk, asked, answer, *_ in reversed(rows):
         if pk != turn_id:
             messages += [Message("user", asked), Message("assistant", answer)]
     messages.append(Message("user", question[1]))
-    return Prompt(tuple(messages), version_id=version_id)
+    return Prompt(
+        tuple(messages),
+        version_id=version_id,
+        instructions=question[6] or "",
+        instructions_version_id=question[5],
+    )
 
 
 def prompt_first(
-    question: str, *, system_prompt: str = "", version_id: int | None = None
+    question: str,
+    *,
+    system_prompt: str = "",
+    version_id: int | None = None,
+    instructions: str = "",
+    instructions_version_id: int | None = None,
 ) -> Prompt:
     """What `prompt_for_turn` builds for the first turn of a new conversation; without
-    `system_prompt`, the published one (one query: offline runs and previews only)."""
+    `system_prompt`, the published one. The answer instructions are `instructions` (with their
+    `instructions_version_id`), else the published ones (offline runs and previews only: a query
+    for each published text it reads)."""
     if not system_prompt:
         version_id, system_prompt = system_prompt_published()
-    return Prompt((Message("system", system_prompt), Message("user", question)), version_id)
+    if not instructions:
+        instructions_version_id, instructions = answer_instructions_published()
+    return Prompt(
+        (Message("system", system_prompt), Message("user", question)),
+        version_id,
+        instructions=instructions,
+        instructions_version_id=instructions_version_id,
+    )
 
 
 @dataclass
@@ -99,12 +137,14 @@ def turn_prepare(
     config: AssistantSettings | None = None,
     collection_ids: list[int] | None = None,
     query_vector: list[float] | None = None,
+    as_of: dict[int, int] | None = None,
 ) -> Prepared:
     """Ground the question as the person `asker()` loads, then route (the routing rules, for the
     answer step: `chatbot.agent.routing`) and fit the context.
 
     `config` and `collection_ids` let offline runs try other settings without saving them
-    (see `chatbot.agent.grounding.ground`); `query_vector` is the question already embedded.
+    (see `chatbot.agent.grounding.ground`); `query_vector` is the question already embedded;
+    `as_of` retrieves from the knowledge base as it was at those collection versions.
     Raises `ModelError` when no model can be routed to.
     """
     asker = functools.cache(asker)  # retrieval and a budget rule both read the person
@@ -115,6 +155,7 @@ def turn_prepare(
         config=config,
         collection_ids=collection_ids,
         query_vector=query_vector,
+        as_of=as_of,
     )
     if grounding.no_answer:
         return Prepared(prompt=prompt, grounding=grounding, route=None)

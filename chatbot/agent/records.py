@@ -62,6 +62,9 @@ class TurnResult:
     hand_over: str = ""
     cache: CacheMark | None = None
     prompt_version_id: int | None = None
+    answer_version_id: int | None = None  # the answer instructions sent with the passages
+    # The A/B test variant the turn was answered with (`chatbot.agent.abtest`); None: no test.
+    ab_variant_id: int | None = None
 
 
 @transaction.atomic
@@ -85,6 +88,10 @@ def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
         fields["endpoint_id"] = result.endpoint_id
     if result.prompt_version_id is not None:
         fields["prompt_version_id"] = result.prompt_version_id
+    if result.answer_version_id is not None:
+        fields["answer_version_id"] = result.answer_version_id
+    if result.ab_variant_id is not None:
+        fields["ab_variant_id"] = result.ab_variant_id
     if result.route_reason:
         fields["route_reason"] = result.route_reason[:200]
     if result.cache is not None:

@@ -19,7 +19,7 @@ from decimal import Decimal
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
-from chatbot.agent import fallback, records
+from chatbot.agent import abtest, fallback, records
 from chatbot.agent.cache import CacheLookup, answer_cache_lookup
 from chatbot.agent.grounding import Grounding, cited_numbers
 from chatbot.agent.loop import Called, Plan, StepEmit, agent_plan, agent_steps
@@ -76,6 +76,14 @@ class _Run:
     hand_over: str = ""
     cache: records.CacheMark | None = None
     prompt_version_id: int | None = None  # the published system prompt the answer was built with
+    instructions_version_id: int | None = None  # ...and the answer instructions it carried
+    # Retrieve from the knowledge base as of these collection versions (a replay); None: now.
+    kb_as_of: dict[int, int] | None = None
+    ab_variant_id: int | None = None  # the A/B test variant it was answered with (none: no test)
+
+    def prompts_from(self, prompt: Prompt) -> None:
+        self.prompt_version_id = prompt.version_id
+        self.instructions_version_id = prompt.instructions_version_id
 
     def first_piece(self) -> None:
         if self.ttft_ms is None:
@@ -116,6 +124,11 @@ class _Run:
             hand_over=self.hand_over,
             cache=self.cache,
             prompt_version_id=self.prompt_version_id,
+            # The answer instructions reach the model only with passages or tool results.
+            answer_version_id=self.instructions_version_id
+            if (grounding is not None and grounding.hits) or self.called
+            else None,
+            ab_variant_id=self.ab_variant_id,
         )
 
 
@@ -125,6 +138,7 @@ def _prepare(
     prompt: Prompt | None,
     tracer: Tracer,
     looked: CacheLookup | None = None,
+    as_of: dict[int, int] | None = None,
 ) -> Prepared:
     # One hop to a thread for everything before the model call: the history, retrieval as the
     # conversation's owner, then the route. What the cache lookup read (the prompt, the person,
@@ -137,7 +151,19 @@ def _prepare(
         requested_model=requested_model,
         config=looked.config if looked is not None else None,
         query_vector=looked.vector if looked is not None else None,
+        as_of=as_of,
     )
+
+
+def _start(
+    turn_id: int, requested_model: str | None, takes_part: bool
+) -> tuple[abtest.Applied | None, Plan | None]:
+    """One hop to a thread: the A/B test variant the turn is answered with (when it takes part),
+    then the agent's plan with the variant's model."""
+    variant = abtest.variant_for_turn(turn_id=turn_id) if takes_part else None
+    if variant is not None:
+        requested_model = variant.requested_model
+    return variant, agent_plan(turn_id, requested_model)
 
 
 def _citations(grounding: Grounding, answer: str) -> list[records.CitationRecord]:
@@ -246,13 +272,20 @@ async def _agent(
     prompt: Prompt | None,
     overrides: Overrides | None,
     on_step: StepEmit | None,
+    variant: abtest.Applied | None = None,
 ) -> bool:
     """The agent's steps, then its answer; False when it gathered nothing, leaving the turn to
     the plain pipeline (which grounds the question itself)."""
     asked = prompt or await sync_to_async(prompt_for_turn)(run.turn_id)
-    run.prompt_version_id = asked.version_id
+    run.prompts_from(asked)
     end, run.choice_usage = await agent_steps(
-        plan=plan, prompt=asked, tracer=run.tracer, turn_id=run.turn_id, on_step=on_step
+        plan=plan,
+        prompt=asked,
+        tracer=run.tracer,
+        turn_id=run.turn_id,
+        on_step=on_step,
+        kb_as_of=run.kb_as_of,
+        config=variant.config if variant is not None else None,
     )
     run.choice_cost = end.cost
     root.attributes["agent"] = end.kind
@@ -291,26 +324,36 @@ async def _answer(
         root.attributes["system_prompt"] = "\n\n".join(
             m.content for m in prompt.messages if m.role == "system"
         )
-    plan = await sync_to_async(agent_plan)(run.turn_id, requested_model)
-    if plan is not None and await _agent(run, root, emit, plan, prompt, overrides, on_step):
+    # Only turns the product builds itself take part in an A/B test (chatbot.agent.abtest).
+    takes_part = prompt is None and requested_model is None and overrides is None
+    variant, plan = await sync_to_async(_start)(run.turn_id, requested_model, takes_part)
+    if variant is not None:
+        run.ab_variant_id, requested_model = variant.variant_id, variant.requested_model
+        root.attributes.update(variant.attributes)
+    asked = prompt or (variant.prompt if variant else None)
+    if plan is not None and await _agent(run, root, emit, plan, asked, overrides, on_step, variant):
         return
     looked = None
-    if prompt is None and overrides is None:
-        # The plain pipeline's own prompt and settings: an earlier judged answer may do.
+    if prompt is None and overrides is None and run.kb_as_of is None:
+        # The plain pipeline's own prompt and settings (or the variant's): an earlier judged
+        # answer given under the same ones may do.
         looked = await sync_to_async(answer_cache_lookup)(
-            turn_id=run.turn_id, requested_model=requested_model
+            turn_id=run.turn_id,
+            requested_model=requested_model,
+            prompt=asked,
+            config=variant.config if variant else None,
         )
         root.attributes.update(looked.attributes)
         run.cache = looked.mark
-        run.prompt_version_id = looked.prompt.version_id
+        run.prompts_from(looked.prompt)
         if looked.hit is not None:
             await _cached(run, emit, looked)
             return
     prepared = await sync_to_async(_prepare)(
-        run.turn_id, requested_model, prompt, run.tracer, looked
+        run.turn_id, requested_model, asked, run.tracer, looked, run.kb_as_of
     )
     run.grounding, run.route = prepared.grounding, prepared.route
-    run.prompt_version_id = prepared.prompt.version_id
+    run.prompts_from(prepared.prompt)
     root.attributes["grounding"] = prepared.grounding.reason
     if prepared.route is None:
         # Nothing relevant in the knowledge base: say so instead of letting a model guess.
@@ -372,13 +415,16 @@ async def turn_run(
     overrides: Overrides | None = None,
     replay: bool = False,
     on_step: StepEmit | None = None,
+    as_of: dict[int, int] | None = None,
 ) -> TurnOutcome:
     """Run one saved turn to its end. Returns how it ended; re-raises cancellation after saving.
 
     `prompt` replaces the one built from the conversation (the OpenAI-compatible API sends its
     own; replays choose a system prompt). `replay` marks a re-run of a past turn: kept out of
-    /metrics. `on_step` hears of each tool call the agent makes, as it starts and ends."""
-    run = _Run(turn_id=turn_id)
+    /metrics. `on_step` hears of each tool call the agent makes, as it starts and ends. `as_of`
+    ({collection id: version}) retrieves from the knowledge base as it was at those versions,
+    the agent's search tool too; the answer cache, which serves today's, is not asked."""
+    run = _Run(turn_id=turn_id, kb_as_of=as_of)
     with run.tracer.span("agent", "turn") as root:
         try:
             await _answer(run, root, emit, requested_model, prompt, overrides, on_step)

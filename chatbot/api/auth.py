@@ -1,7 +1,10 @@
 """Who is calling the API: a signed-in browser (session + CSRF) or a program (API key).
 
-Every caller must also hold the chat permission. Authentication failures answer 401, a known
-caller without the permission answers 403: the error handlers of each API word them.
+Every caller must also hold the chat permission. Authentication failures answer 401 (an expired
+or revoked key says so), a known caller without the permission, or a key without the scope the
+endpoint needs, answers 403: the error handlers of each API word them. Once the caller is known,
+the request counts against their rate limit (and their key's): over it, a `LimitExceeded` that
+the handlers answer with 429 and `Retry-After`.
 """
 
 from __future__ import annotations
@@ -11,23 +14,37 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.http import HttpRequest
-from ninja.errors import AuthorizationError
+from ninja.errors import AuthenticationError, AuthorizationError
 from ninja.security import APIKeyCookie, APIKeyHeader, HttpBearer
 from ninja.utils import check_csrf
 
 from chatbot.accounts import roles
-from chatbot.accounts.services import API_KEY_PREFIX, api_key_authenticate
+from chatbot.accounts.limits import request_allow
+from chatbot.accounts.services import API_KEY_PREFIX, KeyRefused, api_key_allows, api_key_check
+from chatbot.models import ApiKey
 
 NO_ACCESS = "Your account has no access to the assistant. Ask an admin to give you the agent role."
 NO_CREDENTIALS = (
     "Authentication required: sign in, or send an API key as "
     f"'Authorization: Bearer {API_KEY_PREFIX}…' or in an 'X-API-Key' header."
 )
-BAD_KEY = "The API key is not valid: it may be mistyped or revoked. Create a new one with `manage.py createapikey`."
+BAD_KEY = (
+    "The API key is not valid: it may be mistyped or deleted. Create a new one on your API keys "
+    "page (the user menu) or with `manage.py createapikey`."
+)
 CSRF_FAILED = (
     "CSRF check failed: a browser session must send the 'X-CSRFToken' header with the value "
     "of the csrftoken cookie. Programs should use an API key instead."
 )
+
+
+# Endpoints a key needs the "search" scope for (by ninja's url name); every other endpoint needs
+# "chat", except that a key with "read_only" may make any GET.
+SEARCH_VIEWS = frozenset({"api:search"})
+
+
+class KeyRefusedError(AuthenticationError):
+    """A real key that may not be used any more; its message says why (expired, revoked)."""
 
 
 def _with_chat_permission(user: AbstractBaseUser | AnonymousUser) -> User:
@@ -37,12 +54,41 @@ def _with_chat_permission(user: AbstractBaseUser | AnonymousUser) -> User:
     return user
 
 
+def _scope_of(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    if match is not None and match.view_name in SEARCH_VIEWS:
+        return ApiKey.Scope.SEARCH
+    return ApiKey.Scope.CHAT
+
+
+def _key_caller(request: HttpRequest, plaintext: str) -> User | None:
+    """The key's owner, once the key is usable here, its scopes allow the endpoint, and the
+    request is within the owner's and the key's rate limits."""
+    try:
+        key = api_key_check(plaintext.strip())
+    except KeyRefused as exc:
+        raise KeyRefusedError(message=str(exc)) from exc
+    if key is None:
+        return None
+    user = _with_chat_permission(key.user)
+    scope = _scope_of(request)
+    if not api_key_allows(key, method=request.method or "GET", scope=scope):
+        raise AuthorizationError(
+            message=(
+                f"This API key may not use this endpoint: it needs the '{scope}' scope and the "
+                f"key has {', '.join(key.scopes) or 'none'}. Create a key with that scope."
+            )
+        )
+    request_allow(user=user, key=key)
+    request.api_key = key  # type: ignore[attr-defined]
+    return user
+
+
 class ApiKeyBearer(HttpBearer):
     """`Authorization: Bearer sk-sa-…`, the header OpenAI-style clients send."""
 
     def authenticate(self, request: HttpRequest, token: str) -> User | None:
-        user = api_key_authenticate(token.strip())
-        return _with_chat_permission(user) if user is not None else None
+        return _key_caller(request, token)
 
 
 class ApiKeyInHeader(APIKeyHeader):
@@ -53,8 +99,7 @@ class ApiKeyInHeader(APIKeyHeader):
     def authenticate(self, request: HttpRequest, key: str | None) -> User | None:
         if not key:
             return None
-        user = api_key_authenticate(key.strip())
-        return _with_chat_permission(user) if user is not None else None
+        return _key_caller(request, key)
 
 
 class ChatSession(APIKeyCookie):
@@ -73,7 +118,10 @@ class ChatSession(APIKeyCookie):
     def authenticate(self, request: HttpRequest, key: str | None) -> User | None:
         if key is None or not request.user.is_authenticated:
             return None
-        return _with_chat_permission(request.user)
+        # The person themself: no scopes to check, the person's own rate limit still counts.
+        user = _with_chat_permission(request.user)
+        request_allow(user=user)
+        return user
 
 
 def credentials_sent(request: HttpRequest) -> bool:

@@ -17,6 +17,7 @@ from chatbot.api.schemas import (
     EscalationOut,
     FeedbackIn,
     FeedbackSavedOut,
+    PathId,
     conversation_out,
     escalation_out,
     turn_out,
@@ -53,7 +54,7 @@ def conversation_create(request: HttpRequest, payload: ConversationIn) -> Status
     response={200: ConversationDetailOut, **NOT_FOUND},
     summary="Read a conversation with its turns",
 )
-def conversation_read(request: HttpRequest, conversation_id: int) -> ConversationDetailOut:
+def conversation_read(request: HttpRequest, conversation_id: PathId) -> ConversationDetailOut:
     user = caller(request)
     conversation = selectors.conversation_get_for(user, conversation_id)
     turns = [turn_out(t) for t in selectors.turns_for(conversation, user)]
@@ -65,7 +66,7 @@ def conversation_read(request: HttpRequest, conversation_id: int) -> Conversatio
     response={204: None, **NOT_FOUND},
     summary="Delete a conversation and its turns",
 )
-def conversation_delete(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def conversation_delete(request: HttpRequest, conversation_id: PathId) -> HttpResponse:
     conversation = selectors.conversation_get_for(caller(request), conversation_id)
     services.conversation_delete(conversation=conversation)
     return HttpResponse(status=204)
@@ -76,7 +77,7 @@ def conversation_delete(request: HttpRequest, conversation_id: int) -> HttpRespo
     response={200: FeedbackSavedOut, 400: ErrorOut, **NOT_FOUND},
     summary="Rate an answer",
 )
-def feedback_set(request: HttpRequest, turn_id: int, payload: FeedbackIn) -> FeedbackSavedOut:
+def feedback_set(request: HttpRequest, turn_id: PathId, payload: FeedbackIn) -> FeedbackSavedOut:
     """One rating per person per answer; sending again replaces it. The answer must be finished."""
     user = caller(request)
     turn = selectors.turn_get_for(user, turn_id)
@@ -91,7 +92,7 @@ def feedback_set(request: HttpRequest, turn_id: int, payload: FeedbackIn) -> Fee
     response={200: EscalationOut, 400: ErrorOut, **NOT_FOUND},
     summary="Hand an answer over to a human",
 )
-def escalate(request: HttpRequest, turn_id: int, payload: EscalationIn) -> EscalationOut:
+def escalate(request: HttpRequest, turn_id: PathId, payload: EscalationIn) -> EscalationOut:
     """Marks the answer "needs a human". Asking again keeps the first request."""
     user = caller(request)
     turn = selectors.turn_get_for(user, turn_id)

@@ -12,15 +12,43 @@ from ninja.errors import HttpError
 from ninja.parser import Parser
 
 BAD_JSON = 'The request body is not a valid JSON object. Send e.g. {"message": "..."}.'
+NUL_IN_TEXT = (
+    "The request body contains a NUL character (\\u0000), which text here cannot hold "
+    "(PostgreSQL refuses it). Remove it and send the request again."
+)
+# What the published schemas say of every text a body carries (chatbot.api.contract).
+NO_NUL_PATTERN = "^[^\\x00]*$"
+# Text that is not blank as str.strip() sees it (which the services use): the characters
+# str.isspace() lists, spelled out, since JSON Schema's \\s (ECMA) is a different set.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+
+
+class NulInText(ValueError):
+    pass
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class ObjectParser(Parser):
-    """Bodies must be JSON objects: ninja would otherwise read `5` or `"text"` as an empty form."""
+    """Bodies must be JSON objects: ninja would otherwise read `5` or `"text"` as an empty form.
+    No text in them may hold a NUL character: every text ends up in PostgreSQL (questions, titles,
+    tool calls in jsonb), which refuses it with a server error."""
 
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
         data = super().parse_body(request)
         if not isinstance(data, dict):
             raise ValueError("the body is JSON but not an object")
+        if _has_nul(data):
+            raise NulInText("a text holds a NUL character")
         return data
 
 
@@ -31,6 +59,11 @@ def too_big() -> str:
 def is_unparsable_body(exc: HttpError) -> bool:
     """ninja's own words for a body that is not JSON are too terse to act on."""
     return exc.status_code == 400 and exc.message.startswith("Cannot parse request body")
+
+
+def unparsable_message(exc: HttpError) -> str:
+    """What to tell the caller of a body `is_unparsable_body` found: ninja keeps why as the cause."""
+    return NUL_IN_TEXT if isinstance(exc.__cause__, NulInText) else BAD_JSON
 
 
 # The pydantic error types people hit most, in plain words; anything else keeps pydantic's text.

@@ -10,9 +10,18 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Router, Status
 
+from chatbot.accounts.limits import answer_slot_release
 from chatbot.agent.turn import turn_run
+from chatbot.api.admission import admitted, released_after
 from chatbot.api.auth import caller
-from chatbot.api.schemas import ErrorOut, MessageIn, MessageOut, message_out, requested_model
+from chatbot.api.schemas import (
+    ErrorOut,
+    MessageIn,
+    MessageOut,
+    PathId,
+    message_out,
+    requested_model,
+)
 from chatbot.api.streaming import Crashed, Piece, emit_nothing, sse_event, sse_response, turn_events
 from chatbot.chat import selectors, services
 from chatbot.llm.router import route_choose
@@ -36,12 +45,19 @@ If the client disconnects, the turn ends `cancelled` with the part of the answer
 """
 
 
-def _turn_start(user: User, conversation_id: int, message: str, model: str | None) -> Turn:
+def _turn_start(
+    user: User, conversation_id: int, message: str, model: str | None
+) -> tuple[Turn, str | None]:
+    """Save the question once the conversation, the model and the caller's limits allow it;
+    returns the turn and the answer slot to give back."""
     conversation = selectors.conversation_get_for(user, conversation_id)
     if model:
         # An unknown or disabled model is the caller's mistake: refused before anything is saved.
         route_choose(requested=model)
-    return services.turn_create(conversation=conversation, user_text=message)
+    services.message_validate(message)
+    return admitted(
+        user, lambda: services.turn_create(conversation=conversation, user_text=message)
+    )
 
 
 async def _sse(turn_id: int, model: str | None) -> AsyncIterator[str]:
@@ -68,8 +84,17 @@ async def _sse(turn_id: int, model: str | None) -> AsyncIterator[str]:
         "responses": {
             "200": {
                 "content": {
+                    # Each event, as an SSE parser hands it over (its `data` is JSON).
                     "text/event-stream": {
-                        "schema": {"type": "string", "description": "When stream is true."}
+                        "schema": {
+                            "type": "object",
+                            "description": "When stream is true.",
+                            "properties": {
+                                "event": {"enum": ["start", "token", "done", "error"]},
+                                "data": {"type": "string"},
+                            },
+                            "required": ["event", "data"],
+                        }
                     }
                 }
             }
@@ -77,14 +102,16 @@ async def _sse(turn_id: int, model: str | None) -> AsyncIterator[str]:
     },
 )
 async def message_send(
-    request: HttpRequest, conversation_id: int, payload: MessageIn
+    request: HttpRequest, conversation_id: PathId, payload: MessageIn
 ) -> Status[MessageOut] | StreamingHttpResponse:
     model = requested_model(payload.model)
-    turn = await sync_to_async(_turn_start)(
-        caller(request), conversation_id, payload.message, model
-    )
+    user = caller(request)
+    turn, slot = await sync_to_async(_turn_start)(user, conversation_id, payload.message, model)
     if payload.stream:
-        return sse_response(_sse(turn.pk, model))
-    outcome = await turn_run(turn_id=turn.pk, emit=emit_nothing, requested_model=model)
+        return sse_response(released_after(_sse(turn.pk, model), user=user, token=slot))
+    try:
+        outcome = await turn_run(turn_id=turn.pk, emit=emit_nothing, requested_model=model)
+    finally:
+        answer_slot_release(user=user, token=slot)
     status = 200 if outcome.status == Turn.Status.DONE else 502
     return Status(status, message_out(outcome))

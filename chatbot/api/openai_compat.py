@@ -16,21 +16,25 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from chatbot.accounts.limits import LimitExceeded, answer_slot_release
 from chatbot.agent.passthrough import PassOutcome, turn_passthrough
 from chatbot.agent.turn import turn_run
 from chatbot.api import selectors as api_selectors
-from chatbot.api.auth import OPENAI_AUTH, caller, credentials_sent
+from chatbot.api.admission import admitted, released_after
+from chatbot.api.auth import OPENAI_AUTH, KeyRefusedError, caller, credentials_sent
+from chatbot.api.contract import OPENAI_ERRORS, DocumentedAPI
 from chatbot.api.errors import (
-    BAD_JSON,
     ObjectParser,
     is_unparsable_body,
     too_big,
+    unparsable_message,
     validation_errors,
 )
 from chatbot.api.openai_schemas import (
+    COMPLETION_RESPONSES,
+    MODELS_RESPONSES,
     ChatCompletionIn,
     chunk_body,
     completion_body,
@@ -48,14 +52,16 @@ from chatbot.llm.router import Route, route_choose
 from chatbot.llm.types import NoModelAvailable, Overrides, Prompt
 from chatbot.models import Conversation, Turn
 
-openai_api = NinjaAPI(
+openai_api = DocumentedAPI(
     title="OpenAI-compatible API",
     version="1",
     urls_namespace="openai",
     parser=ObjectParser(),
-    # The format is OpenAI's, documented by them; /api/docs documents our own API.
+    errors=OPENAI_ERRORS,
+    # The format is OpenAI's, documented by them; /v1/openapi.json states the subset we accept and
+    # answer (fuzzed by tests/test_api_fuzz.py), with no docs page of its own.
     docs_url=None,
-    openapi_url=None,
+    openapi_url="/openapi.json",
     auth=OPENAI_AUTH,
 )
 
@@ -81,20 +87,41 @@ def _openai_error(request: HttpRequest, exc: OpenAIError) -> HttpResponse:
     return _error(exc.status, exc.message, exc.type, exc.code)
 
 
+# OpenAI's own 429s: "requests"/"rate_limit_exceeded" for a rate, "insufficient_quota" for a quota.
+# A cap on answers at once is a rate to a client: retrying shortly helps.
+LIMIT_ERRORS: dict[str, tuple[str, str]] = {
+    "rate": ("requests", "rate_limit_exceeded"),
+    "concurrency": ("requests", "rate_limit_exceeded"),
+    "quota": ("insufficient_quota", "insufficient_quota"),
+}
+
+
+@openai_api.exception_handler(LimitExceeded)
+def _limited(request: HttpRequest, exc: LimitExceeded) -> HttpResponse:
+    type_, code = LIMIT_ERRORS[exc.kind]
+    response = _error(429, exc.message, type_, code)
+    response["Retry-After"] = str(exc.retry_after)
+    if exc.kind == "quota":
+        # Client libraries retry a 429 at once; a daily quota will not have reset by then.
+        response["x-should-retry"] = "false"
+    return response
+
+
 @openai_api.exception_handler(AuthenticationError)
 def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    message = (
-        "Incorrect API key provided."
-        if credentials_sent(request)
-        else "Missing API key: send it as 'Authorization: Bearer sk-sa-…'."
-    )
+    if isinstance(exc, KeyRefusedError):
+        message = exc.message
+    elif credentials_sent(request):
+        message = "Incorrect API key provided."
+    else:
+        message = "Missing API key: send it as 'Authorization: Bearer sk-sa-…'."
     return _error(401, message, "invalid_request_error", "invalid_api_key")
 
 
 @openai_api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if is_unparsable_body(exc):
-        return _error(400, BAD_JSON, "invalid_request_error")
+        return _error(400, unparsable_message(exc), "invalid_request_error")
     if exc.status_code == 403:
         return _error(403, exc.message, "permission_error", "permission_denied")
     return _error(exc.status_code, exc.message, "invalid_request_error")
@@ -116,7 +143,11 @@ def _invalid_input(request: HttpRequest, exc: services.InvalidInput) -> HttpResp
     return _error(400, str(exc), "invalid_request_error")
 
 
-@openai_api.get("/models", summary="List the models that can be asked for")
+@openai_api.get(
+    "/models",
+    summary="List the models that can be asked for",
+    openapi_extra={"responses": MODELS_RESPONSES},
+)
 def models_list(request: HttpRequest) -> dict[str, Any]:
     return {
         "object": "list",
@@ -148,15 +179,19 @@ def _turn_save(user: User, question: str) -> Turn:
     return services.turn_create(conversation=conversation, user_text=question)
 
 
-def _turn_start(user: User, prompt: Prompt, requested: str | None) -> tuple[Turn, str]:
-    """Check the model, then save the question before the model is called. Returns the turn and
-    the name of the endpoint the router chose (for the stream's chunks)."""
+def _turn_start(user: User, prompt: Prompt, requested: str | None) -> tuple[Turn, str, str | None]:
+    """Check the model and the caller's limits, then save the question before the model is
+    called. Returns the turn, the name of the endpoint the router chose (for the stream's chunks)
+    and the answer slot to give back."""
     services.message_validate(prompt.question)
     route = _route(requested)
-    return _turn_save(user, prompt.question), route.endpoint.name
+    turn, slot = admitted(user, lambda: _turn_save(user, prompt.question))
+    return turn, route.endpoint.name, slot
 
 
-def _tools_turn_start(user: User, question: str, requested: str | None) -> tuple[Turn, Route]:
+def _tools_turn_start(
+    user: User, question: str, requested: str | None
+) -> tuple[Turn, Route, str | None]:
     """As `_turn_start`, for a caller's own tools: only a model that calls tools natively can
     take them."""
     services.message_validate(question)
@@ -170,7 +205,8 @@ def _tools_turn_start(user: User, question: str, requested: str | None) -> tuple
             "invalid_request_error",
             "model_cannot_call_tools",
         )
-    return _turn_save(user, question), route
+    turn, slot = admitted(user, lambda: _turn_save(user, question))
+    return turn, route, slot
 
 
 async def _chunks(
@@ -230,15 +266,20 @@ async def _with_callers_tools(
 ) -> HttpResponse | StreamingHttpResponse | dict[str, Any]:
     messages, question = wire_messages_from(payload.messages)
     requested = requested_model(payload.model)
-    turn, route = await sync_to_async(_tools_turn_start)(caller(request), question, requested)
-    outcome = await turn_passthrough(
-        turn_id=turn.pk,
-        route=route,
-        messages=messages,
-        tools=[tool.model_dump() for tool in payload.tools or []],
-        tool_choice=payload.tool_choice,
-        overrides=overrides,
-    )
+    user = caller(request)
+    turn, route, slot = await sync_to_async(_tools_turn_start)(user, question, requested)
+    try:
+        outcome = await turn_passthrough(
+            turn_id=turn.pk,
+            route=route,
+            messages=messages,
+            tools=[tool.model_dump() for tool in payload.tools or []],
+            tool_choice=payload.tool_choice,
+            overrides=overrides,
+        )
+    finally:
+        # The reply is complete before the first chunk is sent: the slot is not needed for it.
+        answer_slot_release(user=user, token=slot)
     if payload.stream:
         include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
         return sse_response(_passthrough_chunks(outcome, include_usage))
@@ -247,7 +288,11 @@ async def _with_callers_tools(
     return passthrough_body(outcome)
 
 
-@openai_api.post("/chat/completions", summary="Create a chat completion")
+@openai_api.post(
+    "/chat/completions",
+    summary="Create a chat completion",
+    openapi_extra={"responses": COMPLETION_RESPONSES},
+)
 async def chat_completions(
     request: HttpRequest, payload: ChatCompletionIn
 ) -> HttpResponse | StreamingHttpResponse | dict[str, Any]:
@@ -265,17 +310,22 @@ async def chat_completions(
         raise services.InvalidInput("'tool_choice' needs 'tools': send the tools to choose from.")
     prompt = prompt_from(payload.messages)
     requested = requested_model(payload.model)
-    turn, model = await sync_to_async(_turn_start)(caller(request), prompt, requested)
+    user = caller(request)
+    turn, model, slot = await sync_to_async(_turn_start)(user, prompt, requested)
     if payload.stream:
         include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
-        return sse_response(_chunks(turn.pk, model, requested, prompt, include_usage, overrides))
-    outcome = await turn_run(
-        turn_id=turn.pk,
-        emit=emit_nothing,
-        requested_model=requested,
-        prompt=prompt,
-        overrides=overrides,
-    )
+        chunks = _chunks(turn.pk, model, requested, prompt, include_usage, overrides)
+        return sse_response(released_after(chunks, user=user, token=slot))
+    try:
+        outcome = await turn_run(
+            turn_id=turn.pk,
+            emit=emit_nothing,
+            requested_model=requested,
+            prompt=prompt,
+            overrides=overrides,
+        )
+    finally:
+        answer_slot_release(user=user, token=slot)
     if outcome.status != Turn.Status.DONE:
         return _error(502, outcome.error, "server_error", "model_error")
     return completion_body(outcome)

@@ -11,10 +11,14 @@ import time
 from typing import Any
 
 from django.conf import settings
-from ninja import Field, Schema
+from ninja import Field
+from pydantic import ConfigDict
+from pydantic.json_schema import JsonDict, JsonValue
 
 from chatbot.agent.passthrough import PassOutcome
 from chatbot.agent.turn import TurnOutcome
+from chatbot.api.errors import NOT_BLANK_PATTERN
+from chatbot.api.schemas import BodyIn, PositiveInt
 from chatbot.chat.services import InvalidInput
 from chatbot.llm.tools import ToolCall, WireMessage
 from chatbot.llm.types import Message, Prompt, Role, Usage
@@ -28,55 +32,136 @@ ROLES: dict[str, Role] = {
 }
 
 
-class ContentPart(Schema):
-    type: str
-    text: str | None = None
+class ContentPart(BodyIn):
+    # Only text is passed on; prompt_from refuses other parts in words (hence the schema, not a
+    # Literal, says so).
+    model_config = ConfigDict(json_schema_extra={"required": ["type", "text"]})
+
+    type: str = Field(json_schema_extra={"enum": ["text"]})
+    text: str | None = Field(None, json_schema_extra={"type": "string"})
 
 
-class FunctionCallIn(Schema):
+class FunctionCallIn(BodyIn):
     name: str
     arguments: str = Field("{}", description="The arguments as a JSON text, as OpenAI sends them.")
 
 
-class ToolCallIn(Schema):
+class ToolCallIn(BodyIn):
     id: str = Field(..., max_length=200)
     type: str = "function"
     function: FunctionCallIn
 
 
-class ChatMessageIn(Schema):
-    role: str
+# A user's message is the question: text, not blank, within the chat's limit (prompt_from and
+# message_validate check the last one; the schema says it of each).
+_QUESTION: JsonDict = {
+    "properties": {
+        "role": {"const": "user"},
+        "content": {
+            "type": "string",
+            "pattern": NOT_BLANK_PATTERN,
+            "maxLength": settings.CHAT_MAX_MESSAGE_CHARS,
+        },
+    },
+    "required": ["role", "content"],
+}
+
+
+OTHER_ROLES: list[JsonValue] = [role for role in [*ROLES, "tool"] if role != "user"]
+_USER_FIRST: JsonDict = {"properties": {"role": {"const": "user"}}, "required": ["role"]}
+_SYSTEM_FIRST: JsonDict = {
+    "properties": {"role": {"enum": ["system", "developer"]}},
+    "required": ["role"],
+}
+
+
+class ChatMessageIn(BodyIn):
+    # Any role but user, or a user's question: every user message is one.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"role": {"enum": OTHER_ROLES}}, "required": ["role"]},
+                _QUESTION,
+            ]
+        }
+    )
+
+    role: str = Field(json_schema_extra={"enum": [*ROLES, "tool"]})
     content: str | list[ContentPart] | None = None
     # An assistant's earlier calls of the caller's tools, and a tool message's answer to one.
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = Field(None, max_length=200)
 
 
-class FunctionIn(Schema):
+class FunctionIn(BodyIn):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = Field("", max_length=4000)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-class ToolIn(Schema):
+class ToolIn(BodyIn):
     type: str = Field("function", pattern="^function$")
     function: FunctionIn
 
 
-class StreamOptions(Schema):
+class StreamOptions(BodyIn):
     include_usage: bool = False
 
 
-class ChatCompletionIn(Schema):
+# What prompt_from and wire_messages_from check across fields, stated for clients: `tool`
+# messages (each with its tool_call_id) and `tool_choice` only come with `tools`.
+_TOOLS_OR_NOT: JsonDict = {
+    "if": {"properties": {"tools": {"type": "array", "minItems": 1}}, "required": ["tools"]},
+    "then": {
+        "properties": {
+            "messages": {
+                "items": {
+                    "if": {"properties": {"role": {"const": "tool"}}, "required": ["role"]},
+                    "then": {
+                        "properties": {"tool_call_id": {"type": "string", "minLength": 1}},
+                        "required": ["tool_call_id"],
+                    },
+                }
+            }
+        }
+    },
+    "else": {
+        "properties": {
+            "tool_choice": {"type": "null"},
+            "messages": {"items": {"properties": {"role": {"not": {"const": "tool"}}}}},
+        }
+    },
+}
+
+
+class ChatCompletionIn(BodyIn):
+    model_config = ConfigDict(json_schema_extra=_TOOLS_OR_NOT)
+
     model: str = Field(
         "", description='A name from /v1/models; "default" or empty for the default.'
     )
-    messages: list[ChatMessageIn]
+    messages: list[ChatMessageIn] = Field(
+        description="At least one with the role user, whose text (the last one's) is the "
+        "question: not blank, at most CHAT_MAX_MESSAGE_CHARS characters; at most "
+        "API_MAX_TOTAL_CHARS characters in all. `tool` messages only with `tools`. The schema "
+        "asks for the question first, or after one system message.",
+        json_schema_extra={
+            "minItems": 1,
+            "maxItems": settings.API_MAX_MESSAGES,
+            # There must be a question. JSON Schema says "contains", which schemathesis cannot
+            # generate with these items; this says less (the server takes a user's message
+            # anywhere): the first message is a user's, or a system message is, and the second.
+            "anyOf": [
+                {"prefixItems": [_USER_FIRST]},
+                {"prefixItems": [_SYSTEM_FIRST, _USER_FIRST], "minItems": 2},
+            ],
+        },
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     # Accepted for compatibility; the catalogue entry's own limits apply to the answer.
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     tools: list[ToolIn] | None = Field(
         None,
@@ -257,3 +342,115 @@ def passthrough_body(outcome: PassOutcome) -> dict[str, Any]:
         message["tool_calls"] = tool_calls_body(outcome.calls)
     finish = "tool_calls" if outcome.calls else "stop"
     return _completion(outcome.turn_id, outcome.endpoint_name, message, finish, outcome.usage)
+
+
+# --- What /v1 answers, for /v1/openapi.json (the bodies above are built as dicts) --------------
+
+_ERROR_REF = {"$ref": "#/components/schemas/OpenAIError"}
+_USAGE = {
+    "type": "object",
+    "properties": {
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+    },
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+}
+_TOOL_CALL_OUT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+            "required": ["name", "arguments"],
+        },
+    },
+    "required": ["id", "type", "function"],
+}
+COMPLETION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "index": {"type": "integer"},
+                    "message": {
+                        "type": "object",
+                        "properties": {
+                            "role": {"const": "assistant"},
+                            "content": {"type": ["string", "null"]},
+                            "tool_calls": {"type": "array", "items": _TOOL_CALL_OUT},
+                        },
+                        "required": ["role", "content"],
+                    },
+                    "logprobs": {"type": "null"},
+                    "finish_reason": {"enum": ["stop", "tool_calls"]},
+                },
+                "required": ["index", "message", "finish_reason"],
+            },
+        },
+        "usage": _USAGE,
+    },
+    "required": ["id", "object", "created", "model", "choices", "usage"],
+}
+MODEL_LIST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "object": {"const": "list"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "object": {"const": "model"},
+                    "created": {"type": "integer"},
+                    "owned_by": {"type": "string"},
+                },
+                "required": ["id", "object", "created", "owned_by"],
+            },
+        },
+    },
+    "required": ["object", "data"],
+}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
+
+
+MODELS_RESPONSES = {
+    "200": {
+        "description": "The enabled catalogue entries.",
+        "content": {"application/json": {"schema": MODEL_LIST_SCHEMA}},
+    }
+}
+COMPLETION_RESPONSES = {
+    "200": {
+        "description": "The answer; with `stream: true`, server-sent `data:` lines of "
+        "`chat.completion.chunk` objects ending with `data: [DONE]` (a model failure mid-stream "
+        "is a last `data:` line with OpenAI's error body).",
+        "content": {
+            "application/json": {"schema": COMPLETION_SCHEMA},
+            # Each event, as an SSE parser hands it over: `data` is a chunk's JSON or [DONE].
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"data": {"type": "string"}},
+                    "required": ["data"],
+                }
+            },
+        },
+    },
+    "404": _error_response("The model named in `model` does not exist or is disabled."),
+    "502": _error_response("The model failed; the turn is kept as failed (`x-should-retry`)."),
+    "503": _error_response("No `model` was named and no model is available."),
+}

@@ -3,13 +3,64 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from ninja import Field, Schema
+from django.conf import settings
+from ninja import Field, Path, Schema
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic import (
+    Field as PydanticField,
+)
+from pydantic.json_schema import JsonDict
+from pydantic_core import PydanticCustomError
 
 from chatbot.agent.turn import TurnOutcome
+from chatbot.api.contract import MAX_ID
+from chatbot.api.errors import NOT_BLANK_PATTERN
 from chatbot.chat.tool_calls import tool_calls_of
 from chatbot.models import Conversation, Escalation, Feedback, Turn
+
+# An id in a path: a value past PostgreSQL's bigint is refused (422) before it reaches a query.
+PathId = Annotated[int, Path(..., ge=1, le=MAX_ID)]
+# A text field the services check themselves, so their sentence is what a caller reads: the schema
+# states the same rule (a character that is not blank, and no NUL: see errors.ObjectParser).
+NOT_BLANK: JsonDict = {"pattern": NOT_BLANK_PATTERN}
+
+
+class BodyIn(Schema):
+    """A request body: JSON types as the schema states them, so `"1"` for 1, `0` for false or a
+    list for an object is refused in words (422/400) rather than guessed at."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _run_root_validator(
+        cls, values: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
+        # Replaces ninja's, which reads any value's attributes (made for ORM objects in
+        # responses): a list or a number would pass as an object with every field defaulted.
+        if isinstance(values, dict | cls):
+            return handler(values)
+        raise PydanticCustomError("dict_type", "Input should be a JSON object")
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A JSON integer: JSON Schema counts 3.0 as one; strict pydantic alone would not.
+JsonInt = Annotated[int, BeforeValidator(_whole)]
+# The bounds come before the validator, or pydantic cannot write them into the JSON schema.
+# An id in a body, within PostgreSQL's bigint:
+RowId = Annotated[int, PydanticField(ge=1, le=MAX_ID), BeforeValidator(_whole)]
+PositiveInt = Annotated[int, PydanticField(ge=1), BeforeValidator(_whole)]
 
 
 class ErrorOut(Schema):
@@ -20,7 +71,7 @@ class ValidationErrorOut(ErrorOut):
     errors: list[dict[str, str]] = Field(description="One entry per bad field: field, message.")
 
 
-class ConversationIn(Schema):
+class ConversationIn(BodyIn):
     title: str = Field("", max_length=200, description="Optional; the first message names it.")
 
 
@@ -57,8 +108,12 @@ class ToolCallOut(Schema):
     )
 
 
-class EscalationIn(Schema):
-    reason: str | None = Field(None, description="What a colleague should know; optional.")
+class EscalationIn(BodyIn):
+    reason: str | None = Field(
+        None,
+        description="What a colleague should know; optional, up to 2,000 characters.",
+        json_schema_extra={"maxLength": 2000},
+    )
 
 
 class EscalationOut(Schema):
@@ -114,8 +169,11 @@ class ConversationDetailOut(ConversationOut):
     turns: list[TurnOut]
 
 
-class MessageIn(Schema):
-    message: str = Field(description="The question. Must not be empty; the length is limited.")
+class MessageIn(BodyIn):
+    message: str = Field(
+        description="The question. Must not be blank; at most CHAT_MAX_MESSAGE_CHARS characters.",
+        json_schema_extra={**NOT_BLANK, "maxLength": settings.CHAT_MAX_MESSAGE_CHARS},
+    )
     stream: bool = Field(False, description="true: answer as server-sent events.")
     model: str | None = Field(
         None, description='A catalogue endpoint name; leave out (or "default") for the default.'
@@ -136,9 +194,13 @@ class MessageOut(Schema):
     usage: UsageOut
 
 
-class FeedbackIn(Schema):
-    rating: int = Field(description="1 (thumbs up) or -1 (thumbs down).")
-    comment: str | None = Field(None, description="Optional, up to 2,000 characters.")
+class FeedbackIn(BodyIn):
+    rating: JsonInt = Field(
+        description="1 (thumbs up) or -1 (thumbs down).", json_schema_extra={"enum": [1, -1]}
+    )
+    comment: str | None = Field(
+        None, description="Optional, up to 2,000 characters.", json_schema_extra={"maxLength": 2000}
+    )
 
 
 class FeedbackSavedOut(FeedbackOut):

@@ -9,7 +9,7 @@ from pydantic import field_validator
 
 from chatbot.accounts import roles
 from chatbot.api.auth import caller
-from chatbot.api.schemas import ErrorOut, ValidationErrorOut
+from chatbot.api.schemas import NOT_BLANK, BodyIn, ErrorOut, JsonInt, RowId, ValidationErrorOut
 from chatbot.retrieval.search import SearchHit, hybrid_search
 
 router = Router(tags=["knowledge"])
@@ -18,10 +18,15 @@ NO_KNOWLEDGE_ACCESS = "Your account may not search the knowledge base. Ask an ad
 MAX_QUERY_CHARS = 2000
 
 
-class SearchIn(Schema):
-    query: str = Field(..., max_length=MAX_QUERY_CHARS, description="What to look for.")
-    k: int = Field(5, ge=1, le=50, description="How many chunks to return (1-50).")
-    collections: list[int] | None = Field(
+class SearchIn(BodyIn):
+    query: str = Field(
+        ...,
+        max_length=MAX_QUERY_CHARS,
+        description="What to look for; not blank.",
+        json_schema_extra=NOT_BLANK,
+    )
+    k: JsonInt = Field(5, ge=1, le=50, description="How many chunks to return (1-50).")
+    collections: list[RowId] | None = Field(
         None,
         max_length=100,
         description="Only these collection ids; ids you may not see are ignored.",

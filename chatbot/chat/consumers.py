@@ -40,6 +40,15 @@ role that lost the chat permission or a conversation that is no longer theirs is
 question is not saved; the server sends a `#composer-error` error frame saying why, then closes
 with 4401 (the account is no longer active), 4403 (no chat permission) or 4404 (the conversation).
 
+An admin's change to the person's account is pushed too: each socket joins the person's group on
+the Channels layer (`chatbot.accounts.live`); on "account.changed" it reads the person again and,
+when they were deactivated or lost the chat permission, stops a running answer (kept as
+cancelled), sends a `#composer-error` error frame saying why and closes with 4401 or 4403.
+
+Limits (`chatbot.accounts.limits`): a question over the person's rate limit, their daily token
+quota, or their cap on answers running at once (across tabs, sockets and API calls) is not saved;
+a `#composer-error` error frame says which limit and when to try again, and the socket stays open.
+
 Closing the page (disconnect) cancels a running answer; `turn_run` saves it as cancelled with the
 partial answer.
 """
@@ -55,7 +64,14 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
 
+from chatbot.accounts import live as account_live
 from chatbot.accounts import roles
+from chatbot.accounts.limits import (
+    LimitExceeded,
+    answer_admit,
+    answer_slot_release,
+    request_allow,
+)
 from chatbot.agent.loop import StepEvent
 from chatbot.agent.turn import turn_run
 from chatbot.chat import frames, live, selectors
@@ -71,6 +87,10 @@ CLOSE_NOT_FOUND = 4404
 BUSY_MESSAGE = "Please wait for the current answer or press Stop."
 UNREADABLE_MESSAGE = "That message could not be read. Reload the page and try again."
 GONE_MESSAGE = "This conversation no longer exists. Start a new one."
+ACCOUNT_CHANGED_MESSAGES = {
+    CLOSE_UNAUTHENTICATED: "An admin deactivated your account, so this chat has been closed.",
+    CLOSE_FORBIDDEN: "An admin changed your role and you no longer have access to chat.",
+}
 REVOKED_MESSAGES = {
     CLOSE_UNAUTHENTICATED: "Your account is no longer active, so this question was not sent.",
     CLOSE_FORBIDDEN: "You no longer have access to chat, so this question was not sent.",
@@ -89,19 +109,35 @@ def _refusal(user: User | AnonymousUser, conversation_id: int) -> int | None:
     return None
 
 
-def _start_as_now(
-    user: User | AnonymousUser, conversation_id: int, text: object
-) -> tuple[User, Turn, str] | int:
-    """Start the turn as the person is in the database now (a fresh object: no cached
-    permissions), in the same thread hop as saving the question; the close code when they may no
-    longer ask. Raises like `frames.turn_start` (bad text, a conversation no longer theirs)."""
+def _as_now(user: User | AnonymousUser) -> User | int:
+    """The person as the database has them now (a fresh object: no cached permissions), or the
+    close code when they may no longer chat."""
     fresh = User.objects.filter(pk=user.pk, is_active=True).first() if user.pk else None
     if fresh is None:
         return CLOSE_UNAUTHENTICATED
     if not fresh.has_perm(roles.USE_CHAT):
         return CLOSE_FORBIDDEN
-    turn, start = frames.turn_start(fresh, conversation_id, text)
-    return fresh, turn, start
+    return fresh
+
+
+def _start_as_now(
+    user: User | AnonymousUser, conversation_id: int, text: object
+) -> tuple[User, Turn, str, str | None] | int:
+    """Start the turn as the person is now, within their limits, in the same thread hop as saving
+    the question; the close code when they may no longer ask. Returns the answer slot to give back.
+    Raises like `frames.turn_start` (bad text, a conversation no longer theirs) and
+    LimitExceeded."""
+    fresh = _as_now(user)
+    if isinstance(fresh, int):
+        return fresh
+    request_allow(user=fresh)
+    slot = answer_admit(user=fresh)
+    try:
+        turn, start = frames.turn_start(fresh, conversation_id, text)
+    except BaseException:
+        answer_slot_release(user=fresh, token=slot)
+        raise
+    return fresh, turn, start, slot
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -118,6 +154,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # The conversation's group on the Channels layer, joined once access is granted: a human's
     # reply to an escalation is announced there by whichever process saved it.
     group: str | None = None
+    # The person's group: an admin's change to their account is announced there.
+    account_group: str | None = None
 
     async def connect(self) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
@@ -130,6 +168,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.allowed = True
         self.group = live.conversation_group(self.conversation_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        assert isinstance(self.user, User)  # access was granted: a signed-in person
+        self.account_group = account_live.account_group(self.user.pk)
+        await self.channel_layer.group_add(self.account_group, self.channel_name)
+
+    async def account_changed(self, event: dict[str, Any]) -> None:
+        """From the person's group: an admin changed their account. Read it again; refused now,
+        stop the answer being written and close as a question would have been closed."""
+        fresh = await database_sync_to_async(_as_now)(self.user)
+        if not isinstance(fresh, int):
+            self.user = fresh
+            return
+        self.allowed = False
+        await self._cancel()
+        await self.send(text_data=frames.input_error_frame(ACCOUNT_CHANGED_MESSAGES[fresh]))
+        await self.close(code=fresh)
 
     async def escalation_changed(self, event: dict[str, Any]) -> None:
         """From the group: re-render the turn's escalation (as the person may see it now)."""
@@ -171,6 +224,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except InvalidInput as exc:
             await self.send(text_data=frames.input_error_frame(str(exc)))
             return
+        except LimitExceeded as exc:
+            await self.send(text_data=frames.input_error_frame(exc.message))
+            return
         except Conversation.DoesNotExist:
             await self.send(text_data=frames.input_error_frame(GONE_MESSAGE))
             await self.close(code=CLOSE_NOT_FOUND)
@@ -180,11 +236,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send(text_data=frames.input_error_frame(REVOKED_MESSAGES[started]))
             await self.close(code=started)
             return
-        self.user, turn, start = started
+        user, turn, start, slot = started
+        self.user = user
         await self.send(text_data=start)
         self.turn_id = turn.pk
-        self.task = asyncio.create_task(self._answer(turn.pk))
+        self.task = asyncio.create_task(self._answer_in_slot(turn.pk, user, slot))
         self.task.add_done_callback(_log_crash)
+
+    async def _answer_in_slot(self, turn_id: int, user: User, slot: str | None) -> None:
+        try:
+            await self._answer(turn_id)
+        finally:
+            # One Redis call, made inline so a cancelled answer cannot skip it.
+            answer_slot_release(user=user, token=slot)
 
     async def _answer(self, turn_id: int) -> None:
         prefix = frames.token_prefix(turn_id)
@@ -228,3 +292,5 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._cancel()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.account_group is not None:
+            await self.channel_layer.group_discard(self.account_group, self.channel_name)

@@ -1,15 +1,19 @@
-"""Admin console: the system prompt as versioned data. Versions are listed; a draft (a copy of
-the published one) is edited, previewed exactly as the default model would be sent it, and
-published through a gate: an experiment on a chosen dataset where the draft must not lose to the
-published version (see `services.gate_score`). Publishing, like changing the default model,
-reruns the regression datasets; their experiments are linked from the version."""
+"""Admin console: prompts as versioned data, two kinds: the system prompt and the answer
+instructions (how to answer from the numbered passages). Versions are listed per kind; a draft (a
+copy of the published one) is edited, previewed exactly as the default model would be sent it
+(beside the published version of the other kind), and published through a gate: an experiment on
+a chosen dataset where the draft must not lose to the published version (see
+`services.gate_score`). Publishing, like changing the default model, reruns the regression
+datasets; their experiments are linked from the version."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from django import forms
 from django.contrib import messages
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -17,7 +21,7 @@ from django.views.decorators.http import require_POST
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
 from chatbot.agent.grounding import grounded_prompt
-from chatbot.agent.prepare import prompt_first
+from chatbot.agent.prepare import answer_instructions_published, prompt_first
 from chatbot.console import services
 from chatbot.llm.prompts import chat_messages, render_completion
 from chatbot.llm.router import route_choose
@@ -32,15 +36,26 @@ SAMPLE_PASSAGES = (
 )
 
 
+HELP = {
+    PromptVersion.Kind.SYSTEM: "What the model is told before every question. The answer "
+    "instructions and the numbered passages are added after it, as the preview shows.",
+    PromptVersion.Kind.ANSWER: "How to answer from the numbered passages: sent after the system "
+    "prompt whenever passages are (never with a question answered without the knowledge base).",
+}
+
+
 class DraftForm(forms.Form):
-    text = forms.CharField(
-        label="System prompt",
-        max_length=8000,
-        widget=forms.Textarea(attrs={"rows": 10}),
-        help_text="What the model is told before every question. Grounding instructions and the "
-        "numbered passages are added after it, as the preview shows.",
-    )
+    text = forms.CharField(max_length=8000, widget=forms.Textarea(attrs={"rows": 10}))
     note = forms.CharField(label="Note", max_length=300, required=False)
+
+    def __init__(self, *args: Any, kind: str = PromptVersion.Kind.SYSTEM, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["text"].label = PromptVersion.Kind(kind).label
+        self.fields["text"].help_text = HELP[PromptVersion.Kind(kind)]
+
+
+class NewDraftForm(forms.Form):
+    kind = forms.ChoiceField(choices=PromptVersion.Kind.choices)
 
 
 class PublishForm(forms.Form):
@@ -103,7 +118,14 @@ def prompt_preview_render(version: PromptVersion, question: str, passages: str) 
     same functions a turn uses: one text for a completion model, else the chat messages."""
     texts = [p.strip() for p in passages.replace("\r\n", "\n").split("\n\n") if p.strip()]
     hits = [_sample_hit(n, text) for n, text in enumerate(texts, start=1)]
-    prompt = grounded_prompt(prompt_first(question, system_prompt=version.text), hits)
+    if version.kind == PromptVersion.Kind.ANSWER:
+        prompt = dataclasses.replace(prompt_first(question), instructions=version.text)
+    else:
+        instructions = answer_instructions_published()[1]
+        prompt = dataclasses.replace(
+            prompt_first(question, system_prompt=version.text), instructions=instructions
+        )
+    prompt = grounded_prompt(prompt, hits)
     try:
         endpoint = route_choose(requested=None).endpoint
     except ModelError as exc:
@@ -118,16 +140,28 @@ def prompt_preview_render(version: PromptVersion, question: str, passages: str) 
 
 @permission_required(roles.MANAGE_SETTINGS)
 def prompts_list(request: HttpRequest) -> HttpResponse:
-    services.prompt_versions_ensure()
-    versions = PromptVersion.objects.select_related("created_by").order_by("kind", "-number")
-    return render(request, "console/prompts.html", {"versions": versions})
+    kinds = []
+    for kind in PromptVersion.Kind:
+        services.prompt_versions_ensure(kind)
+        versions = PromptVersion.objects.filter(kind=kind).select_related("created_by")
+        kinds.append({"kind": kind, "help": HELP[kind], "versions": versions.order_by("-number")})
+    return render(request, "console/prompts.html", {"kinds": kinds})
 
 
 @require_POST
 @permission_required(roles.MANAGE_SETTINGS)
 def prompt_new(request: HttpRequest) -> HttpResponse:
-    draft = services.prompt_draft_create(user=request.user)  # type: ignore[arg-type]
-    messages.success(request, f"Draft v{draft.number} made from the published prompt.")
+    form = NewDraftForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose which kind of prompt to draft.")
+        return redirect("console:prompts")
+    draft = services.prompt_draft_create(
+        user=request.user,  # type: ignore[arg-type]
+        kind=form.cleaned_data["kind"],
+    )
+    messages.success(
+        request, f"Draft v{draft.number} of the {draft.get_kind_display().lower()} made."
+    )
     return redirect("console:prompt", draft.pk)
 
 
@@ -137,7 +171,11 @@ def prompt_version(request: HttpRequest, pk: int) -> HttpResponse:
     gate = services.prompt_gate(version)
     if request.headers.get("HX-Request"):
         return render(request, "console/_prompt_gate.html", {"version": version, "gate": gate})
-    form = DraftForm(request.POST or None, initial={"text": version.text, "note": version.note})
+    form = DraftForm(
+        request.POST or None,
+        initial={"text": version.text, "note": version.note},
+        kind=version.kind,
+    )
     if request.method == "POST" and form.is_valid():
         try:
             services.prompt_draft_save(
@@ -160,7 +198,7 @@ def prompt_version(request: HttpRequest, pk: int) -> HttpResponse:
         "preview_form": preview_form if preview_form.is_bound else PreviewForm(),
         "preview": prompt_preview_render(version, question, passages),
         "gate": gate,
-        "reruns": Experiment.objects.filter(prompt_version=version)
+        "reruns": Experiment.objects.filter(Q(prompt_version=version) | Q(answer_version=version))
         .exclude(trigger="")
         .select_related("dataset")[:20],
     }

@@ -1,10 +1,21 @@
 from django.urls import path
 
-from chatbot.console import judges, prompts, routing, rules, tools, views
+from chatbot.console import abtests, audit, judges, people, prompts, routing, rules, tools, views
 
 app_name = "console"
 urlpatterns = [
     path("models/", views.models_list, name="models"),
+    path("audit/", audit.audit_log, name="audit"),
+    path("people/", people.people_list, name="people"),
+    path("people/new/", people.person_new, name="person_new"),
+    path("people/<int:pk>/", people.person_page, name="person"),
+    path("people/<int:pk>/role/", people.person_role, name="person_role"),
+    path("people/<int:pk>/active/", people.person_active, name="person_active"),
+    path(
+        "people/<int:pk>/keys/<int:key_pk>/revoke/",
+        people.person_key_revoke,
+        name="person_key_revoke",
+    ),
     path("models/new/", views.model_edit, name="model_new"),
     path("models/<int:pk>/", views.model_edit, name="model_edit"),
     path("models/<int:pk>/default/", views.model_make_default, name="model_default"),
@@ -36,4 +47,9 @@ urlpatterns = [
     path("judges/rejudge/", judges.judges_rejudge, name="judges_rejudge"),
     path("judges/<int:pk>/", judges.judge_edit, name="judge_edit"),
     path("judges/<int:pk>/toggle/", judges.judge_toggle, name="judge_toggle"),
+    path("abtests/", abtests.abtests_list, name="abtests"),
+    path("abtests/new/", abtests.abtest_edit, name="abtest_new"),
+    path("abtests/<int:pk>/", abtests.abtest_page, name="abtest"),
+    path("abtests/<int:pk>/edit/", abtests.abtest_edit, name="abtest_edit"),
+    path("abtests/<int:pk>/<slug:action>/", abtests.abtest_action, name="abtest_action"),
 ]

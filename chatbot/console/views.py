@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -14,6 +15,7 @@ from chatbot.console import services
 from chatbot.console.forms import AssistantSettingsForm, ModelEndpointForm
 from chatbot.models import Experiment, ModelEndpoint
 from chatbot.retrieval.answerable import answerable_model, trade_off_by_set
+from chatbot.telemetry.audit import audit_changes, audit_record
 
 
 def _endpoint(pk: int) -> ModelEndpoint:
@@ -70,7 +72,15 @@ def assistant(request: HttpRequest) -> HttpResponse:
     if classifier is None:
         del form.fields["min_answerable"]  # no classifier shipped: the threshold would do nothing
     if request.method == "POST" and form.is_valid():
-        form.save()
+        before = {f: form.initial.get(f) for f in form.changed_data}
+        with transaction.atomic():
+            form.save()
+            after = {f: form.cleaned_data[f] for f in form.changed_data}
+            audit_record(
+                "settings.update",
+                target=form.instance,
+                details={"changed": audit_changes(before, after)},
+            )
         messages.success(request, "Saved the assistant settings; the next answer uses them.")
         return redirect("console:assistant")
     status = 400 if form.errors else 200

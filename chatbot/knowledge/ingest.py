@@ -6,10 +6,18 @@ chunks put away, its new chunks inserted, its content hash saved last), so a wor
 leaves every document either fully old or fully new; running the source again skips the documents
 whose hash and chunk count already match and redoes the rest, with no duplicate chunks.
 
-Past answers keep their sources: the old chunks of a changed (or vanished, or now unreadable)
-document are deleted only when no citation points at them; a cited one is retired instead
-(`Chunk.retired_at`), which search and the document page leave out. A later run of the source
-deletes the retired chunks whose citations have gone since (turns deleted by retention, say).
+Knowledge-base versions: every write that changes a collection's chunks (one document stored or
+failed, the documents gone from the source) moves the collection's version on in its own
+transaction and stamps the chunks with it: new chunks get `valid_from`, the chunks put away get
+`valid_to` (and `retired_at`). So a chunk was current for the versions valid_from <= V < valid_to,
+and a search "as of" a version (`chatbot.retrieval.search`) reads exactly what a search read while
+the collection was at it. A run that changes nothing moves no version.
+
+Past answers keep their sources, and past versions stay readable: the old chunks of a changed (or
+vanished, or now unreadable) document are retired, not deleted, and search and the document page
+leave them out. Retired chunks older than KNOWLEDGE_VERSIONS_KEEP_DAYS are deleted when no citation
+points at them (`versions_prune`: at the start of each run of the source, and daily for all); a
+cited one is kept as long as its citation.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -27,7 +35,7 @@ from django.utils import timezone
 from langchain_core.embeddings import Embeddings
 
 from chatbot.knowledge.parsers import RawDocument, SourceUnavailable, parse_location
-from chatbot.knowledge.services import LOG_KEEP, collection_version_bump
+from chatbot.knowledge.services import LOG_KEEP, collection_changed, collection_version_next
 from chatbot.knowledge.splitting import TextChunk, split_document
 from chatbot.models import Chunk, Citation, Document, Source
 from chatbot.retrieval.terms import term_stats_refresh
@@ -63,6 +71,7 @@ class _Run:
     source: Source
     on_progress: ProgressFn | None
     errors: int = 0
+    changed: bool = False  # a write of this run moved the collection's version
 
     def note(self, level: str, message: str) -> None:
         self.source.log.append(
@@ -108,7 +117,9 @@ def source_ingest(
     except Exception as exc:
         logger.exception("ingestion of source %s failed", source_id)
         _fail(run, f"Ingestion stopped by an unexpected error: {exc}")
-    collection_version_bump(collection_id=source.collection_id)
+    if run.changed:
+        # Each write moved the version already; the answers cached from the old ones go too.
+        collection_changed(collection_id=source.collection_id)
     return source
 
 
@@ -124,17 +135,23 @@ def _uncited() -> Q:
     return ~Q(Exists(Citation.objects.filter(chunk_id=OuterRef("pk"))))
 
 
-def _chunks_put_away(chunks: QuerySet[Chunk], *, now: datetime) -> None:
-    """Delete the current chunks no answer cites and retire the others."""
-    current = chunks.filter(retired_at__isnull=True)
-    current.filter(_uncited()).delete()
-    current.update(retired_at=now)
+def _version_next(run: _Run) -> int:
+    run.changed = True
+    return collection_version_next(collection_id=run.source.collection_id)
+
+
+def _chunks_put_away(chunks: QuerySet[Chunk], *, version: int) -> None:
+    """Retire the current chunks: current up to, not including, `version`."""
+    chunks.filter(retired_at__isnull=True).update(retired_at=timezone.now(), valid_to=version)
 
 
 @transaction.atomic
 def _documents_put_away(run: _Run, document_ids: list[int]) -> None:
-    """Documents gone from the source: deleted, unless a past answer cites one of their chunks."""
-    _chunks_put_away(Chunk.objects.filter(document_id__in=document_ids), now=timezone.now())
+    """Documents gone from the source: retired with their chunks, which stay readable as of the
+    versions before (and for the past answers that cite them) until pruned."""
+    chunks = Chunk.objects.filter(document_id__in=document_ids)
+    if chunks.filter(retired_at__isnull=True).exists():
+        _chunks_put_away(chunks, version=_version_next(run))
     gone = Document.objects.filter(pk__in=document_ids)
     has_chunks = Exists(Chunk.objects.filter(document_id=OuterRef("pk")))
     gone.filter(~has_chunks).delete()
@@ -144,18 +161,29 @@ def _documents_put_away(run: _Run, document_ids: list[int]) -> None:
     removed = len(document_ids)
     run.note("info", f"Removed {removed} documents no longer in the source.")
     if kept:
-        run.note("info", f"Kept {kept} of them for the past answers that cite them.")
+        run.note("info", f"Kept {kept} of them for past versions and the answers that cite them.")
+
+
+def versions_kept_since() -> datetime:
+    """Chunks retired before this moment may have been pruned: the knowledge base as of a
+    version older than it may miss passages (`observability.replay` refuses such turns)."""
+    return timezone.now() - timedelta(days=settings.KNOWLEDGE_VERSIONS_KEEP_DAYS)
 
 
 @transaction.atomic
-def _retired_prune(source: Source) -> None:
-    """Retired chunks no answer cites any more, and retired documents left empty, are deleted."""
-    Chunk.objects.filter(document__source=source, retired_at__isnull=False).filter(
-        _uncited()
-    ).delete()
-    Document.objects.filter(source=source, status=Document.Status.RETIRED).filter(
-        ~Exists(Chunk.objects.filter(document_id=OuterRef("pk")))
-    ).delete()
+def versions_prune(*, source_id: int | None = None) -> int:
+    """Delete the chunks retired before the kept window (KNOWLEDGE_VERSIONS_KEEP_DAYS) that no
+    answer cites any more, then the retired documents left empty; of one source, or of all.
+    Returns how many chunks were deleted. Searches as of the versions they were current in lose
+    them, which is why replays of turns older than the window are refused."""
+    chunks = Chunk.objects.filter(retired_at__lt=versions_kept_since()).filter(_uncited())
+    documents = Document.objects.filter(status=Document.Status.RETIRED)
+    if source_id is not None:
+        chunks = chunks.filter(document__source_id=source_id)
+        documents = documents.filter(source_id=source_id)
+    _, deleted = chunks.delete()
+    documents.filter(~Exists(Chunk.objects.filter(document_id=OuterRef("pk")))).delete()
+    return deleted.get(Chunk._meta.label, 0)
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -176,7 +204,7 @@ def _dedupe(run: _Run, raws: list[RawDocument]) -> list[RawDocument]:
 def _ingest(run: _Run, embedder: Embeddings | None) -> None:
     source = run.source
     raws = _dedupe(run, parse_location(source.location, kind=source.kind, log=run.note))
-    _retired_prune(source)
+    versions_prune(source_id=source.pk)
     existing = {
         d.external_id: d
         for d in Document.objects.filter(source=source).annotate(
@@ -313,7 +341,8 @@ def _document_store(
     document, _ = Document.objects.select_for_update().get_or_create(
         source=source, external_id=raw.external_id, defaults={"collection": source.collection}
     )
-    _chunks_put_away(Chunk.objects.filter(document=document), now=timezone.now())
+    version = _version_next(run)
+    _chunks_put_away(Chunk.objects.filter(document=document), version=version)
     Chunk.objects.bulk_create(
         Chunk(
             document=document,
@@ -322,6 +351,7 @@ def _document_store(
             heading=chunk.heading,
             text=chunk.text,
             embedding=vector,
+            valid_from=version,
         )
         for ordinal, (chunk, vector) in enumerate(zip(pending.chunks, vectors, strict=True))
     )
@@ -343,7 +373,9 @@ def _document_fail(run: _Run, raw: RawDocument) -> None:
     document, _ = Document.objects.select_for_update().get_or_create(
         source=source, external_id=raw.external_id, defaults={"collection": source.collection}
     )
-    _chunks_put_away(Chunk.objects.filter(document=document), now=timezone.now())
+    chunks = Chunk.objects.filter(document=document)
+    if chunks.filter(retired_at__isnull=True).exists():
+        _chunks_put_away(chunks, version=_version_next(run))
     document.title = raw.title
     document.title_embedding = None
     document.url = ""

@@ -13,12 +13,13 @@ from functools import partial
 from pathlib import Path
 
 from django.contrib.auth.models import Group, User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from chatbot.knowledge.uploads import is_upload, upload_discard
 from chatbot.models import Collection, Source
+from chatbot.telemetry.audit import audit_record
 
 LOG_KEEP = 300  # entries kept on a source, newest last
 
@@ -35,20 +36,48 @@ def collection_create(
         raise InvalidSource("A collection needs a name.")
     if Collection.objects.filter(name=name).exists():
         raise InvalidSource(f"A collection named {name!r} already exists.")
-    collection = Collection.objects.create(name=name[:120], description=description.strip())
-    collection.groups.set(list(groups))
+    with transaction.atomic():
+        collection = Collection.objects.create(name=name[:120], description=description.strip())
+        collection.groups.set(list(groups))
+        audit_record(
+            "collection.create",
+            target=collection,
+            details={"groups": sorted(g.name for g in collection.groups.all())},
+        )
     return collection
 
 
-def collection_version_bump(*, collection_id: int) -> None:
-    """Move the collection's version on after its content changed. Answers cached from it stop
-    being served at once (their key holds the old version); the clean-up that retires them runs
-    in the background once this commits."""
+def collection_version_next(*, collection_id: int) -> int:
+    """Move the collection's version on by one and return the new one. Call it inside the
+    transaction that changes the collection's chunks and stamp them with it (`Chunk.valid_from`,
+    `valid_to`): the row lock it takes until commit serialises the writers of one collection, so
+    each version is exactly one committed change and "as of version V" is what a search read
+    while the collection was at V. Returns 0 for a collection that no longer exists."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Collection._meta.db_table} SET version = version + 1 "  # noqa: S608
+            "WHERE id = %s RETURNING version",
+            [collection_id],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def collection_changed(*, collection_id: int) -> None:
+    """After the collection's version moved: answers cached from it already stop being served
+    (their key holds the old version); this queues the clean-up that retires them, once the
+    surrounding transaction commits."""
     from chatbot.jobs import job_submit_on_commit
     from chatbot.knowledge.tasks import answer_cache_retire_task
 
-    Collection.objects.filter(pk=collection_id).update(version=F("version") + 1)
     job_submit_on_commit(answer_cache_retire_task, collection_id)
+
+
+def collection_version_bump(*, collection_id: int) -> None:
+    """Move the collection's version on after a change that stamps no chunk (a source enabled,
+    disabled or deleted) and retire the answers cached from it."""
+    Collection.objects.filter(pk=collection_id).update(version=F("version") + 1)
+    collection_changed(collection_id=collection_id)
 
 
 def _check_kind(kind: str) -> None:
@@ -103,6 +132,12 @@ def source_create(
             name=(name.strip() or resolved.name or str(resolved))[:200],
             created_by=created_by,
         )
+        audit_record(
+            "source.create",
+            target=source,
+            details={"collection": collection.pk, "kind": kind, "location": source.location},
+            actor=created_by,
+        )
     else:
         source.kind = kind
         source.name = name.strip()[:200] or source.name
@@ -147,6 +182,12 @@ def source_upload(
     source.kind = kind
     _log(source, "A new upload of the same name replaced the file.")
     source.save(update_fields=["location", "kind", "log"])
+    audit_record(
+        "source.replace",
+        target=source,
+        details={"collection": collection.pk, "kind": kind},
+        actor=created_by,
+    )
     if replaced != source.location:
         transaction.on_commit(partial(upload_discard, replaced))
     source_queue(source=source)
@@ -174,17 +215,25 @@ def sources_queue_pending() -> int:
 def source_reingest(*, source: Source) -> None:
     """Queue the source again; unchanged documents cost nothing (see `ingest.source_ingest`)."""
     note = {"time": timezone.now().isoformat(), "level": "info", "message": "Re-ingest queued."}
-    Source.objects.filter(pk=source.pk).update(log=[*source.log, note][-LOG_KEEP:])
-    source_queue(source=source)
+    with transaction.atomic():
+        Source.objects.filter(pk=source.pk).update(log=[*source.log, note][-LOG_KEEP:])
+        audit_record("source.reingest", target=source)
+        source_queue(source=source)
 
 
 @transaction.atomic
 def source_set_enabled(*, source: Source, enabled: bool) -> None:
-    """A disabled source is left out of search; the version bump retires answers cached from it."""
+    """A disabled source is left out of search; the version bump retires answers cached from it.
+
+    Its chunks keep their version stamps: a search as of a past version also leaves out the
+    sources disabled now (as of never brings back what an admin has switched off), and once
+    enabled again the source is read as of every version its chunks were current in, including
+    the versions during which it was off (`chatbot.retrieval.search`, "as of")."""
     if source.enabled == enabled:
         return
     source.enabled = enabled
     source.save(update_fields=["enabled"])
+    audit_record("source.enable", target=source, details={"enabled": enabled})
     collection_version_bump(collection_id=source.collection_id)
 
 
@@ -196,6 +245,11 @@ def source_delete(*, source: Source) -> None:
     uploaded file is deleted too once this commits; a server path is the admin's own and stays.
     """
     collection_id, location = source.collection_id, source.location
+    audit_record(
+        "source.delete",
+        target=source,
+        details={"collection": collection_id, "location": location},
+    )
     source.delete()
     collection_version_bump(collection_id=collection_id)
     if is_upload(location) and not Source.objects.filter(location=location).exists():

@@ -30,6 +30,10 @@ class Prompt:
     # The versioned system prompt (`PromptVersion`) the first message came from; None when the
     # caller wrote its own.
     version_id: int | None = None
+    # The answer instructions sent with knowledge-base passages (`chatbot.agent.grounding`): the
+    # published version's text and id; "" for the built-in text (id None).
+    instructions: str = ""
+    instructions_version_id: int | None = None
 
     @property
     def question(self) -> str:

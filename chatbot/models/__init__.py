@@ -1,7 +1,9 @@
 """The one data model of the product, one file per area."""
 
+from chatbot.models.abtests import ABAssignment, ABTest, ABVariant
 from chatbot.models.accounts import ApiKey, Capability
 from chatbot.models.assistant import AssistantSettings
+from chatbot.models.audit import AuditEntry
 from chatbot.models.cache import AnswerCacheEntry
 from chatbot.models.catalogue import ModelEndpoint
 from chatbot.models.chat import Citation, Conversation, Escalation, Feedback, Turn
@@ -31,11 +33,15 @@ from chatbot.models.spans import Span
 from chatbot.models.tools import ClassifierVersion, ToolSetting
 
 __all__ = [
+    "ABAssignment",
+    "ABTest",
+    "ABVariant",
     "AlertFiring",
     "AlertRule",
     "AnswerCacheEntry",
     "ApiKey",
     "AssistantSettings",
+    "AuditEntry",
     "Capability",
     "Chunk",
     "Citation",

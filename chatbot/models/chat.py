@@ -63,6 +63,15 @@ class Turn(models.Model):
         on_delete=models.SET_NULL,
         related_name="turns",
     )
+    # The published answer instructions the passages were framed with; null: no passages were
+    # sent, or a turn from before they were versioned.
+    answer_version = models.ForeignKey(
+        "chatbot.PromptVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     tokens_estimated = models.BooleanField(default=False)
@@ -74,6 +83,10 @@ class Turn(models.Model):
     no_answer = models.BooleanField(default=False)
     # {collection id: version} of every collection the turn could read, at the moment it read.
     kb_versions = models.JSONField(default=dict, blank=True)
+    # The online A/B test variant the turn was answered under (null: no test ran, or a replay).
+    ab_variant = models.ForeignKey(
+        "chatbot.ABVariant", null=True, blank=True, on_delete=models.SET_NULL, related_name="turns"
+    )
     # A replay re-asks a past turn (observability.replay): kept out of production metrics. Deleting
     # the original deletes its replays, since they repeat the person's question.
     is_replay = models.BooleanField(default=False)

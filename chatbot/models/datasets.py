@@ -113,6 +113,15 @@ class Experiment(models.Model):
         on_delete=models.SET_NULL,
         related_name="experiments",
     )
+    # The answer instructions (how to answer from the passages); blank uses the published ones.
+    answer_template = models.TextField(blank=True)
+    answer_version = models.ForeignKey(
+        "chatbot.PromptVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     # Why it was started by the product itself (a regression rerun after a change); blank when a
     # person started it.
     trigger = models.CharField(max_length=200, blank=True)
@@ -120,6 +129,11 @@ class Experiment(models.Model):
     retrieval = models.JSONField(default=dict, blank=True)
     # {collection id: version} read when the run started.
     kb_versions = models.JSONField(default=dict, blank=True)
+    # Run against the knowledge base as it was on this turn (its `Turn.kb_versions`); null: as
+    # it is now.
+    kb_as_of_turn = models.ForeignKey(
+        "chatbot.Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     items_total = models.PositiveIntegerField(default=0)
     items_done = models.PositiveIntegerField(default=0)

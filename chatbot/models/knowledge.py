@@ -128,6 +128,11 @@ class Chunk(models.Model):
         db_persist=True,
     )
     retired_at = models.DateTimeField(null=True, blank=True)
+    # The collection versions during which the chunk was current: from `valid_from` (the version
+    # its document's write made) up to, not including, `valid_to` (null: still current). A search
+    # as of version V reads the chunks with valid_from <= V < valid_to.
+    valid_from = models.PositiveIntegerField(default=0)
+    valid_to = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["document", "ordinal"]

@@ -220,6 +220,9 @@ class Replay(models.Model):
     )
     # Blank: the product's default system prompt.
     system_prompt = models.TextField(blank=True, max_length=8000)
+    # Retrieve from the knowledge base as it was when the original turn ran (its
+    # `Turn.kb_versions`) instead of as it is now.
+    kb_as_of_original = models.BooleanField(default=False)
     conversation = models.ForeignKey(
         "chatbot.Conversation",
         null=True,

@@ -14,6 +14,9 @@ from django.db import models
 class PromptVersion(models.Model):
     class Kind(models.TextChoices):
         SYSTEM = "system", "System prompt"
+        # How to answer from the numbered knowledge-base passages (added after the system
+        # prompt whenever passages are sent; `chatbot.agent.grounding`).
+        ANSWER = "answer", "Answer instructions"
 
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"

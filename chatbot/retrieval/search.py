@@ -11,6 +11,19 @@ shared with one of the caller's groups (knowledge admins see every collection, a
 ingested fine and the chunk is current (a retired one is kept only for the past answers citing it).
 `collection_ids` can only narrow that set; an id the caller may not see simply matches nothing.
 
+As of past versions (`as_of`, {collection id: version}: replays and experiments run against the
+knowledge base as it was on a turn): a chunk is a candidate when it was current in its
+collection's given version (`Chunk.valid_from` <= V < `valid_to`, `chatbot.knowledge.ingest`),
+whatever its document's state now, and only in the collections `as_of` names. Visibility still
+applies as it is NOW: a collection the caller may no longer see, or a source disabled since, is
+not read as of any version. The dense leg filters the HNSW scan on the versions (iterative scan
+keeps it filling `candidates`). The full-text leg cannot read `chatbot_posting`, which holds
+current chunks only, so it scores every candidate chunk holding a query word from its own
+full-text vector with the same BM25 formula and weights: exact, and slower (it reads all the
+collections' chunks of those versions; fine for offline runs, never used by live chat). The IDFs
+are today's (`chatbot_termstat`), as are the reranker's; for a collection that has not changed
+since, an as-of search returns what a current one does, in the same order.
+
 A passage is returned once: a chunk id appears once, and of chunks with the same text (one file in
 two sources, a copied document) only the best-ranked one is kept, so `k` hits are `k` passages.
 """
@@ -132,17 +145,32 @@ _FROM = """
     JOIN chatbot_source s ON s.id = d.source_id
 """
 
-# The query vector is bound once (a 384-number literal) and read as an InitPlan parameter, which
-# the HNSW index scan accepts as it does a constant.
-_DENSE = f"""
+# As of past versions: the collection's version in the bound {collection id: version} object;
+# NULL (matching nothing) for a collection it does not name.
+_AS_OF_VERSION = "(%(as_of)s::jsonb ->> c.collection_id::text)::bigint"
+_AS_OF_VISIBLE = f"""{_caller_may_see("c.collection_id")}
+    AND s.enabled AND c.valid_from <= {_AS_OF_VERSION}
+    AND (c.valid_to IS NULL OR c.valid_to > {_AS_OF_VERSION})
+    AND (%(exclude)s::bigint[] IS NULL OR d.id <> ALL(%(exclude)s::bigint[]))
+"""
+
+
+def _dense(visible: str) -> str:
+    # The query vector is bound once (a 384-number literal) and read as an InitPlan parameter,
+    # which the HNSW index scan accepts as it does a constant.
+    return f"""
 query_vector AS (SELECT %(vector)s::vector AS v),
 dense_raw AS MATERIALIZED (
     SELECT c.id, c.embedding <=> (SELECT v FROM query_vector) AS distance
-    FROM {_FROM} WHERE {_VISIBLE}
+    FROM {_FROM} WHERE {visible}
     ORDER BY c.embedding <=> (SELECT v FROM query_vector)
     LIMIT %(candidates)s),
 dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FROM dense_raw)
 """  # noqa: S608
+
+
+_DENSE = _dense(_VISIBLE)
+_DENSE_AS_OF = _dense(_AS_OF_VISIBLE)
 _NO_DENSE = (
     "dense AS (SELECT NULL::bigint AS id, NULL::float8 AS distance, NULL::bigint AS r WHERE false)"
 )
@@ -156,16 +184,17 @@ _NO_DENSE = (
 # status, source enabled, excluded documents). Replaces ts_rank over an OR-ed tsquery, which read
 # and ranked every chunk holding any query word (61.5 ms p50 at 100,000 chunks, bench_search).
 # `query_idf` is `chatbot.retrieval.terms.idf` in SQL (the rerank features use the Python one).
-_SPARSE = f"""
-visible_collections AS MATERIALIZED (
-    SELECT coalesce(array_agg(col.id), '{{}}') AS ids FROM chatbot_collection col
-    WHERE {_caller_may_see("col.id")}),
+_QUERY_IDF = """
 query_idf AS MATERIALIZED (
     SELECT ql.lexeme, ln(1 + (greatest(f.total, f.df) - f.df + 0.5) / (f.df + 0.5)) AS idf
     FROM query_terms qt CROSS JOIN LATERAL unnest(qt.lexemes) AS ql(lexeme)
     CROSS JOIN LATERAL (
         SELECT coalesce((qt.frequencies ->> ql.lexeme)::float8, 0) AS df,
-               coalesce((qt.frequencies ->> '')::float8, 0) AS total) f),
+               coalesce((qt.frequencies ->> '')::float8, 0) AS total) f)"""
+_SPARSE = f"""
+visible_collections AS MATERIALIZED (
+    SELECT coalesce(array_agg(col.id), '{{}}') AS ids FROM chatbot_collection col
+    WHERE {_caller_may_see("col.id")}),{_QUERY_IDF},
 sparse_scored AS MATERIALIZED (
     SELECT p.chunk_id AS id, sum(p.idf * chatbot_bm25_impact(p.tf, p.length)) AS rank
     FROM query_idf qi CROSS JOIN visible_collections vc CROSS JOIN LATERAL (
@@ -187,6 +216,24 @@ sparse_raw AS MATERIALIZED (
     JOIN chatbot_source s ON s.id = d.source_id
     WHERE {_VISIBLE}
     ORDER BY ss.rank DESC, c.id
+    LIMIT %(candidates)s),
+sparse AS (SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS r FROM sparse_raw)
+"""  # noqa: S608
+# As of past versions: the same BM25, each query lexeme's body and heading occurrences counted
+# from the chunk's own full-text vector as migration 0012's trigger counts them for a posting.
+_SPARSE_AS_OF = f"""{_QUERY_IDF},
+sparse_raw AS MATERIALIZED (
+    SELECT c.id, sum(qi.idf * chatbot_bm25_impact(w.tf, length(c.search_vector))) AS rank
+    FROM {_FROM}
+    CROSS JOIN LATERAL unnest(c.search_vector) u
+    JOIN query_idf qi ON qi.lexeme = u.lexeme
+    CROSS JOIN LATERAL (
+        SELECT %(body_weight)s::float8 * least(count(*) FILTER (WHERE l <> 'A'), 32767)
+               + %(heading_weight)s::float8 * least(count(*) FILTER (WHERE l = 'A'), 32767) AS tf
+        FROM unnest(u.weights) l) w
+    WHERE {_AS_OF_VISIBLE} AND w.tf > 0
+    GROUP BY c.id
+    ORDER BY rank DESC, c.id
     LIMIT %(candidates)s),
 sparse AS (SELECT id, rank, row_number() OVER (ORDER BY rank DESC, id) AS r FROM sparse_raw)
 """  # noqa: S608
@@ -257,6 +304,7 @@ def hybrid_search(
     exclude_documents: list[int] | None = None,
     term_postings: int = TERM_POSTINGS,
     query_vector: list[float] | None = None,
+    as_of: dict[int, int] | None = None,
 ) -> SearchResult:
     """The top `k` chunks `user` may see for `query`, best first.
 
@@ -268,6 +316,8 @@ def hybrid_search(
     training asks a question whose document is missing). `term_postings` is how many postings
     of each query word the full-text leg reads (the benchmark compares the default with all).
     `query_vector` is `query` already embedded (the answer cache's semantic lookup did it).
+    `as_of` ({collection id: version}) searches those collections as they were at those
+    versions (module docstring); None: as they are now.
     """
     query = query.strip()
     if not query:
@@ -299,12 +349,20 @@ def hybrid_search(
     if model is not None:
         params["k"] = max(k, RERANK_DEPTH)
     params["pool"] = params["candidates"] * POOL_FACTOR
+    if as_of is not None:
+        params["as_of"] = json.dumps({str(int(pk)): int(v) for pk, v in as_of.items()})
     embed_ms = 0.0
     if use_dense:
         vector = query_vector if query_vector is not None else embeddings().embed_query(query)
         params["vector"] = _vector_literal(vector)
         embed_ms = (time.perf_counter() - started) * 1000
-    ctes = [_DENSE if use_dense else _NO_DENSE, _SPARSE if use_sparse else _NO_SPARSE]
+    if as_of is None:
+        ctes = [_DENSE if use_dense else _NO_DENSE, _SPARSE if use_sparse else _NO_SPARSE]
+    else:
+        ctes = [
+            _DENSE_AS_OF if use_dense else _NO_DENSE,
+            _SPARSE_AS_OF if use_sparse else _NO_SPARSE,
+        ]
     fuse = _FUSE.replace("{similarity}", _SIMILARITY if use_dense else "NULL::float8").replace(
         "{title_similarity}", _TITLE_SIMILARITY if use_dense else "NULL::float8"
     )

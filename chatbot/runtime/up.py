@@ -233,6 +233,9 @@ def serve_until_signalled(sup: Supervisor) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+    # `make run` is for development: plain HTTP and the embedded key (chatbot/settings.py demands
+    # a SECRET_KEY and HTTPS with DEBUG off). Every part it starts inherits this.
+    os.environ.setdefault("DEBUG", "true")
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 

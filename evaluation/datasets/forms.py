@@ -10,7 +10,14 @@ from django.core.files.uploadedfile import UploadedFile
 from chatbot.accounts.visibility import collections_visible_to
 from chatbot.agent import vocabulary
 from chatbot.agent.grounding import assistant_settings
-from chatbot.models import AssistantSettings, Collection, Dataset, Experiment, ModelEndpoint
+from chatbot.models import (
+    AssistantSettings,
+    Collection,
+    Dataset,
+    Experiment,
+    ModelEndpoint,
+    Turn,
+)
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 
@@ -111,6 +118,13 @@ class ExperimentForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked searches every collection you can see.",
     )
+    kb_as_of_turn = forms.IntegerField(
+        label="Knowledge base as of turn #",
+        required=False,
+        min_value=1,
+        help_text="Blank: the knowledge base as it is now. A turn number: as it was when that "
+        "turn ran (the versions it read).",
+    )
 
     def __init__(self, *args: Any, user: User | AnonymousUser, **kwargs: Any) -> None:
         saved = assistant_settings()
@@ -129,6 +143,15 @@ class ExperimentForm(forms.Form):
         field = self.fields["collections"]
         assert isinstance(field, forms.ModelMultipleChoiceField)
         field.queryset = collections_visible_to(user).order_by("name")
+
+    def clean_kb_as_of_turn(self) -> Turn | None:
+        number = self.cleaned_data.get("kb_as_of_turn")
+        if number is None:
+            return None
+        turn = Turn.objects.filter(pk=number).first()
+        if turn is None:
+            raise forms.ValidationError(f"There is no turn #{number}.")
+        return turn
 
     def retrieval(self) -> dict[str, Any]:
         data = self.cleaned_data

@@ -200,8 +200,9 @@ def _start(experiment: Experiment, items: list[DatasetItem], done: set[int]) -> 
     experiment.items_done = len(done)
     experiment.error = ""
     experiment.started_at = experiment.started_at or timezone.now()
-    if not done:
-        # The knowledge base as this run reads it (it may have moved on since it was queued).
+    if not done and experiment.kb_as_of_turn_id is None:
+        # The knowledge base as this run reads it (it may have moved on since it was queued);
+        # as of a turn, the versions pinned when it was made.
         experiment.kb_versions = services.kb_versions_for(
             experiment.created_by, retrieval["collections"]
         )
@@ -236,7 +237,9 @@ def experiment_run(*, experiment_id: int, progress: Progress | None = None) -> E
     current = services.kb_versions_for(
         experiment.created_by, services.retrieval_settings(experiment.retrieval)["collections"]
     )
-    experiment.summary["kb_changed_during_run"] = current != experiment.kb_versions
+    # As of a turn's versions, what it reads cannot move.
+    as_of = experiment.kb_as_of_turn_id is not None
+    experiment.summary["kb_changed_during_run"] = not as_of and current != experiment.kb_versions
     if problems:
         experiment.summary["judge_problems"] = problems
     experiment.items_done = len(results)
@@ -254,6 +257,9 @@ def _run_items(
     config = services.run_config(retrieval)
     judges = _judges()
     reader = _reader(experiment)
+    as_of = None
+    if experiment.kb_as_of_turn_id is not None:
+        as_of = {int(pk): int(version) for pk, version in experiment.kb_versions.items()}
     assert experiment.endpoint is not None
     with asyncio.Runner() as runner:
         for item in items:
@@ -264,7 +270,10 @@ def _run_items(
                 runner=runner,
                 config=config,
                 system_prompt=experiment.prompt_template,
+                instructions=experiment.answer_template,
+                instructions_version_id=experiment.answer_version_id,
                 collection_ids=retrieval["collections"],
+                as_of=as_of,
             )
             result = _result(experiment, item, answer, judges)
             _save(result)

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from django.conf import settings as django_settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 
 from chatbot.accounts.visibility import collections_visible_to
 from chatbot.agent.grounding import assistant_settings
+from chatbot.knowledge.ingest import versions_kept_since
 from chatbot.llm.router import route_choose
 from chatbot.llm.types import ModelError
 from chatbot.models import (
@@ -27,6 +29,7 @@ from chatbot.models import (
     Experiment,
     ModelEndpoint,
     Review,
+    Turn,
 )
 from evaluation import metrics
 from evaluation.datasets import selectors
@@ -325,6 +328,31 @@ def kb_versions_for(
     return {str(pk): version for pk, version in visible.values_list("pk", "version")}
 
 
+def kb_as_of_versions(
+    user: User | AnonymousUser | None, collections: list[int] | None, turn: Turn
+) -> dict[str, int]:
+    """The versions `turn` read of the collections the run may read (as `kb_versions_for`
+    narrows them): what an experiment "as of turn #N" retrieves from."""
+    visible = kb_versions_for(user, collections)
+    return {pk: int(version) for pk, version in turn.kb_versions.items() if pk in visible}
+
+
+def kb_as_of_check(turn: Turn, retrieval: dict[str, Any]) -> None:
+    """Refuse an experiment as of `turn` when there is nothing (complete) to go back to."""
+    if retrieval["grounding"] == AssistantSettings.Grounding.OFF:
+        raise InvalidExperiment("An experiment without grounding reads no knowledge base.")
+    if not turn.kb_versions:
+        raise InvalidExperiment(
+            f"Turn #{turn.pk} read no knowledge base (grounding was off, or it ran before "
+            "versions were recorded): there is no version to go back to."
+        )
+    if turn.created_at < versions_kept_since():
+        raise InvalidExperiment(
+            f"Turn #{turn.pk} ran before the last {django_settings.KNOWLEDGE_VERSIONS_KEEP_DAYS} "
+            "days whose knowledge-base versions are kept: passages it read may be gone."
+        )
+
+
 def experiment_endpoint(endpoint: ModelEndpoint | None) -> ModelEndpoint:
     """The catalogue entry an experiment runs on: `endpoint`, or the router's default."""
     try:
@@ -343,9 +371,11 @@ def experiment_create(
     name: str = "",
     user: User | None = None,
     queue: bool = True,
+    kb_as_of_turn: Turn | None = None,
 ) -> Experiment:
     """Pin the dataset's current version and the knowledge base's versions, then (with `queue`)
-    run it in the background once the transaction commits. Retrieval runs as `user`."""
+    run it in the background once the transaction commits. Retrieval runs as `user`; with
+    `kb_as_of_turn`, against the knowledge base as it was on that turn (its `kb_versions`)."""
     from chatbot.jobs import job_submit_on_commit
     from evaluation.datasets.tasks import experiment_run_task
 
@@ -353,6 +383,8 @@ def experiment_create(
     settings = retrieval_settings(retrieval)
     if settings["grounding"] != AssistantSettings.Grounding.OFF and user is None:
         raise InvalidExperiment("Grounded experiments retrieve as a person: name the user.")
+    if kb_as_of_turn is not None:
+        kb_as_of_check(kb_as_of_turn, settings)
     total = selectors.dataset_items(dataset).count()
     if total == 0:
         raise InvalidExperiment(
@@ -366,7 +398,12 @@ def experiment_create(
         endpoint=chosen,
         prompt_template=prompt_template.strip(),
         retrieval=settings,
-        kb_versions=kb_versions_for(user, settings["collections"]),
+        kb_versions=(
+            kb_as_of_versions(user, settings["collections"], kb_as_of_turn)
+            if kb_as_of_turn is not None
+            else kb_versions_for(user, settings["collections"])
+        ),
+        kb_as_of_turn=kb_as_of_turn,
         items_total=total,
         created_by=user,
     )

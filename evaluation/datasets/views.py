@@ -275,6 +275,7 @@ def experiment_new(request: HttpRequest) -> HttpResponse:
                     retrieval=form.retrieval(),
                     name=data["name"],
                     user=request.user,  # type: ignore[arg-type]
+                    kb_as_of_turn=data["kb_as_of_turn"],
                 )
         except services.InvalidExperiment as exc:
             form.add_error(None, str(exc))

@@ -18,6 +18,7 @@ from chatbot.accounts.access import permission_required, signed_in_user
 from chatbot.chat import selectors as chat_selectors
 from chatbot.chat import services
 from chatbot.models import Escalation
+from chatbot.telemetry.audit import audit_record
 from evaluation.escalations import selectors
 
 PAGE_SIZE = 25
@@ -79,6 +80,12 @@ def escalation(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("review:escalation", item.pk)
         # Refused: show the escalation as it is now (someone else may have just claimed it).
         item = selectors.escalation_get(pk)
+    if request.method != "POST":
+        audit_record(
+            "read.escalation",
+            target=item.turn.conversation,
+            details={"escalation": item.pk, "turn": item.turn_id},
+        )
     context = {
         "tab": "escalations",
         "escalation": item,

@@ -13,6 +13,7 @@ from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
 from chatbot.jobs import jobs_notify, jobs_watch
 from chatbot.models import Export, RewardModel
+from chatbot.telemetry.audit import audit_record
 from evaluation.exports import reward as reward_service
 from evaluation.exports import selectors, services
 from evaluation.exports.forms import ExportForm
@@ -88,6 +89,7 @@ def export_download(request: HttpRequest, pk: int) -> FileResponse | HttpRespons
     path = services.export_file(current)
     if path is None:
         raise Http404("The export's file is gone from the exports folder; run the export again.")
+    audit_record("read.export", target=current, details={"file": path.name})
     # FileResponse streams the file in blocks: an export of any size never sits in memory.
     return FileResponse(
         path.open("rb"),

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chatbot.models import FlagRule, Judge, Review, ReviewAssignment, ReviewItem
+from chatbot.telemetry.audit import audit_changes, audit_record
 from evaluation.review import selectors
 
 Status = ReviewAssignment.Status
@@ -227,15 +228,25 @@ def flag_rule_save(*, rule: FlagRule | None, data: Mapping[str, Any]) -> FlagRul
         raise InvalidRule(f"These rule fields cannot be set: {', '.join(sorted(unknown))}.")
     flag_rule_validate(data)
     target = rule if rule is not None else FlagRule()
+    before = {name: getattr(target, name) for name in data} if target.pk else {}
     for name, value in data.items():
         setattr(target, name, value)
     if target.kind != FlagRule.Kind.RANDOM_SAMPLE:
         target.sample_rate = 0.0
-    target.save()
+    with transaction.atomic():
+        target.save()
+        after = {name: getattr(target, name) for name in data}
+        audit_record(
+            "flag_rule.save",
+            target=target,
+            details={"created": rule is None, "changed": audit_changes(before, after)},
+        )
     return target
 
 
+@transaction.atomic
 def flag_rule_set_enabled(*, rule: FlagRule, enabled: bool) -> FlagRule:
     rule.enabled = enabled
     rule.save(update_fields=["enabled", "updated_at"])
+    audit_record("flag_rule.enable", target=rule, details={"enabled": enabled})
     return rule

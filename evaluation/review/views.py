@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required, signed_in_user
 from chatbot.models import FlagRule, Review, ReviewAssignment, ReviewItem
+from chatbot.telemetry.audit import audit_record
 from evaluation.review import agreement as agreement_math
 from evaluation.review import selectors, services
 
@@ -115,6 +116,11 @@ def item(request: HttpRequest, pk: int) -> HttpResponse:
     except ReviewItem.DoesNotExist:
         raise Http404("No such review item.") from None
     if request.method != "POST":
+        audit_record(
+            "read.conversation",
+            target=current.turn.conversation,
+            details={"review_item": current.pk, "turn": current.turn_id},
+        )
         return _item_page(request, current)
 
     action = request.POST.get("action", "")

@@ -44,6 +44,7 @@ def start(request: HttpRequest, turn_id: int) -> HttpResponse:
                     endpoint=form.cleaned_data["endpoint"],
                     system_prompt=form.cleaned_data["system_prompt"],
                     scope=form.cleaned_data["scope"],
+                    kb_as_of_original=form.cleaned_data["kb"] == "original",
                 )
         except services.InvalidReplay as exc:
             form.add_error(None, str(exc))

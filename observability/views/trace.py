@@ -8,8 +8,9 @@ from django.shortcuts import render
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
-from chatbot.compliance.pii import redactor
+from chatbot.compliance.pii import pii_visible, redactor
 from chatbot.models import Turn
+from chatbot.telemetry.audit import audit_record
 from observability import selectors
 from observability.forms import ReplayForm, TurnSearchForm
 
@@ -45,6 +46,10 @@ def turn(
         raise Http404("No such turn.") from None
     can_replay = request.user.has_perm(roles.MANAGE_SETTINGS)
     redact = redactor(request.user)
+    if pii_visible(request.user) and request.method == "GET":
+        audit_record(
+            "read.trace", target=current, details={"conversation": current.conversation_id}
+        )
     feedback = list(current.feedback.all())
     for entry in feedback:
         entry.comment = redact(entry.comment)

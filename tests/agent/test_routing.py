@@ -443,6 +443,45 @@ async def test_it_falls_back_past_an_erroring_then_a_timing_out_endpoint(
     assert turn.tokens_out == attempts[4].tokens_out > 0
 
 
+async def test_a_step_choice_falls_back_past_a_failing_model(alice, fake_endpoint) -> None:
+    """The agent's choices are steps of the turn like the answer: the availability rule's
+    fallbacks take over when the chosen model errors, each attempt a span."""
+    refund = {"template": "refund_reply", "fields": {"name": "Maria", "amount": "20", "days": "5"}}
+    with fake_peer(_failing) as (broken_url, broken_seen):
+        local = await sync_to_async(fake_endpoint)(
+            ["Here is the draft [1]."],
+            name="local",
+            default=False,
+            tool_calling=ModelEndpoint.ToolCalling.NATIVE,
+        )
+        local.options["tool_calls"] = [[{"name": "draft", "args": refund}]]
+        await sync_to_async(local.save)()
+        await sync_to_async(_peer_model)(
+            "broken", broken_url, default=True, tool_calling=ModelEndpoint.ToolCalling.NATIVE
+        )
+        await sync_to_async(_rule)("availability", [local], retries=0, backoff_s=0.01)
+        await sync_to_async(tools_ensure)()
+        await ToolSetting.objects.filter(name="draft").aupdate(enabled=True, roles=["agent"])
+
+        outcome, answer = await _ask(alice, "Draft a refund reply to Maria for 20 EUR.")
+
+    assert outcome.status == "done" and answer == "Here is the draft [1]."
+    spans = await sync_to_async(_spans)(outcome.turn_id)
+    chooses = [s for s in spans if s.name == "choose"]
+    assert [(c.attributes["endpoint"], c.attributes["attempt"]) for c in chooses] == [
+        ("broken", 1),
+        ("local", 2),
+        ("broken", 1),
+        ("local", 2),
+    ]
+    assert all("500" in c.error or "exploded" in c.error for c in chooses[::2])
+    assert chooses[1].attributes["action"] == "draft" and not chooses[1].error
+    assert chooses[3].attributes["action"] == "answer"
+    assert len(broken_seen) == 3, "two choices and the answer each tried it first"
+    turn = await Turn.objects.aget(pk=outcome.turn_id)
+    assert turn.endpoint_id == local.pk
+
+
 async def test_it_does_not_fall_back_once_text_has_streamed(alice, fake_endpoint) -> None:
     backup = await sync_to_async(fake_endpoint)(["Backup."], name="backup", default=False)
     await sync_to_async(fake_endpoint)(["abcdefgh"], error_on_chunk=3)

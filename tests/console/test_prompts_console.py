@@ -14,13 +14,20 @@ from django.test import Client
 from django.urls import reverse
 
 from chatbot.agent.cache import scope_of
-from chatbot.agent.grounding import assistant_settings
+from chatbot.agent.grounding import GROUNDING_INSTRUCTIONS, assistant_settings
 from chatbot.agent.prepare import prompt_for_turn
 from chatbot.chat import services as chat
 from chatbot.console import services
 from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
 from chatbot.llm.router import route_choose
-from chatbot.models import Dataset, Experiment, ModelEndpoint, PromptVersion, Turn
+from chatbot.models import (
+    AssistantSettings,
+    Dataset,
+    Experiment,
+    ModelEndpoint,
+    PromptVersion,
+    Turn,
+)
 from evaluation.datasets import runner
 from evaluation.datasets import services as datasets
 from evaluation.datasets.regression import regression_reruns_queue
@@ -34,8 +41,10 @@ GOLD = "Click Forgot password; the link lasts 30 minutes."
 
 @pytest.fixture(autouse=True)
 def version_one(db: None) -> PromptVersion:
-    """The published version 1. The migration makes it, but a transactional test elsewhere
-    empties the tables after itself, so each test here makes sure of it (idempotent)."""
+    """The published version 1 of each kind. The migrations make them, but a transactional test
+    elsewhere empties the tables after itself, so each test here makes sure of them (idempotent);
+    returns the system prompt's."""
+    services.prompt_versions_ensure(PromptVersion.Kind.ANSWER)
     return services.prompt_versions_ensure()
 
 
@@ -69,7 +78,7 @@ def _turn(user: User, text: str = "How do I reset my password?") -> Turn:
 
 
 def test_it_starts_with_version_one_published(version_one: PromptVersion) -> None:
-    [first] = PromptVersion.objects.all()
+    [first] = PromptVersion.objects.filter(kind="system")
     assert first == version_one
     assert (first.kind, first.number, first.status) == ("system", 1, "published")
     assert first.text == DEFAULT_SYSTEM_PROMPT and first.published_at is not None
@@ -131,7 +140,7 @@ def test_it_refuses_a_draft_that_loses_on_the_gate_dataset(
         services.prompt_publish(version=draft, user=adam, dataset=dataset)
     draft.refresh_from_db()
     assert draft.status == "draft"
-    assert PromptVersion.objects.get(status="published").number == 1
+    assert PromptVersion.objects.get(kind="system", status="published").number == 1
 
 
 def test_it_publishes_a_draft_that_ties_and_retires_the_previous(
@@ -151,7 +160,7 @@ def test_it_publishes_a_draft_that_ties_and_retires_the_previous(
     assert "does not lose" in response.content.decode()
     draft.refresh_from_db()
     assert draft.status == "published" and not draft.ungated and draft.published_at
-    assert PromptVersion.objects.get(number=1).status == "retired"
+    assert PromptVersion.objects.get(kind="system", number=1).status == "retired"
 
 
 def test_it_reuses_a_run_of_the_published_prompt_for_the_gate(
@@ -263,10 +272,10 @@ def test_it_refuses_everyone_but_admins(
 ) -> None:
     fake_endpoint()
     dataset = _dataset()
-    version = PromptVersion.objects.get(number=1)
+    version = PromptVersion.objects.get(kind="system", number=1)
     client = client_as(cast[who])
     assert client.get(reverse("console:prompts")).status_code == 403
-    assert client.post(reverse("console:prompt_new")).status_code == 403
+    assert client.post(reverse("console:prompt_new"), {"kind": "answer"}).status_code == 403
     assert client.get(reverse("console:prompt", args=[version.pk])).status_code == 403
     assert (
         client.post(reverse("console:prompt", args=[version.pk]), {"text": "x"}).status_code == 403
@@ -275,7 +284,7 @@ def test_it_refuses_everyone_but_admins(
     assert client.post(publish, {"ungated": "on"}).status_code == 403
     regression = reverse("review:dataset_regression", args=[dataset.pk])
     assert client.post(regression).status_code == 403
-    assert PromptVersion.objects.count() == 1 and not Dataset.objects.get().regression
+    assert PromptVersion.objects.count() == 2 and not Dataset.objects.get().regression
 
 
 def test_it_lets_an_admin_draft_edit_and_mark_a_regression_dataset(
@@ -285,7 +294,7 @@ def test_it_lets_an_admin_draft_edit_and_mark_a_regression_dataset(
     client = client_as(adam)
     listing = client.get(reverse("console:prompts"))
     assert listing.status_code == 200 and "v1" in listing.content.decode()
-    client.post(reverse("console:prompt_new"))
+    client.post(reverse("console:prompt_new"), {"kind": "system"})
     draft = PromptVersion.objects.get(status="draft")
     assert draft.number == 2 and draft.text == DEFAULT_SYSTEM_PROMPT
     client.post(reverse("console:prompt", args=[draft.pk]), {"text": "New words.", "note": "n"})
@@ -295,3 +304,157 @@ def test_it_lets_an_admin_draft_edit_and_mark_a_regression_dataset(
     client.post(reverse("review:dataset_regression", args=[dataset.pk]))
     dataset.refresh_from_db()
     assert dataset.regression
+
+
+# --- the answer instructions, the second kind of prompt ------------------------------------------
+
+NEW_INSTRUCTIONS = "Use only the numbered sources below; cite them as [n]. Reply in one line."
+
+
+def _answer_draft(adam: User, text: str = NEW_INSTRUCTIONS) -> PromptVersion:
+    draft = services.prompt_draft_create(user=adam, kind=PromptVersion.Kind.ANSWER)
+    return services.prompt_draft_save(version=draft, text=text, note="one line")
+
+
+def test_the_answer_instructions_start_as_version_one_of_their_own() -> None:
+    [first] = PromptVersion.objects.filter(kind="answer")
+    assert (first.number, first.status) == (1, "published")
+    assert first.text == GROUNDING_INSTRUCTIONS
+    assert services.prompt_versions_ensure(PromptVersion.Kind.ANSWER) == first, "idempotent"
+
+
+def test_a_grounded_turn_is_sent_and_records_the_published_answer_instructions(
+    alice: User, adam: User, fake_endpoint: Callable[..., ModelEndpoint]
+) -> None:
+    from chatbot.agent.turn import _prepare
+    from chatbot.telemetry.tracing import Tracer
+    from tests.knowledge.test_search import make_knowledge_base
+
+    make_knowledge_base()
+    AssistantSettings.objects.update_or_create(
+        pk=1, defaults={"grounding": "required", "min_similarity": 0.3}
+    )
+    fake_endpoint()
+    draft = _answer_draft(adam)
+    services.prompt_publish(version=draft, user=adam, ungated=True)
+    prepared = _prepare(
+        _turn(alice, "How do I reset a forgotten password?").pk, None, None, Tracer()
+    )
+
+    assert prepared.grounding.hits, "the passages went to the model"
+    system = [m.content for m in prepared.prompt.messages if m.role == "system"]
+    assert system == [DEFAULT_SYSTEM_PROMPT, NEW_INSTRUCTIONS]
+    assert prepared.prompt.instructions_version_id == draft.pk
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_turn_records_the_answer_instructions_only_when_passages_were_sent(
+    alice: User, adam: User, fake_endpoint: Callable[..., ModelEndpoint]
+) -> None:
+    from chatbot.agent.turn import turn_run
+    from tests.knowledge.test_search import make_knowledge_base
+
+    await sync_to_async(make_knowledge_base)()
+    await sync_to_async(fake_endpoint)(["Use the reset link [1]."])
+    answer = await sync_to_async(services.prompt_versions_ensure)(PromptVersion.Kind.ANSWER)
+
+    async def emit(text: str) -> None:
+        pass
+
+    await AssistantSettings.objects.aupdate_or_create(
+        pk=1, defaults={"grounding": "required", "min_similarity": 0.3}
+    )
+    grounded = await sync_to_async(_turn)(alice, "How do I reset a forgotten password?")
+    await turn_run(turn_id=grounded.pk, emit=emit)
+    await AssistantSettings.objects.aupdate_or_create(pk=1, defaults={"grounding": "off"})
+    plain = await sync_to_async(_turn)(alice, "Say hello.")
+    await turn_run(turn_id=plain.pk, emit=emit)
+
+    assert (await Turn.objects.aget(pk=grounded.pk)).answer_version_id == answer.pk
+    assert (await Turn.objects.aget(pk=plain.pk)).answer_version_id is None
+
+
+def test_the_gate_runs_answer_instructions_beside_the_published_system_prompt(
+    adam: User, fake_endpoint: Callable[..., ModelEndpoint], version_one: PromptVersion
+) -> None:
+    fake_endpoint([GOLD])
+    dataset, draft = _dataset(), _answer_draft(adam)
+    published = services.prompt_versions_ensure(PromptVersion.Kind.ANSWER)
+    started = services.prompt_publish(version=draft, user=adam, dataset=dataset)
+    assert started.state == "running"
+    draft.refresh_from_db()
+    tried, baseline = draft.gate_experiment, draft.gate_baseline
+    assert tried is not None and baseline is not None
+    assert (tried.answer_version, tried.answer_template) == (draft, NEW_INSTRUCTIONS)
+    assert (tried.prompt_version, tried.prompt_template) == (version_one, version_one.text)
+    assert (baseline.answer_version, baseline.prompt_version) == (published, version_one)
+    _run(baseline)
+    _run(tried)
+
+    gate = services.prompt_publish(version=draft, user=adam, dataset=dataset)
+
+    assert gate.state == "published"
+    assert PromptVersion.objects.get(pk=published.pk).status == "retired"
+    assert PromptVersion.objects.get(kind="system", status="published") == version_one
+
+
+def test_publishing_answer_instructions_reruns_the_regression_datasets(
+    adam: User, fake_endpoint: Callable[..., ModelEndpoint], version_one: PromptVersion
+) -> None:
+    fake_endpoint()
+    _dataset("Reviewed failures", regression=True)
+    draft = _answer_draft(adam)
+    services.prompt_publish(version=draft, user=adam, ungated=True)
+
+    [rerun] = Experiment.objects.exclude(trigger="")
+    assert rerun.trigger == f"answer instructions v{draft.number} published"
+    assert (rerun.answer_version, rerun.answer_template) == (draft, NEW_INSTRUCTIONS)
+    assert rerun.prompt_version == version_one
+    assert regression_reruns_queue(reason="again", user=adam) == [rerun], "idempotent"
+
+
+def test_the_answer_cache_key_changes_with_the_published_answer_instructions(
+    alice: User, adam: User, fake_endpoint: Callable[..., ModelEndpoint]
+) -> None:
+    fake_endpoint()
+    endpoint, config = route_choose().endpoint, assistant_settings()
+    before = prompt_for_turn(_turn(alice).pk)
+    services.prompt_publish(version=_answer_draft(adam), user=adam, ungated=True)
+    after = prompt_for_turn(_turn(alice).pk)
+    assert before.instructions_version_id != after.instructions_version_id
+    assert before.version_id == after.version_id
+
+    def scope(prompt: Any) -> str:
+        return scope_of(
+            kb_versions={},
+            endpoint=endpoint,
+            config=config,
+            prompt_version_id=prompt.version_id,
+            instructions_version_id=prompt.instructions_version_id,
+        ).hash
+
+    assert scope(before) != scope(after)
+
+
+def test_the_prompts_page_lists_both_kinds_and_drafts_answer_instructions(
+    adam: User, fake_endpoint: Callable[..., ModelEndpoint], client_as: ClientAs
+) -> None:
+    fake_endpoint()
+    client = client_as(adam)
+    listing = client.get(reverse("console:prompts")).content.decode()
+    assert "System prompt" in listing and "Answer instructions" in listing
+
+    client.post(reverse("console:prompt_new"), {"kind": "answer"})
+    draft = PromptVersion.objects.get(status="draft")
+    assert draft.kind == "answer" and draft.text == GROUNDING_INSTRUCTIONS
+    client.post(
+        reverse("console:prompt", args=[draft.pk]), {"text": "<b>Cite</b> [n].", "note": ""}
+    )
+    page = client.get(reverse("console:prompt", args=[draft.pk])).content.decode()
+    assert "Answer instructions v2" in page
+    # The preview frames the sample passages with the draft, after the published system prompt.
+    assert "&lt;b&gt;Cite&lt;/b&gt; [n]." in page and "<b>Cite</b>" not in page
+    assert "You are the company&#x27;s internal support assistant" in page
+    assert "Answer only from the numbered sources" not in page, "the draft replaced them"
+    refused = client.post(reverse("console:prompt_new"), {"kind": "poem"}, follow=True)
+    assert "Choose which kind of prompt" in refused.content.decode()

@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
+from pytest_django.fixtures import Settings
 
 from chatbot.accounts import roles
 from chatbot.agent.turn import turn_run
@@ -108,11 +109,18 @@ async def _ignore(text: str) -> None:
 
 
 @pytest.mark.django_db
-def test_it_deletes_old_chunks_no_answer_cites(tmp_path: Path, alice: User) -> None:
+def test_it_deletes_old_chunks_no_answer_cites_once_past_the_kept_window(
+    tmp_path: Path, alice: User, settings: Settings
+) -> None:
     source = _knowledge_base(tmp_path)
     old = Chunk.objects.get(document__external_id="printers.txt")
     (tmp_path / "printers.txt").write_text(NEW)
 
+    source_ingest(source_id=source.pk, embedder=CountingEmbeddings())
+    source_ingest(source_id=source.pk, embedder=CountingEmbeddings())
+
+    assert Chunk.objects.get(pk=old.pk).retired_at is not None, "a past version, kept 90 days"
+    settings.KNOWLEDGE_VERSIONS_KEEP_DAYS = 0
     source_ingest(source_id=source.pk, embedder=CountingEmbeddings())
 
     assert not Chunk.objects.filter(pk=old.pk).exists()
@@ -120,7 +128,10 @@ def test_it_deletes_old_chunks_no_answer_cites(tmp_path: Path, alice: User) -> N
 
 
 @pytest.mark.django_db
-def test_it_deletes_a_retired_chunk_once_no_answer_cites_it(tmp_path: Path, alice: User) -> None:
+def test_it_deletes_a_retired_chunk_once_no_answer_cites_it(
+    tmp_path: Path, alice: User, settings: Settings
+) -> None:
+    settings.KNOWLEDGE_VERSIONS_KEEP_DAYS = 0  # only the citation keeps it
     source = _knowledge_base(tmp_path)
     turn = _cite(alice, Chunk.objects.get(document__external_id="printers.txt"))
     (tmp_path / "printers.txt").write_text(NEW)

@@ -223,12 +223,13 @@ def test_it_replaces_only_the_chunks_of_a_changed_document(
     _ingest(source, again)
 
     assert again.texts == 2, "its one chunk and its title"
-    printers = Chunk.objects.get(document__external_id="printers.txt")
+    printers = Chunk.objects.get(document__external_id="printers.txt", retired_at__isnull=True)
     assert "green driver" in printers.text
     # The full-text index follows: the new words are found, the old ones are gone, nothing twice.
     words = dict(Posting.objects.filter(chunk=printers).values_list("lexeme", "body"))
     assert words["green"] == 1 and "blue" not in words
     assert not Posting.objects.exclude(chunk__in=Chunk.objects.all()).exists()
+    assert not Posting.objects.filter(lexeme="blue").exists(), "the old chunk is retired, kept"
     current = Chunk.objects.filter(document__source=source, retired_at__isnull=True)
     assert set(Posting.objects.values_list("chunk_id", flat=True)) == set(
         current.values_list("id", flat=True)
@@ -240,11 +241,23 @@ def test_it_replaces_only_the_chunks_of_a_changed_document(
     )
 
 
-def test_it_deletes_documents_that_left_the_source(collection: Collection, folder: Path) -> None:
+def test_it_deletes_documents_that_left_the_source(
+    collection: Collection, folder: Path, settings: Settings
+) -> None:
     source = _source(collection, folder)
     _ingest(source)
     (folder / "mail.html").unlink()
 
+    _ingest(source)
+
+    mail = Document.objects.get(source=source, external_id="mail.html")
+    assert mail.status == Document.Status.RETIRED, "kept as a past version for now"
+    assert not Chunk.objects.filter(document=mail, retired_at__isnull=True).exists()
+    assert not Posting.objects.filter(lexeme="spam").exists(), "its words left the index too"
+    source.refresh_from_db()
+    assert "Removed 1 documents" in " ".join(e["message"] for e in source.log)
+
+    settings.KNOWLEDGE_VERSIONS_KEEP_DAYS = 0  # past the kept window: the next run deletes it
     _ingest(source)
 
     assert sorted(Document.objects.filter(source=source).values_list("external_id", flat=True)) == [
@@ -252,9 +265,6 @@ def test_it_deletes_documents_that_left_the_source(collection: Collection, folde
         "vpn.md",
     ]
     assert not Chunk.objects.filter(document__external_id="mail.html").exists()
-    assert not Posting.objects.filter(lexeme="spam").exists(), "its words left the index too"
-    source.refresh_from_db()
-    assert "Removed 1 documents" in " ".join(e["message"] for e in source.log)
 
 
 def test_it_finishes_an_interrupted_run_without_duplicate_chunks(
@@ -305,20 +315,22 @@ def test_it_redoes_documents_a_killed_worker_left_half_written(
     assert (source.status, source.chunks_done, source.chunks_total) == ("done", 4, 4)
 
 
-def test_it_bumps_the_collection_version_on_every_ingestion_and_delete(
+def test_it_moves_the_collection_version_on_every_change_and_delete(
     collection: Collection, folder: Path
 ) -> None:
     source = _source(collection, folder)
 
     _ingest(source)
+    collection.refresh_from_db()
+    assert collection.version == 3, "one version per document written"
     _ingest(source)
     collection.refresh_from_db()
-    assert collection.version == 2
+    assert collection.version == 3, "an unchanged run changes no version"
 
     services.source_delete(source=source)
 
     collection.refresh_from_db()
-    assert collection.version == 3
+    assert collection.version == 4
     assert not Document.objects.exists()
     assert not Chunk.objects.exists()
 

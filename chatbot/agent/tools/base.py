@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from django.contrib.auth.models import User
 
+from chatbot.models import AssistantSettings
 from chatbot.telemetry.tracing import Tracer
 
 # What a tool result may hand the model: enough to answer from, never a whole database.
@@ -40,6 +41,11 @@ class ToolContext:
     turn_id: int | None = None
     # The turn's tracer, so what a tool does inside (a retrieval) nests under its span.
     tracer: Tracer | None = None
+    # Search the knowledge base as it was at these collection versions (a replay as of its
+    # original turn); None: as it is now.
+    kb_as_of: dict[int, int] | None = None
+    # The retrieval settings to search with (an A/B test variant's); None: the saved ones.
+    config: AssistantSettings | None = None
 
 
 @dataclass

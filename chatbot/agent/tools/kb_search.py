@@ -41,7 +41,11 @@ class KbSearch(Tool):
         if not query:
             raise ToolFailed("The search needs some words to look for.")
         grounding = ground(
-            user=lambda: context.user, question=query, tracer=context.tracer or Tracer()
+            user=lambda: context.user,
+            question=query,
+            tracer=context.tracer or Tracer(),
+            as_of=context.kb_as_of,
+            config=context.config,
         )
         hits = grounding.hits
         if not hits:
