@@ -152,6 +152,11 @@ def audit_log(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if page is not None:
         for entry in page.object_list:
             entry.label = action_label(entry.action)  # type: ignore[attr-defined]
+            entry.details_text = (  # type: ignore[attr-defined]
+                json.dumps(entry.details, ensure_ascii=False, sort_keys=True)
+                if entry.details
+                else ""
+            )
     query = request.GET.copy()
     query.pop("page", None)
     query.pop("export", None)

@@ -32,6 +32,8 @@ class PrettyJSONField(forms.JSONField):
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):
             return value
+        if value is None:
+            return ""  # nothing set: an empty box, not the word "null"
         return json.dumps(value, ensure_ascii=False, indent=2)
 
 

@@ -87,6 +87,7 @@ def test_an_admin_defines_starts_and_reads_a_test(
     assert client.get(reverse("console:abtests")).status_code == 200
     form = client.get(reverse("console:abtest_new"))
     assert form.status_code == 200 and b"Variant 4" in form.content
+    assert b"null</textarea>" not in form.content, "no overrides: an empty box"
 
     bad = client.post(
         reverse("console:abtest_new"),
