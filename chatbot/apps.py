@@ -20,3 +20,10 @@ class ChatbotConfig(AppConfig):
         from chatbot.telemetry.audit import signals_connect
 
         signals_connect()
+
+        # chatbot.llm veils what it sends to endpoints that may not see personal data; what a
+        # veil is lives in the compliance layer above it.
+        from chatbot.compliance.redact import Placeholders
+        from chatbot.llm.veil import veil_install
+
+        veil_install(Placeholders)

@@ -15,6 +15,7 @@ app.autodiscover_tasks(
         "evaluation",
         "evaluation.datasets",
         "evaluation.exports",
+        "evaluation.retention",
         "observability",
     ]
 )
@@ -33,6 +34,9 @@ app.conf.beat_schedule = {
     "answer-cache-retire": {"task": "knowledge.answer_cache_retire", "schedule": 3600.0},
     # Past knowledge-base versions older than KNOWLEDGE_VERSIONS_KEEP_DAYS, in every source.
     "knowledge-versions-prune": {"task": "knowledge.versions_prune", "schedule": 86400.0},
+    # Retention policies (evaluation.retention): a daily pass; nothing goes until a policy has a
+    # duration.
+    "retention-run": {"task": "evaluation.retention_run", "schedule": 86400.0},
     # Jobs whose message was lost or whose worker died (chatbot.jobs): a fraction of the
     # JOBS_STALE_MINUTES window, so a stuck job waits little longer than that window.
     "jobs-requeue-stale": {"task": "jobs.requeue_stale", "schedule": 300.0},

@@ -148,6 +148,15 @@ ASSISTANT_GROUNDING_DEFAULT = _env("ASSISTANT_GROUNDING_DEFAULT", "required")
 # Training exports are written here; at scale, a volume shared by the workers and the web processes.
 EXPORTS_DIR = Path(_env("EXPORTS_DIR", str(VAR_DIR / "exports")))
 
+# --- Retention (evaluation.retention) -----------------------------------------------------------
+# Where the retention job writes its archives (compressed JSON lines, one folder per run).
+RETENTION_ARCHIVE_DIR = Path(_env("RETENTION_ARCHIVE_DIR", str(VAR_DIR / "archive")))
+# Rows removed per transaction: a long pass never holds one huge transaction or IN list.
+RETENTION_BATCH_SIZE = _env_int("RETENTION_BATCH_SIZE", 500)
+# The shortest keeping an admin may choose: longer than the week the daily rollup pass redoes
+# (observability.rollups_recompute_recent), so no past day is recomputed without its turns.
+RETENTION_MIN_KEEP_DAYS = _env_int("RETENTION_MIN_KEEP_DAYS", 8)
+
 # --- Product limits ----------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = _env_int("CHAT_MAX_MESSAGE_CHARS", 4000)
 CHAT_HISTORY_TURNS = _env_int("CHAT_HISTORY_TURNS", 6)

@@ -65,6 +65,8 @@ class TurnResult:
     answer_version_id: int | None = None  # the answer instructions sent with the passages
     # The A/B test variant the turn was answered with (`chatbot.agent.abtest`); None: no test.
     ab_variant_id: int | None = None
+    # Personal data replaced before text left for a model, {entity type: count}; {} when none.
+    redacted: dict[str, int] = field(default_factory=dict)
 
 
 @transaction.atomic
@@ -82,6 +84,7 @@ def turn_finish(*, turn_id: int, result: TurnResult, tracer: Tracer) -> None:
         "error": result.error,
         "no_answer": result.no_answer,
         "kb_versions": result.kb_versions,
+        "redacted": result.redacted,
         "finished_at": timezone.now(),
     }
     if result.endpoint_id is not None:

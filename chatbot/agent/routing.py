@@ -1,10 +1,12 @@
 """The facts the routing rules read, gathered for each step of a turn: personal data in what would
 be sent (the compliance module's recognizers), confidential collections among the passages, the
-retrieval's confidence, the asker's groups and what those groups spent today.
+retrieval's confidence, the asker's groups and what those groups spent today, and where the
+step's data may go (residency: the asker's groups, the API key, the passages' collections).
 
 `routing_load` reads the database once per turn: one query for the catalogue with the rules (as
 many as the plain choice makes); a budget rule adds one, and the asker if not yet read, a
-confidential rule another. `route_step` is then pure Python, so the agent may route each step
+confidential rule another. Residency reads the collections and the asker's group policies that
+limit regions (two small queries). `route_step` is then pure Python, so the agent may route each step
 without a thread hop. The evaluation itself is `chatbot.llm.routing.route_plan`.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -25,11 +28,19 @@ from django.db.models.functions import Coalesce, JSONObject
 from django.utils import timezone
 
 from chatbot.agent.grounding import Grounding, ground
-from chatbot.compliance.pii import pii_find
+from chatbot.compliance.pii import patterns_use, pii_find
 from chatbot.llm.router import Route
 from chatbot.llm.routing import GroupUsage, RouteRefused, RuleSpec, StepFacts, route_plan
 from chatbot.llm.types import EndpointConfig, ModelError, Prompt
-from chatbot.models import Collection, ModelEndpoint, RoutingRule, Turn
+from chatbot.models import (
+    ApiKey,
+    Collection,
+    GroupPolicy,
+    ModelEndpoint,
+    PiiPattern,
+    RoutingRule,
+    Turn,
+)
 from chatbot.retrieval.search import SearchHit
 from chatbot.telemetry.tracing import Tracer
 
@@ -45,6 +56,10 @@ class Routing:
     groups: tuple[str, ...] = ()
     usage: dict[str, GroupUsage] = field(default_factory=dict)
     confidential: dict[int, str] = field(default_factory=dict)
+    # Residency: what limits the asker's data (their groups, the API key), and the collections
+    # that limit their passages' ({id: (name, regions)}); see `StepFacts.residency`.
+    asker_regions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    collection_regions: dict[int, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     # Personal data found per text, for this turn only: the agent's later steps send the earlier
     # steps' texts again, and a scan costs about 7 ms per 4,000 characters.
     scanned: dict[str, frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
@@ -62,11 +77,61 @@ class Routing:
         return any(r.kind == kind and (not option or r.options.get(option)) for r in self.rules)
 
     def baseline(self) -> Route:
-        """The plain choice, before any rule: the requested model, else the default."""
-        facts = StepFacts(requested=self.requested)
+        """The plain choice, before any rule: the requested model, else the default (within the
+        asker's regions, when something limits them)."""
+        facts = StepFacts(requested=self.requested, residency=self.asker_regions)
         return route_plan(
             rules=(), endpoints=self.endpoints, default_id=self.default_id, facts=facts
         )
+
+
+# The API key a request came with, set by the API's authentication (`key_residency_set`): the
+# turn it starts runs in the same context, so its routing sees the key's regions.
+_key_regions: ContextVar[tuple[str, tuple[str, ...]] | None] = ContextVar(
+    "key_regions", default=None
+)
+
+
+def key_residency_set(key: ApiKey) -> None:
+    """Limit what this request's turns send to the key's regions (none set: no limit)."""
+    regions = tuple(key.allowed_regions or ())
+    _key_regions.set((f"API key “{key.name}”", regions) if regions else None)
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    """What `_catalogue_and_rules` reads in its one statement."""
+
+    endpoints: list[EndpointConfig]
+    default_id: int | None
+    rules: tuple[RuleSpec, ...]
+    # Residency: {collection id: (name, regions)} and {group id: (name, regions)}, only those
+    # that limit regions; and the admins' PII patterns (rows for `patterns_use`).
+    collections: dict[int, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    groups: dict[int, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    patterns: tuple[dict[str, Any], ...] = ()
+
+
+def _rows(value: Any) -> list[dict[str, Any]]:
+    return [r if isinstance(r, dict) else json.loads(r) for r in value or []]
+
+
+def _residency(
+    catalogue: _Catalogue, user: User | Callable[[], User] | None
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """What limits the asker's data: their groups' policies (their groups are read only when
+    some group is limited) and the request's API key."""
+    limits: list[tuple[str, tuple[str, ...]]] = []
+    if catalogue.groups and user is not None:
+        asker = user if isinstance(user, User) else user()
+        for group_id in sorted(asker.groups.values_list("pk", flat=True)):
+            if group_id in catalogue.groups:
+                name, regions = catalogue.groups[group_id]
+                limits.append((f"group “{name}”", regions))
+    key = _key_regions.get()
+    if key is not None:
+        limits.append(key)
+    return tuple(limits)
 
 
 def _usage_today(user_id: int, names: Iterable[str]) -> dict[str, GroupUsage]:
@@ -93,11 +158,12 @@ def _usage_today(user_id: int, names: Iterable[str]) -> dict[str, GroupUsage]:
     return {name: GroupUsage(int(used), Decimal(spent)) for name, used, spent in rows}
 
 
-def _catalogue_and_rules() -> tuple[list[EndpointConfig], int | None, tuple[RuleSpec, ...]]:
+def _catalogue_and_rules() -> _Catalogue:
     """The enabled catalogue and the enabled rules in one statement, as the plain choice reads
     the catalogue alone: this runs before every model call. The rules ride on each catalogue row
-    as an uncorrelated subquery, which Postgres runs once. (No enabled model: no rules either,
-    and nothing to route to.)"""
+    as an uncorrelated subquery, which Postgres runs once; so do the collections and groups that
+    limit regions, and the PII patterns. (No enabled model: no rules either, and nothing to
+    route to.)"""
     rules = (
         RoutingRule.objects.filter(enabled=True)
         .order_by("order", "pk")
@@ -112,15 +178,49 @@ def _catalogue_and_rules() -> tuple[list[EndpointConfig], int | None, tuple[Rule
             )
         )
     )
+    collections = (
+        Collection.objects.exclude(allowed_regions=[])
+        .order_by("pk")
+        .values(row=JSONObject(id="pk", name="name", regions="allowed_regions"))
+    )
+    groups = (
+        GroupPolicy.objects.exclude(allowed_regions=[])
+        .order_by("group_id")
+        .values(row=JSONObject(id="group_id", name="group__name", regions="allowed_regions"))
+    )
+    patterns = (
+        PiiPattern.objects.filter(enabled=True)
+        .order_by("entity")
+        .values(row=JSONObject(entity="entity", regex="regex", context="context"))
+    )
     rows = list(
         ModelEndpoint.objects.filter(enabled=True)
         .order_by("name")
-        .annotate(routing_rules=ArraySubquery(rules))
+        .annotate(
+            routing_rules=ArraySubquery(rules),
+            limited_collections=ArraySubquery(collections),
+            limited_groups=ArraySubquery(groups),
+            pii_patterns=ArraySubquery(patterns),
+        )
     )
     default_id = next((e.pk for e in rows if e.is_default), None)
-    found = rows[0].routing_rules if rows else []
-    specs = tuple(RuleSpec.from_row(r if isinstance(r, dict) else json.loads(r)) for r in found)
-    return [EndpointConfig.from_model(e) for e in rows], default_id, specs
+    first = rows[0] if rows else None
+    specs = tuple(RuleSpec.from_row(r) for r in _rows(first and first.routing_rules))
+
+    def limits(value: Any, kind: str = "") -> dict[int, tuple[str, tuple[str, ...]]]:
+        return {
+            int(r["id"]): (f"{kind} “{r['name']}”" if kind else str(r["name"]), tuple(r["regions"]))
+            for r in _rows(value)
+        }
+
+    return _Catalogue(
+        endpoints=[EndpointConfig.from_model(e) for e in rows],
+        default_id=default_id,
+        rules=specs,
+        collections=limits(first and first.limited_collections, "collection"),
+        groups=limits(first and first.limited_groups),
+        patterns=tuple(_rows(first and first.pii_patterns)),
+    )
 
 
 def routing_load(
@@ -128,8 +228,20 @@ def routing_load(
 ) -> Routing:
     """Rules, catalogue and, when a rule needs them, the asker's budget groups and the
     confidential collections. `user` may be a loader: it is only called for a budget rule."""
-    enabled, default_id, rules = _catalogue_and_rules()
-    routing = Routing(rules, tuple(enabled), default_id, requested)
+    catalogue = _catalogue_and_rules()
+    enabled, default_id, rules = catalogue.endpoints, catalogue.default_id, catalogue.rules
+    # Every turn routes before it calls a model: the admins' latest PII patterns, read with the
+    # catalogue, are put to use here for the scans and the redaction that follow.
+    patterns_use(catalogue.patterns)
+    asker_regions, collection_regions = _residency(catalogue, user), catalogue.collections
+    routing = Routing(
+        rules,
+        tuple(enabled),
+        default_id,
+        requested,
+        asker_regions=asker_regions,
+        collection_regions=collection_regions,
+    )
     if not rules:
         return routing
     groups: tuple[str, ...] = ()
@@ -142,7 +254,17 @@ def routing_load(
     confidential: dict[int, str] = {}
     if routing.wants("sensitivity", "confidential"):
         confidential = dict(Collection.objects.filter(confidential=True).values_list("pk", "name"))
-    return Routing(rules, tuple(enabled), default_id, requested, groups, usage, confidential)
+    return Routing(
+        rules,
+        tuple(enabled),
+        default_id,
+        requested,
+        groups,
+        usage,
+        confidential,
+        asker_regions,
+        collection_regions,
+    )
 
 
 def sent_texts(prompt: Prompt | None) -> list[str]:
@@ -170,6 +292,11 @@ def step_facts(
         for h in hits
         if h.collection_id in routing.confidential
     )
+    limited = dict.fromkeys(
+        routing.collection_regions[h.collection_id]
+        for h in hits
+        if h.collection_id in routing.collection_regions
+    )
     return StepFacts(
         task=task,
         question=question,
@@ -179,6 +306,7 @@ def step_facts(
         groups=routing.groups,
         usage=routing.usage,
         requested=routing.requested,
+        residency=(*routing.asker_regions, *limited),
     )
 
 
@@ -193,7 +321,10 @@ def route_step(
 ) -> Route:
     """The route for one step that would send `texts` and the passages `hits`. Raises
     `RouteRefused` when no model may take it."""
-    if not routing.rules:
+    residency = routing.asker_regions or any(
+        h.collection_id in routing.collection_regions for h in hits
+    )
+    if not routing.rules and not residency:
         return routing.baseline()
     facts = step_facts(
         routing,

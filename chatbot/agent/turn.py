@@ -24,10 +24,12 @@ from chatbot.agent.cache import CacheLookup, answer_cache_lookup
 from chatbot.agent.grounding import Grounding, cited_numbers
 from chatbot.agent.loop import Called, Plan, StepEmit, agent_plan, agent_steps
 from chatbot.agent.prepare import Prepared, prompt_for_turn, turn_prepare
+from chatbot.compliance.redact import Placeholders
 from chatbot.llm.pricing import estimate_tokens, usage_cost
 from chatbot.llm.router import Route
 from chatbot.llm.stream import astream_text
 from chatbot.llm.types import ModelError, Overrides, Prompt, Usage
+from chatbot.llm.veil import veiled
 from chatbot.models import Turn
 from chatbot.telemetry.logs import turn_logging
 from chatbot.telemetry.metrics import turn_observe
@@ -80,6 +82,9 @@ class _Run:
     # Retrieve from the knowledge base as of these collection versions (a replay); None: now.
     kb_as_of: dict[int, int] | None = None
     ab_variant_id: int | None = None  # the A/B test variant it was answered with (none: no test)
+    # Every call of the turn to an endpoint that may not see personal data shares these
+    # placeholders (chatbot.llm.veil); only their counts are recorded.
+    placeholders: Placeholders = field(default_factory=Placeholders)
 
     def prompts_from(self, prompt: Prompt) -> None:
         self.prompt_version_id = prompt.version_id
@@ -129,6 +134,7 @@ class _Run:
             if (grounding is not None and grounding.hits) or self.called
             else None,
             ab_variant_id=self.ab_variant_id,
+            redacted=self.placeholders.redacted,
         )
 
 
@@ -234,6 +240,9 @@ async def _stream_once(
         finally:
             _usage_settle(run, prompt, span)
             span.cost = usage_cost(endpoint, run.usage)
+            if not endpoint.personal_data_allowed:
+                # Types and counts only: the values never reach a span.
+                span.attributes["redacted"] = run.placeholders.redacted
 
 
 def _usage_settle(run: _Run, prompt: Prompt, span: SpanRecord) -> None:
@@ -425,7 +434,7 @@ async def turn_run(
     ({collection id: version}) retrieves from the knowledge base as it was at those versions,
     the agent's search tool too; the answer cache, which serves today's, is not asked."""
     run = _Run(turn_id=turn_id, kb_as_of=as_of)
-    with run.tracer.span("agent", "turn") as root:
+    with run.tracer.span("agent", "turn") as root, veiled(run.placeholders):
         try:
             await _answer(run, root, emit, requested_model, prompt, overrides, on_step)
         except asyncio.CancelledError:

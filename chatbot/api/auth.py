@@ -21,6 +21,7 @@ from ninja.utils import check_csrf
 from chatbot.accounts import roles
 from chatbot.accounts.limits import request_allow
 from chatbot.accounts.services import API_KEY_PREFIX, KeyRefused, api_key_allows, api_key_check
+from chatbot.agent.routing import key_residency_set
 from chatbot.models import ApiKey
 
 NO_ACCESS = "Your account has no access to the assistant. Ask an admin to give you the agent role."
@@ -81,6 +82,7 @@ def _key_caller(request: HttpRequest, plaintext: str) -> User | None:
         )
     request_allow(user=user, key=key)
     request.api_key = key  # type: ignore[attr-defined]
+    key_residency_set(key)  # the turns this request runs keep to the key's regions
     return user
 
 

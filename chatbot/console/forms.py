@@ -41,6 +41,7 @@ class ModelEndpointForm(forms.ModelForm):
             "max_output_tokens",
             "temperature",
             "region",
+            "personal_data_allowed",
             "tool_calling",
             "enabled",
             "options",

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required, signed_in_user
+from chatbot.compliance.services import ComplianceError, key_set_regions, regions_parse
 from chatbot.console import people_services
 from chatbot.models import ApiKey
 
@@ -38,6 +39,19 @@ class ApiKeyForm(forms.Form):
         initial=90,
         help_text="Leave empty for a key that never expires.",
     )
+    regions = forms.CharField(
+        label="Regions",
+        required=False,
+        max_length=200,
+        help_text="What is asked with the key goes only to models in these regions (comma "
+        "separated, e.g. eu). Leave empty for any region.",
+    )
+
+    def clean_regions(self) -> list[str]:
+        try:
+            return regions_parse(self.cleaned_data.get("regions") or "")
+        except ComplianceError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def expires_at(self) -> datetime | None:
         days = self.cleaned_data.get("expires_days")
@@ -56,6 +70,8 @@ def keys_page(request: HttpRequest) -> HttpResponse:
             scopes=form.cleaned_data["scopes"],
             expires_at=form.expires_at(),
         )
+        if form.cleaned_data["regions"]:
+            key_set_regions(key=created.key, regions=form.cleaned_data["regions"])
         form = ApiKeyForm()
     keys = ApiKey.objects.filter(user=user)
     return render(

@@ -10,7 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -143,7 +143,11 @@ def routing_list(request: HttpRequest) -> HttpResponse:
         }
         for rule in rules
     ]
-    context = {"rows": rows, "collections": Collection.objects.order_by("name")}
+    context = {
+        "rows": rows,
+        "collections": Collection.objects.order_by("name"),
+        "groups": Group.objects.order_by("name").select_related("policy"),
+    }
     return render(request, "console/routing.html", context)
 
 

@@ -1,11 +1,33 @@
 from django.urls import path
 
-from chatbot.console import abtests, audit, judges, people, prompts, routing, rules, tools, views
+from chatbot.console import (
+    abtests,
+    audit,
+    compliance,
+    judges,
+    people,
+    prompts,
+    retention,
+    routing,
+    rules,
+    tools,
+    views,
+)
 
 app_name = "console"
 urlpatterns = [
     path("models/", views.models_list, name="models"),
     path("audit/", audit.audit_log, name="audit"),
+    path("retention/", retention.retention_page, name="retention"),
+    path("retention/policies/<int:pk>/", retention.policy_save, name="retention_policy"),
+    path("retention/holds/", retention.hold_add, name="retention_hold_add"),
+    path(
+        "retention/holds/<int:pk>/release/", retention.hold_release, name="retention_hold_release"
+    ),
+    path("retention/run/", retention.retention_run_now, name="retention_run"),
+    path("retention/archive/", retention.archive_read, name="retention_archive"),
+    path("people/<int:pk>/export/", retention.person_export_download, name="person_export"),
+    path("people/<int:pk>/erase/", retention.person_erase_view, name="person_erase"),
     path("people/", people.people_list, name="people"),
     path("people/new/", people.person_new, name="person_new"),
     path("people/<int:pk>/", people.person_page, name="person"),
@@ -31,6 +53,16 @@ urlpatterns = [
         "routing/collections/<int:pk>/confidential/",
         routing.collection_confidential,
         name="collection_confidential",
+    ),
+    path(
+        "routing/collections/<int:pk>/regions/",
+        compliance.collection_regions,
+        name="collection_regions",
+    ),
+    path("routing/groups/<int:pk>/regions/", compliance.group_regions, name="group_regions"),
+    path("personal-data/", compliance.pii_patterns, name="pii_patterns"),
+    path(
+        "personal-data/<int:pk>/delete/", compliance.pii_pattern_delete, name="pii_pattern_delete"
     ),
     path("prompts/", prompts.prompts_list, name="prompts"),
     path("prompts/new/", prompts.prompt_new, name="prompt_new"),

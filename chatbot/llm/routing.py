@@ -8,12 +8,16 @@ its cap switches to a cheaper model or refuses; the availability rule adds retri
 list. Whatever the order, the chosen model ends up among the allowed ones or the step is refused:
 a safety limit cannot be undone by a rule listed after it. A model the caller named (the API) is
 never swapped for another: it is kept, or refused in words.
+
+Residency comes before every rule and applies with no rule at all: when the asker's groups, the
+API key or a collection among the passages limit the regions their data may go to, only models
+whose catalogue region is in every such limit may take the step (`StepFacts.residency`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -83,6 +87,19 @@ class StepFacts:
     groups: tuple[str, ...] = ()
     usage: Mapping[str, GroupUsage] = field(default_factory=dict)
     requested: str | None = None
+    # Where the step's data may go: one (what limits it, its regions) per limit, e.g.
+    # ('collection “HR”', ("eu",)). Empty: anywhere.
+    residency: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def regions(self) -> frozenset[str] | None:
+        """The regions every limit allows; None when nothing limits them."""
+        if not self.residency:
+            return None
+        allowed = frozenset(self.residency[0][1])
+        for _, regions in self.residency[1:]:
+            allowed &= frozenset(regions)
+        return allowed
 
 
 def question_words(text: str) -> int:
@@ -129,6 +146,56 @@ class _State:
 
     def names(self, ids: Sequence[int]) -> str:
         return ", ".join(self.by_id[i].name for i in ids if i in self.by_id) or "no model"
+
+
+def _regions_words(regions: Iterable[str]) -> str:
+    return " or ".join(sorted(regions)) or "no region at all"
+
+
+def _residency(state: _State) -> None:
+    """Only models in the allowed regions remain; recorded like a rule's verdict, so the trace
+    and the dry run show it."""
+    regions = state.facts.regions
+    if regions is None:
+        return
+    state.allowed &= {i for i, e in state.by_id.items() if e.region in regions}
+    limits = "; ".join(f"{who}: {_regions_words(r)}" for who, r in state.facts.residency)
+    permitted = sorted(state.by_id[i].name for i in state.allowed)
+    state.verdicts.append(
+        {
+            "rule": "residency",
+            "kind": "residency",
+            "outcome": "limited",
+            "detail": f"data must stay in {_regions_words(regions)} ({limits}): "
+            + (
+                f"only {', '.join(permitted)} may receive it"
+                if permitted
+                else "no model runs there"
+            ),
+            "reason": RESIDENCY_REASON,
+            "endpoint": "",
+        }
+    )
+    if state.chosen.id not in state.allowed:
+        state.reasons.append(RESIDENCY_REASON)
+
+
+RESIDENCY_REASON = "Data stays in its allowed regions"
+
+
+def _residency_refusal(state: _State) -> str:
+    regions = state.facts.regions
+    assert regions is not None
+    why = "; ".join(f"{who} allows {_regions_words(r)}" for who, r in state.facts.residency)
+    if not regions:
+        return (
+            f"The places your data may go do not overlap ({why}), so no model may take it. "
+            "An admin can change the regions under Console."
+        )
+    return (
+        f"Your data must stay in {_regions_words(regions)} ({why}); no enabled model runs there. "
+        "An admin can add one under Console → Models."
+    )
 
 
 def _sensitivity(rule: RuleSpec, state: _State) -> None:
@@ -273,6 +340,10 @@ def _settle(state: _State) -> None:
     if state.chosen.id in state.allowed:
         return
     limits = [v["detail"] for v in state.verdicts if v["outcome"] == "limited"]
+    residency = state.facts.regions is not None
+    if residency and not state.allowed:
+        state.refusal = _residency_refusal(state)
+        return
     if state.facts.requested:
         state.refusal = (
             f"The model '{state.chosen.name}' may not receive this ({'; '.join(limits)}). Ask "
@@ -280,6 +351,9 @@ def _settle(state: _State) -> None:
         )
         return
     order = [i for r in state.rules if r.kind == "sensitivity" for i in r.endpoint_ids]
+    if residency:
+        # Any model in the allowed regions will do: the default's peers, by name.
+        order += sorted(state.allowed, key=lambda i: state.by_id[i].name)
     replacement = state.first_allowed(order)
     if replacement is None:
         state.refusal = (
@@ -317,10 +391,11 @@ def route_plan(
         base = endpoint_requested(endpoints, facts.requested)
     else:
         base = endpoint_default(endpoints, default_id)
-    if not rules:
+    if not rules and not facts.residency:
         return base
     by_id = {e.id: e for e in endpoints}
     state = _State(rules, by_id, facts, chosen=base.endpoint, allowed=set(by_id))
+    _residency(state)
     for rule in rules:
         apply = KINDS.get(rule.kind)
         if apply is None:  # a kind this code no longer knows: say so, decide nothing

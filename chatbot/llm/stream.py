@@ -18,6 +18,7 @@ from chatbot.llm.pricing import estimate_tokens
 from chatbot.llm.prompts import chat_messages, render_completion
 from chatbot.llm.registry import model_for
 from chatbot.llm.types import EndpointConfig, ModelError, Overrides, Prompt, Usage
+from chatbot.llm.veil import prompt_veil, veil_for
 
 
 def to_langchain(prompt: Prompt) -> list[BaseMessage]:
@@ -87,9 +88,14 @@ async def astream_text(
     """Yield the answer's text pieces as they arrive; fill `usage` when the stream ends.
 
     Counts come from the server when it reports them; otherwise they are estimated and marked so.
+    An endpoint that may not see personal data is sent placeholders, and its answer comes back
+    with the original values (`chatbot.llm.veil`).
     """
     kwargs = _call_kwargs(endpoint, overrides)
     try:
+        veil = veil_for(endpoint)
+        prompt = prompt_veil(veil, prompt)
+        restorer = veil.restorer() if veil is not None else None
         model = model_for(endpoint)
         reported = False
         pieces = 0
@@ -115,7 +121,12 @@ async def astream_text(
             if text:
                 pieces += 1
                 produced.append(text)
-                yield text
+                if restorer is not None:
+                    text = restorer.feed(text)
+                if text:
+                    yield text
+        if restorer is not None and (rest := restorer.flush()):
+            yield rest
         if not reported:
             usage.input_tokens = estimate_tokens(prompt_text)
             # OpenAI-compatible servers stream about one token a chunk; a fake streams characters.

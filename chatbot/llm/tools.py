@@ -23,6 +23,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from chatbot.llm.registry import model_for
 from chatbot.llm.stream import _error_for, to_langchain
 from chatbot.llm.types import EndpointConfig, ModelError, Prompt, Usage
+from chatbot.llm.veil import Veil, prompt_veil, value_hide, value_reveal, veil_for
 
 # A step choice is a short JSON object; a cap keeps a confused model from rambling for seconds.
 CHOICE_MAX_TOKENS = 160
@@ -73,27 +74,37 @@ def _usage_add(usage: Usage, message: object) -> None:
         usage.output_tokens += int(meta.get("output_tokens", 0))
 
 
-def _choice_of(reply: BaseMessage) -> NativeChoice:
-    """A model's reply as our own type: its tool calls, or its text."""
+def _choice_of(reply: BaseMessage, veil: Veil | None = None) -> NativeChoice:
+    """A model's reply as our own type: its tool calls, or its text (original values restored)."""
     calls = [
-        ToolCall(id=str(c.get("id") or f"call_{n}"), name=c["name"], arguments=dict(c["args"]))
+        ToolCall(
+            id=str(c.get("id") or f"call_{n}"),
+            name=c["name"],
+            arguments=value_reveal(veil, dict(c["args"])),
+        )
         for n, c in enumerate(getattr(reply, "tool_calls", None) or [])
     ]
     content = reply.content if isinstance(reply.content, str) else ""
-    return NativeChoice(calls=calls, text=content)
+    return NativeChoice(calls=calls, text=value_reveal(veil, content))
 
 
-def _native_messages(prompt: Prompt, exchanges: list[Exchange]) -> list[BaseMessage]:
-    messages = to_langchain(prompt)
+def _native_messages(
+    prompt: Prompt, exchanges: list[Exchange], veil: Veil | None = None
+) -> list[BaseMessage]:
+    messages = to_langchain(prompt_veil(veil, prompt))
     for exchange in exchanges:
         call = exchange.call
         messages.append(
             AIMessage(
                 content="",
-                tool_calls=[{"id": call.id, "name": call.name, "args": call.arguments}],
+                tool_calls=[
+                    {"id": call.id, "name": call.name, "args": value_hide(veil, call.arguments)}
+                ],
             )
         )
-        messages.append(ToolMessage(content=exchange.result, tool_call_id=call.id))
+        messages.append(
+            ToolMessage(content=value_hide(veil, exchange.result), tool_call_id=call.id)
+        )
     return messages
 
 
@@ -106,6 +117,7 @@ async def choose_native(
 ) -> NativeChoice:
     """One call with the tools bound; the model answers with tool calls or with text."""
     try:
+        veil = veil_for(endpoint)
         model = model_for(endpoint)
         if not isinstance(model, BaseChatModel):
             raise ModelError(
@@ -113,13 +125,13 @@ async def choose_native(
                 detail="native tool calling needs a chat-style endpoint",
             )
         bound = model.bind_tools([tool.openai() for tool in tools])
-        reply = await bound.ainvoke(_native_messages(prompt, exchanges))
+        reply = await bound.ainvoke(_native_messages(prompt, exchanges, veil))
     except ModelError:
         raise
     except Exception as exc:
         raise _error_for(endpoint, exc) from exc
     _usage_add(usage, reply)
-    return _choice_of(reply)
+    return _choice_of(reply, veil)
 
 
 def _without_lengths(value: Any) -> Any:
@@ -179,15 +191,22 @@ async def complete_json(
         "temperature": 0.0,
     }
     try:
+        veil = veil_for(endpoint)
         model = model_for(endpoint)
         if isinstance(model, BaseChatModel):
-            reply = await model.ainvoke(messages or [HumanMessage(content=text)], **kwargs)
+            sent = [
+                m.model_copy(update={"content": value_hide(veil, m.content)})
+                if isinstance(m.content, str)
+                else m
+                for m in messages or [HumanMessage(content=text)]
+            ]
+            reply = await model.ainvoke(sent, **kwargs)
             _usage_add(usage, reply)
             content = reply.content
-            return content if isinstance(content, str) else ""
+            return value_reveal(veil, content) if isinstance(content, str) else ""
         # No stop sequences: a JSON value may well contain a blank line or "Question:".
-        output = await model.ainvoke(text, stop=[], **kwargs)
-        return str(output)
+        output = await model.ainvoke(value_hide(veil, text), stop=[], **kwargs)
+        return str(value_reveal(veil, str(output)))
     except ModelError:
         raise
     except Exception as exc:
@@ -205,20 +224,24 @@ class WireMessage:
     tool_call_id: str = ""
 
 
-def _wire_messages(messages: list[WireMessage]) -> list[BaseMessage]:
+def _wire_messages(messages: list[WireMessage], veil: Veil | None = None) -> list[BaseMessage]:
     from langchain_core.messages import SystemMessage
 
     converted: list[BaseMessage] = []
     for m in messages:
+        content = value_hide(veil, m.content)
         if m.role == "system":
-            converted.append(SystemMessage(content=m.content))
+            converted.append(SystemMessage(content=content))
         elif m.role == "user":
-            converted.append(HumanMessage(content=m.content))
+            converted.append(HumanMessage(content=content))
         elif m.role == "tool":
-            converted.append(ToolMessage(content=m.content, tool_call_id=m.tool_call_id))
+            converted.append(ToolMessage(content=content, tool_call_id=m.tool_call_id))
         else:
-            calls = [{"id": c.id, "name": c.name, "args": c.arguments} for c in m.tool_calls]
-            converted.append(AIMessage(content=m.content, tool_calls=calls))
+            calls = [
+                {"id": c.id, "name": c.name, "args": value_hide(veil, c.arguments)}
+                for c in m.tool_calls
+            ]
+            converted.append(AIMessage(content=content, tool_calls=calls))
     return converted
 
 
@@ -240,6 +263,7 @@ async def call_with_tools(
     if temperature is not None:
         kwargs["temperature"] = temperature
     try:
+        veil = veil_for(endpoint)
         model = model_for(endpoint)
         if not isinstance(model, BaseChatModel):
             raise ModelError(
@@ -249,10 +273,10 @@ async def call_with_tools(
         # ChatOpenAI also takes {"type": "function", ...} here; the base class types only str.
         choice: dict[str, Any] = {} if tool_choice is None else {"tool_choice": tool_choice}
         bound = model.bind_tools(tools, **choice) if tools else model
-        reply = await bound.ainvoke(_wire_messages(messages), **kwargs)
+        reply = await bound.ainvoke(_wire_messages(messages, veil), **kwargs)
     except ModelError:
         raise
     except Exception as exc:
         raise _error_for(endpoint, exc) from exc
     _usage_add(usage, reply)
-    return _choice_of(reply)
+    return _choice_of(reply, veil)

@@ -85,6 +85,8 @@ class EndpointConfig:
     version: str = ""
     # How the agent asks this model for its next step: "native", "structured" or "none".
     tool_calling: str = "structured"
+    # False: text sent to it has personal data replaced by placeholders (`chatbot.llm.veil`).
+    personal_data_allowed: bool = True
 
     def span_attributes(self) -> dict[str, str]:
         """What an `llm` span says about the model it called (the trace and the dashboard read
@@ -116,6 +118,7 @@ class EndpointConfig:
             options=dict(endpoint.options or {}),
             version=endpoint.updated_at.isoformat() if endpoint.updated_at else "",
             tool_calling=endpoint.tool_calling,
+            personal_data_allowed=endpoint.personal_data_allowed,
         )
 
 

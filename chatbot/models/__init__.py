@@ -7,6 +7,7 @@ from chatbot.models.audit import AuditEntry
 from chatbot.models.cache import AnswerCacheEntry
 from chatbot.models.catalogue import ModelEndpoint
 from chatbot.models.chat import Citation, Conversation, Escalation, Feedback, Turn
+from chatbot.models.compliance import GroupPolicy, PiiPattern
 from chatbot.models.datasets import (
     Dataset,
     DatasetItem,
@@ -27,6 +28,7 @@ from chatbot.models.observability import (
     UserDay,
 )
 from chatbot.models.prompts import PromptVersion
+from chatbot.models.retention import LegalHold, RetentionPolicy, RetentionRun
 from chatbot.models.review import FlagRule, Review, ReviewAssignment, ReviewItem
 from chatbot.models.routing import RoutingRule
 from chatbot.models.spans import Span
@@ -58,12 +60,17 @@ __all__ = [
     "ExtractionRun",
     "Feedback",
     "FlagRule",
+    "GroupPolicy",
     "Judge",
     "JudgeScore",
+    "LegalHold",
     "ModelEndpoint",
+    "PiiPattern",
     "Posting",
     "PromptVersion",
     "Replay",
+    "RetentionPolicy",
+    "RetentionRun",
     "Review",
     "ReviewAssignment",
     "ReviewItem",

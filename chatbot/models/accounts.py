@@ -5,6 +5,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
+from chatbot.models.compliance import regions_field
+
 
 class Capability(models.Model):
     """Holds the product's permissions; roles are groups that are granted some of them.
@@ -50,6 +52,8 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     # Requests a minute for this key; None: the RATE_LIMIT_PER_MINUTE setting.
     rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    # What is asked with this key goes only to models in these regions (empty: any).
+    allowed_regions = regions_field()
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

@@ -45,6 +45,15 @@ class ModelEndpoint(models.Model):
         default=ToolCalling.STRUCTURED,
         help_text="How the agent asks this model to choose its next step.",
     )
+    # False: personal data in what is sent is replaced by placeholders first (chatbot.llm.veil).
+    # Existing hosted endpoints were set to False by migration 0027; new rows default to True
+    # so an admin adding a local model is not surprised, and the form says what it means.
+    personal_data_allowed = models.BooleanField(
+        default=True,
+        verbose_name="May see personal data",
+        help_text="Untick for a hosted model: names, e-mail addresses, phone numbers and the like "
+        "are replaced by placeholders before anything is sent, and put back in its answer.",
+    )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
     options = models.JSONField(default=dict, blank=True, help_text="Provider-specific settings.")

@@ -83,6 +83,9 @@ class Turn(models.Model):
     no_answer = models.BooleanField(default=False)
     # {collection id: version} of every collection the turn could read, at the moment it read.
     kb_versions = models.JSONField(default=dict, blank=True)
+    # Personal data replaced by placeholders before text left for a model that may not see it
+    # (chatbot.compliance.redact): {entity type: count}, never the values; {} when nothing was.
+    redacted = models.JSONField(default=dict, blank=True)
     # The online A/B test variant the turn was answered under (null: no test ran, or a replay).
     ab_variant = models.ForeignKey(
         "chatbot.ABVariant", null=True, blank=True, on_delete=models.SET_NULL, related_name="turns"

@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models.functions import MD5
 from pgvector.django import HnswIndex, VectorField
 
+from chatbot.models.compliance import regions_field
+
 EMBEDDING_DIMENSIONS = 384  # all-MiniLM-L6-v2
 
 
@@ -19,6 +21,8 @@ class Collection(models.Model):
     version = models.PositiveIntegerField(default=0)
     # Its passages go only to the models a sensitivity routing rule allows for confidential data.
     confidential = models.BooleanField(default=False)
+    # Its passages go only to models in these catalogue regions (empty: any); chatbot.llm.routing.
+    allowed_regions = regions_field()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

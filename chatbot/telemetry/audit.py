@@ -45,6 +45,11 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "routing_rule.enable": (ADMIN, "Turned a routing rule on or off"),
     "routing_rule.delete": (ADMIN, "Deleted a routing rule"),
     "collection.confidential": (ADMIN, "Marked a collection confidential or not"),
+    "collection.regions": (ADMIN, "Changed the regions a collection's passages may go to"),
+    "group.regions": (ADMIN, "Changed the regions a group's data may go to"),
+    "api_key.regions": (ADMIN, "Changed the regions an API key's requests may go to"),
+    "pii_pattern.save": (ADMIN, "Saved a personal-data pattern"),
+    "pii_pattern.delete": (ADMIN, "Deleted a personal-data pattern"),
     "collection.create": (ADMIN, "Created a knowledge-base collection"),
     "source.create": (ADMIN, "Added a knowledge-base source"),
     "source.replace": (ADMIN, "Replaced an uploaded source's file"),
@@ -72,6 +77,13 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "read.escalation": (READ, "Opened an escalated conversation"),
     "read.trace": (READ, "Opened a trace with personal data shown"),
     "read.export": (READ, "Downloaded a training export"),
+    "retention.policy": (ADMIN, "Changed a retention policy"),
+    "retention.run": (ADMIN, "Ran the retention job"),
+    "legal_hold.set": (ADMIN, "Put a legal hold"),
+    "legal_hold.release": (ADMIN, "Released a legal hold"),
+    "person.export": (READ, "Exported a person's data"),
+    "person.erase": (ADMIN, "Erased a person's data"),
+    "archive.read": (READ, "Read a retention archive"),
 }
 
 _request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
