@@ -16,7 +16,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from chatbot.compliance.pii import DEFAULT_PII_ENTITIES, DEFAULT_PII_MIN_SCORE, pii_find
+from chatbot.compliance.pii import (
+    DEFAULT_PII_ENTITIES,
+    DEFAULT_PII_MIN_SCORE,
+    patterns_load,
+    pii_find,
+)
 from chatbot.llm.pricing import usage_cost
 from chatbot.llm.prompts import delimited
 from chatbot.llm.stream import astream_text
@@ -90,7 +95,9 @@ def toxicity(spec: JudgeSpec, case: JudgeCase) -> Verdict:
 
 def pii(spec: JudgeSpec, case: JudgeCase) -> Verdict:
     """1 when no personal data is found in the answer, else 0. Details name the entity types,
-    their counts and positions, never the matched text."""
+    their counts and positions, never the matched text. Runs in a worker, which has not read the
+    admins' patterns with a turn: they are read here (one query; rebuilt only when changed)."""
+    patterns_load()
     found = [
         {
             "type": f.entity,

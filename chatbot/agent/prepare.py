@@ -29,29 +29,30 @@ from chatbot.llm.types import Message, Prompt
 from chatbot.models import AssistantSettings, PromptVersion, Turn
 from chatbot.telemetry.tracing import Tracer
 
+# The text each kind of prompt falls back on before any version of it is published.
+BUILT_IN = {
+    PromptVersion.Kind.SYSTEM: DEFAULT_SYSTEM_PROMPT,
+    PromptVersion.Kind.ANSWER: GROUNDING_INSTRUCTIONS,
+}
 
-def _published() -> QuerySet[PromptVersion]:
-    return PromptVersion.objects.filter(
-        kind=PromptVersion.Kind.SYSTEM, status=PromptVersion.Status.PUBLISHED
-    )
+
+def _published(kind: str = PromptVersion.Kind.SYSTEM) -> QuerySet[PromptVersion]:
+    return PromptVersion.objects.filter(kind=kind, status=PromptVersion.Status.PUBLISHED)
+
+
+def prompt_published(kind: str) -> tuple[int | None, str]:
+    """The published version of `kind`: its id and text; the built-in text (id None) before
+    any."""
+    row = _published(kind).values_list("pk", "text").first()
+    return row if row is not None else (None, BUILT_IN[PromptVersion.Kind(kind)])
 
 
 def system_prompt_published() -> tuple[int | None, str]:
-    """The published system prompt's id and text; the built-in one (id None) before any."""
-    row = _published().values_list("pk", "text").first()
-    return row if row is not None else (None, DEFAULT_SYSTEM_PROMPT)
-
-
-def _answer_published() -> QuerySet[PromptVersion]:
-    return PromptVersion.objects.filter(
-        kind=PromptVersion.Kind.ANSWER, status=PromptVersion.Status.PUBLISHED
-    )
+    return prompt_published(PromptVersion.Kind.SYSTEM)
 
 
 def answer_instructions_published() -> tuple[int | None, str]:
-    """The published answer instructions' id and text; the built-in ones (id None) before any."""
-    row = _answer_published().values_list("pk", "text").first()
-    return row if row is not None else (None, GROUNDING_INSTRUCTIONS)
+    return prompt_published(PromptVersion.Kind.ANSWER)
 
 
 def prompt_for_turn(
@@ -72,8 +73,8 @@ def prompt_for_turn(
         .annotate(
             prompt_id=Subquery(_published().values("pk")[:1]),
             prompt_text=Subquery(_published().values("text")[:1]),
-            answer_id=Subquery(_answer_published().values("pk")[:1]),
-            answer_text=Subquery(_answer_published().values("text")[:1]),
+            answer_id=Subquery(_published(PromptVersion.Kind.ANSWER).values("pk")[:1]),
+            answer_text=Subquery(_published(PromptVersion.Kind.ANSWER).values("text")[:1]),
         )
         .order_by("-pk")
         .values_list(

@@ -11,8 +11,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from chatbot.agent.grounding import GROUNDING_INSTRUCTIONS
-from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
+from chatbot.agent.prepare import BUILT_IN
 from chatbot.models import (
     Collection,
     Dataset,
@@ -147,13 +146,6 @@ class PromptError(ValueError):
     """A prompt change refused, with the reason in words for the admin."""
 
 
-# The built-in text of each kind: version 1 when a kind has none.
-BUILT_IN_PROMPTS = {
-    PromptVersion.Kind.SYSTEM: DEFAULT_SYSTEM_PROMPT,
-    PromptVersion.Kind.ANSWER: GROUNDING_INSTRUCTIONS,
-}
-
-
 def _published_version(kind: str = PromptVersion.Kind.SYSTEM) -> PromptVersion | None:
     return PromptVersion.objects.filter(kind=kind, status=PromptVersion.Status.PUBLISHED).first()
 
@@ -172,7 +164,7 @@ def prompt_versions_ensure(kind: str = PromptVersion.Kind.SYSTEM) -> PromptVersi
         return PromptVersion.objects.create(
             kind=kind,
             number=_next_number(kind),
-            text=BUILT_IN_PROMPTS[PromptVersion.Kind(kind)],
+            text=BUILT_IN[PromptVersion.Kind(kind)],
             note="The built-in text.",
             status=PromptVersion.Status.PUBLISHED,
             published_at=timezone.now(),

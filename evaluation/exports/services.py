@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from chatbot.accounts.visibility import CollectionGate
 from chatbot.agent.grounding import numbered_source, sources_prompt
-from chatbot.compliance.pii import Scrubber
+from chatbot.compliance.pii import Scrubber, patterns_load
 from chatbot.jobs import job_submit_on_commit
 from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT, chat_messages
 from chatbot.llm.types import Message, Prompt
@@ -276,6 +276,7 @@ def export_run(*, export_id: int, on_progress: ProgressFn | None = None) -> Expo
         return export
     _save(export, status=Export.Status.RUNNING, error="", rows_total=0, rows_done=0,
           rows_written=0, duplicates_dropped=0, pii_redacted=0, path="")  # fmt: skip
+    patterns_load()  # the scrubber hides the admins' kinds too, as they are now
     name = f"{export.kind}-{export.pk:06d}.jsonl"
     folder = exports_dir()
     partial = folder / f".{name}.part"

@@ -47,6 +47,22 @@ def test_it_seeds_the_built_in_judges_once_with_llm_judges_off(
     assert all(j.version == 1 and j.scale == "0-1" for j in judges.values())
 
 
+def test_the_pii_judge_reads_the_admins_patterns_itself(
+    alice: User, judges: dict[str, Judge]
+) -> None:
+    """A worker judges without having read the patterns with a turn: the judge reads them."""
+    from chatbot.compliance import pii
+    from chatbot.models import PiiPattern
+
+    pii.patterns_use([])  # a fresh worker process: no admin patterns in memory
+    PiiPattern.objects.create(entity="EMPLOYEE_ID", regex=r"EMP-\d{6}")
+    score = run(judges["pii"], finished_turn(alice, answer="Unlock EMP-123456 in the portal."))
+
+    assert score is not None and score.passed is False
+    assert score.details["counts"] == {"EMPLOYEE_ID": 1}
+    pii.patterns_use([])
+
+
 def test_it_scores_a_toxic_answer_low_and_a_clean_one_high(
     alice: User, judges: dict[str, Judge]
 ) -> None:
