@@ -1,14 +1,17 @@
-"""The rerank stage: a small learned model that reorders the fused candidates of one query.
+"""The rerank stage: a small learned model that reorders the candidates of one query.
 
 Fixed fusion weights decide once, for every query, how far to trust each leg; measured on
-articles nobody tuned on, that lost to the full-text leg alone. The reranker reads, per candidate,
+articles nobody tuned on, that lost to the full-text leg alone. The candidates are each leg's
+best 15 passages (`rerank_pool`), so neither leg's finds are crowded out by the other's. The
+reranker reads, per candidate,
 both legs' ranks and scores, the query's similarity to its document's title, its BM25 among the
 candidates and IDF-weighted coverage of the query (`terms`), and the best of those over the
 candidates of the same document, since a question is answered by a document and a long one
 spreads its evidence over several passages. A logistic regression over those features, trained by
 `manage.py train_retrieval` on the tuning parts of the evaluation sets (label: the passage's
 document is the question's gold document), gives each candidate the log-odds that its document
-answers the query.
+answers the query. Each feature is weighed differently for long articles and for short entries,
+blended by how many candidates share their document (`long_share`).
 
 The weights are a few dozen numbers in a JSON file shipped with the code (`weights/`), so nothing
 is downloaded at run time and scoring 30 candidates costs well under a millisecond.
@@ -20,7 +23,7 @@ import json
 import logging
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -36,11 +39,15 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 RERANKER_PATH = WEIGHTS_DIR / "reranker.json"
-# How many fused candidates the reranker reorders (the first `RERANK_DEPTH` of the fusion).
-RERANK_DEPTH = 30
+# The candidates the reranker reorders: each leg's best `RERANK_LEG_DEPTH` passages (up to 30,
+# fewer where the legs agree). The first 30 of the fusion used to be the pool; on unseen articles
+# the dense leg's many near misses crowded the full-text leg's finds out of it (README).
+RERANK_LEG_DEPTH = 15
+RERANK_DEPTH = 2 * RERANK_LEG_DEPTH
 _RRF_K = 60
 
-RERANK_FEATURES = (
+# What each candidate is described by; the model reads each of these twice (below).
+BASE_FEATURES = (
     "dense_rrf",  # the passage's rank in each leg, as reciprocal rank (0: not found)
     "sparse_rrf",
     "similarity",  # cosine similarity to the query
@@ -56,6 +63,18 @@ RERANK_FEATURES = (
     # candidate's: generic titles ("article 630") all score alike and so say nothing, where an
     # absolute similarity would be read as evidence.
     "title_gap",
+)
+# Knowledge bases differ in how far each leg can be trusted: among short FAQ-style entries the
+# dense leg's order is the best evidence there is, among long articles it is not (articles on one
+# topic all look alike to it). The model tells the two apart by the candidates themselves: the
+# share of them that share their document with another candidate (about 0 for one-chunk entries,
+# most for articles), `long_share`. Each feature is read twice, weighted by that share ("@long")
+# and by its complement ("@short"), which amounts to one model per kind of knowledge base, learned
+# together and blended per query. In the long kind the dense leg's ranks are left out (chosen on
+# the tuning parts; README): its similarity and the title still speak for it.
+LONG_FEATURES = tuple(f for f in BASE_FEATURES if f not in ("dense_rrf", "doc_dense"))
+RERANK_FEATURES = tuple(f"{f}@long" for f in LONG_FEATURES) + tuple(
+    f"{f}@short" for f in BASE_FEATURES
 )
 
 
@@ -143,8 +162,9 @@ def reranker(path: Path = RERANKER_PATH) -> LinearModel | None:
 def candidate_features(
     weights: Mapping[str, float], hits: Sequence[SearchHit]
 ) -> list[dict[str, float]]:
-    """One feature row per hit, in the hits' order (`hits`: one query's fused candidates;
-    `weights`: the IDF of each of its lexemes, `SearchResult.term_weights`)."""
+    """One feature row per hit, in the hits' order (`hits`: one query's rerank pool;
+    `weights`: the IDF of each of its lexemes, `SearchResult.term_weights`): the base features,
+    `long_share`, and each feature weighted for the long and the short kind (`RERANK_FEATURES`)."""
     sims = [h.similarity for h in hits if h.similarity is not None]
     floor_sim = min(sims, default=0.0)
     top_text = max((h.text_rank or 0.0 for h in hits), default=0.0)
@@ -188,7 +208,28 @@ def candidate_features(
         }
         for i in members:
             rows[i].update(document)
+    share = long_share(hits)
+    for row in rows:
+        row["long_share"] = share
+        row.update({f"{f}@long": row[f] * share for f in LONG_FEATURES})
+        row.update({f"{f}@short": row[f] * (1 - share) for f in BASE_FEATURES})
     return rows
+
+
+def long_share(hits: Sequence[SearchHit]) -> float:
+    """The share of `hits` whose document has another passage among them."""
+    per_document = Counter(hit.document_id for hit in hits)
+    return sum(per_document[h.document_id] > 1 for h in hits) / len(hits) if hits else 0.0
+
+
+def rerank_pool(hits: Sequence[SearchHit], depth: int = RERANK_LEG_DEPTH) -> list[SearchHit]:
+    """What the reranker reorders: the passages among `hits` (fused order) that are among the
+    best `depth` of either leg, in the fused order. `hits` must hold every such passage, which
+    `hybrid_search` guarantees."""
+    dense = sorted((h for h in hits if h.dense_rank), key=lambda h: h.dense_rank or 0)[:depth]
+    sparse = sorted((h for h in hits if h.sparse_rank), key=lambda h: h.sparse_rank or 0)[:depth]
+    chosen = {h.chunk_id for h in dense} | {h.chunk_id for h in sparse}
+    return [h for h in hits if h.chunk_id in chosen]
 
 
 def rerank_scores(

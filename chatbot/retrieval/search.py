@@ -42,7 +42,13 @@ from django.db import connection, transaction
 from chatbot.accounts.visibility import sees_every_collection
 from chatbot.llm.embeddings import embeddings
 from chatbot.models import Document
-from chatbot.retrieval.rerank import RERANK_DEPTH, LinearModel, rerank_order, reranker
+from chatbot.retrieval.rerank import (
+    RERANK_LEG_DEPTH,
+    LinearModel,
+    rerank_order,
+    rerank_pool,
+    reranker,
+)
 from chatbot.retrieval.terms import query_weights
 
 RRF_K = 60
@@ -269,10 +275,17 @@ passages AS (
     SELECT DISTINCT ON (c.text_hash) f.*
     FROM fused f JOIN chatbot_chunk c ON c.id = f.id
     ORDER BY c.text_hash, f.score DESC, coalesce(f.dense_rank, f.sparse_rank), f.id),
+ranked AS (
+    SELECT p.*,
+           row_number() OVER (ORDER BY score DESC, coalesce(dense_rank, sparse_rank), id) AS pos,
+           row_number() OVER (ORDER BY dense_rank NULLS LAST, id) AS dense_pos,
+           row_number() OVER (ORDER BY sparse_rank NULLS LAST, id) AS sparse_pos
+    FROM passages p),
 top AS (
-    SELECT * FROM passages
-    ORDER BY score DESC, coalesce(dense_rank, sparse_rank), id
-    LIMIT %(k)s)
+    SELECT * FROM ranked
+    WHERE pos <= %(k)s
+       OR (dense_rank IS NOT NULL AND dense_pos <= %(leg_depth)s)
+       OR (sparse_rank IS NOT NULL AND sparse_pos <= %(leg_depth)s))
 SELECT f.id, f.score, f.dense_rank, f.sparse_rank, c.heading, c.text, d.id, d.external_id,
        d.title, d.url, col.id, col.name,
        (SELECT count(*) FROM dense), (SELECT count(*) FROM sparse), {similarity}, f.text_rank,
@@ -305,19 +318,21 @@ def hybrid_search(
     term_postings: int = TERM_POSTINGS,
     query_vector: list[float] | None = None,
     as_of: dict[int, int] | None = None,
+    leg_depth: int | None = None,
 ) -> SearchResult:
     """The top `k` chunks `user` may see for `query`, best first.
 
     A weight of 0 skips that leg entirely (no embedding for a sparse-only search), which is how
-    the evaluation measures each leg on its own. With both legs and `rerank`, the first
-    `RERANK_DEPTH` fused passages are reordered by `rerank_model` (default: the shipped reranker,
-    `chatbot.retrieval.rerank`; none shipped: the fused order stands). `exclude_documents`
+    the evaluation measures each leg on its own. With both legs and `rerank`, each leg's best
+    `RERANK_LEG_DEPTH` passages are reordered by `rerank_model` (default: the shipped reranker,
+    `chatbot.retrieval.rerank`; none shipped: the fused order stands) and come first. `exclude_documents`
     searches as if those documents had never been ingested (how the no-answer classifier's
     training asks a question whose document is missing). `term_postings` is how many postings
     of each query word the full-text leg reads (the benchmark compares the default with all).
     `query_vector` is `query` already embedded (the answer cache's semantic lookup did it).
     `as_of` ({collection id: version}) searches those collections as they were at those
-    versions (module docstring); None: as they are now.
+    versions (module docstring); None: as they are now. `leg_depth` (training) returns, in fused
+    order and beyond `k`, every passage among the best `leg_depth` of either leg, unreranked.
     """
     query = query.strip()
     if not query:
@@ -346,8 +361,10 @@ def hybrid_search(
     }
     use_dense, use_sparse = dense_weight > 0, sparse_weight > 0
     model = (rerank_model or reranker()) if rerank and use_dense and use_sparse else None
-    if model is not None:
-        params["k"] = max(k, RERANK_DEPTH)
+    # With a reranker, each leg's best passages come back too (the rerank pool), beyond `k`.
+    params["leg_depth"] = (
+        (RERANK_LEG_DEPTH if model is not None else 0) if leg_depth is None else leg_depth
+    )
     params["pool"] = params["candidates"] * POOL_FACTOR
     if as_of is not None:
         params["as_of"] = json.dumps({str(int(pk)): int(v) for pk, v in as_of.items()})
@@ -391,16 +408,18 @@ def hybrid_search(
     rerank_ms = 0.0
     if model is not None and hits:
         rerank_started = time.perf_counter()
-        # The first RERANK_DEPTH fused passages are reordered; any deeper ones (k > 30) follow
-        # in fused order, so a deep list ranks its top as a short one does.
-        ordered, scores = rerank_order(weights, hits[:RERANK_DEPTH], model)
+        # The pool (each leg's best passages) is reordered and comes first; any other passages
+        # (k beyond the pool) follow in fused order.
+        pool = rerank_pool(hits)
+        ordered, scores = rerank_order(weights, pool, model)
+        in_pool = {hit.chunk_id for hit in pool}
         reranked = [
             dataclasses.replace(hit, rerank_score=score)
             for hit, score in zip(ordered, scores, strict=True)
         ]
-        hits = (reranked + hits[RERANK_DEPTH:])[:k]
+        hits = reranked + [hit for hit in hits if hit.chunk_id not in in_pool]
         rerank_ms = (time.perf_counter() - rerank_started) * 1000
-    params["k"] = k
+    hits = hits[:k] if leg_depth is None else hits
     return SearchResult(
         hits=hits,
         duration_ms=(time.perf_counter() - started) * 1000,

@@ -2,8 +2,9 @@
 both parts: the reranker (`chatbot.retrieval.rerank`) and the no-answer classifier
 (`chatbot.retrieval.answerable`).
 
-Each question is asked fused and not reranked, `RERANK_DEPTH` deep, with its documents and
-without them; everything else is computed from those candidates:
+Each question is asked not reranked, for its rerank pool (each leg's best `RERANK_LEG_DEPTH`
+passages, `rerank_pool`), with its documents and without them; everything else is computed from
+those candidates:
 - reranker examples: each candidate, labelled 1 when its document answers the question;
 - no-answer examples: the question as asked (its document is in the knowledge base: answerable),
   and asked again with its documents excluded from the search (as if they had never been
@@ -29,12 +30,13 @@ from sklearn.linear_model import LogisticRegression
 from chatbot.models import Document
 from chatbot.retrieval.answerable import ANSWERABLE_FEATURES, answerable_features
 from chatbot.retrieval.rerank import (
-    RERANK_DEPTH,
     RERANK_FEATURES,
+    RERANK_LEG_DEPTH,
     LinearModel,
     candidate_features,
     probability,
     rerank_order,
+    rerank_pool,
 )
 from chatbot.retrieval.search import SearchHit, hybrid_search
 from evaluation.offline.data import Question
@@ -80,10 +82,11 @@ def ask_all(
                 hybrid_search(
                     user=user,
                     query=question.text,
-                    k=RERANK_DEPTH,
+                    k=1,
                     collection_ids=[collection_id],
                     rerank=False,
                     exclude_documents=excluded,
+                    leg_depth=RERANK_LEG_DEPTH,
                 )
                 for excluded in (
                     None,
@@ -95,9 +98,9 @@ def ask_all(
                     set_name,
                     part,
                     question,
-                    tuple(found.hits),
+                    tuple(rerank_pool(found.hits)),
                     found.term_weights,
-                    tuple(without.hits),
+                    tuple(rerank_pool(without.hits)),
                 )
             )
             if progress is not None:

@@ -6,8 +6,15 @@ import pytest
 from django.contrib.auth.models import User
 
 from chatbot.models import Document, TermStat
-from chatbot.retrieval.rerank import RERANK_FEATURES, LinearModel, candidate_features, reranker
-from chatbot.retrieval.search import hybrid_search
+from chatbot.retrieval.rerank import (
+    RERANK_FEATURES,
+    LinearModel,
+    candidate_features,
+    long_share,
+    rerank_pool,
+    reranker,
+)
+from chatbot.retrieval.search import SearchHit, hybrid_search
 from chatbot.retrieval.terms import bm25, idf, term_stats_refresh, weighted_coverage
 from tests.knowledge.test_search import KnowledgeBase, ids, make_knowledge_base
 
@@ -20,15 +27,60 @@ def kb(cast: dict[str, User]) -> KnowledgeBase:
 
 
 def _model(**coef: float) -> LinearModel:
-    """A hand-set model: the named features count, the others don't."""
+    """A hand-set model: the named base features count, for both kinds of knowledge base (the
+    dense ranks only count for the short kind, which the model reads them for), the others
+    don't."""
     n = len(RERANK_FEATURES)
     return LinearModel(
         features=RERANK_FEATURES,
         mean=(0.0,) * n,
         scale=(1.0,) * n,
-        coef=tuple(coef.get(f, 0.0) for f in RERANK_FEATURES),
+        coef=tuple(coef.get(f.split("@")[0], 0.0) for f in RERANK_FEATURES),
         intercept=0.0,
     )
+
+
+def _hit(chunk_id: int, document_id: int, dense: int | None, sparse: int | None) -> SearchHit:
+    return SearchHit(
+        chunk_id=chunk_id,
+        score=0.0,
+        dense_rank=dense,
+        sparse_rank=sparse,
+        similarity=0.5,
+        text_rank=1.0 if sparse else None,
+        heading="",
+        text=f"passage {chunk_id}",
+        document_id=document_id,
+        external_id=f"doc-{document_id}",
+        title="",
+        url="",
+        collection_id=1,
+        collection_name="kb",
+    )
+
+
+def test_the_pool_holds_each_legs_best_passages_in_fused_order() -> None:
+    # Fused order: the dense leg's first 20 (chunks 1-20), then passages only the full-text leg
+    # found, its first and second (chunks 21 and 22) among them: fused top 20 would miss both.
+    hits = [_hit(i, i, dense=i, sparse=None) for i in range(1, 21)]
+    hits += [_hit(21, 21, dense=None, sparse=1), _hit(22, 22, dense=None, sparse=2)]
+    pool = rerank_pool(hits, depth=15)
+
+    assert [h.chunk_id for h in pool] == [*range(1, 16), 21, 22], "each leg's best 15, in order"
+    assert rerank_pool(hits, depth=1) == [hits[0], hits[20]]
+    assert rerank_pool([]) == []
+
+
+def test_the_long_share_says_how_many_candidates_share_their_document() -> None:
+    faq = [_hit(i, i, dense=i, sparse=i) for i in range(1, 5)]
+    articles = [_hit(i, i // 2, dense=i, sparse=i) for i in range(1, 5)]  # docs 0, 1, 1, 2
+    assert long_share(faq) == 0.0 and long_share(articles) == 0.5 and long_share([]) == 0.0
+
+    row = candidate_features({}, articles)[0]
+    assert row["long_share"] == 0.5
+    assert row["sparse_rrf@long"] == row["sparse_rrf@short"] == pytest.approx(row["sparse_rrf"] / 2)
+    assert "dense_rrf@long" not in row, "the long kind does not read the dense ranks"
+    assert set(RERANK_FEATURES) <= set(row), "every feature the model reads is there"
 
 
 def test_term_statistics_count_the_chunks_holding_each_lexeme(kb: KnowledgeBase) -> None:
