@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
 
@@ -15,7 +16,9 @@ app.autodiscover_tasks(
         "evaluation",
         "evaluation.datasets",
         "evaluation.exports",
+        "evaluation.finetune",
         "evaluation.retention",
+        "evaluation.synthetic",
         "observability",
     ]
 )
@@ -43,5 +46,13 @@ app.conf.beat_schedule = {
     "reward-train-requeue-stale": {
         "task": "evaluation.reward_train_requeue_stale",
         "schedule": 300.0,
+    },
+    # Judges' agreement with the humans, for flagging; each review also queues it.
+    "judge-trust-refresh": {"task": "evaluation.judge_trust_refresh", "schedule": 900.0},
+    # The weekly report of the week just ended (and missing past weeks), Mondays at 06:00 in
+    # Celery's time zone (UTC unless CELERY_TIMEZONE says otherwise; observability.weekly).
+    "weekly-reports": {
+        "task": "observability.weekly_reports_run",
+        "schedule": crontab(minute=0, hour=6, day_of_week="mon"),
     },
 }

@@ -21,6 +21,10 @@ turn_finished = Signal()
 feedback_given = Signal()
 # Someone asked for a human on an answer. Arguments: turn_id.
 escalation_requested = Signal()
+# The weekly report (observability.weekly) asks for sections other features own; each receiver
+# returns a dict merged into the report's figures (evaluation: the judges' agreement with humans).
+# Arguments: week_start, week_end (dates). Sent directly, not on commit: its answers are needed.
+weekly_report_sections = Signal()
 
 
 def fire_on_commit(signal: Signal, **arguments: object) -> None:

@@ -1,8 +1,9 @@
 """Handing jobs to the background queue, and picking up the jobs it lost.
 
-A long job (an ingestion, an experiment, an export, a replay, a reward-model training) is a row
-saved first and a Celery message sent once that row commits (house rule 4). Two things can go
-wrong after the row is saved, and this module covers both:
+A long job (an ingestion, an experiment, an export, a replay, an extraction run, a fine-tuning
+job, a synthetic-question run, a reward-model training) is a row saved first and a Celery message
+sent once that row commits (house rule 4). Two things can go wrong after the row is saved, and
+this module covers both:
 
 - The broker is down when the message is sent. `job_submit` never raises: it logs, returns False
   and counts the failure in the surrounding `jobs_watch()` block, so the view that saved the row
@@ -39,13 +40,21 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import DateTimeField, F, Func, IntegerField, Q, QuerySet
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
+from django.db.models.functions import MD5, Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from chatbot.models import Experiment, Export, ExtractionRun, Replay, Source
+from chatbot.models import (
+    Experiment,
+    Export,
+    ExtractionRun,
+    FineTuneJob,
+    Replay,
+    Source,
+    SyntheticRun,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,9 +191,35 @@ def _sources_running() -> QuerySet[Source]:
     )
 
 
-# Staleness of a waiting row is judged from its created_at (Experiment, Export and Replay have no
-# queued-at: they are created queued), and of a running row from progress the sweep itself saw,
-# because Export has no started_at and no kind records when it last made progress.
+def _finetune_running() -> QuerySet[FineTuneJob]:
+    """A fine-tuning job may rightly run for hours: what counts is that it moves. A step, a loss
+    point or a log line (loading the model, a hosted job's event) is progress; the log keeps only
+    its newest characters, so its digest, not its length, tells that it moved."""
+    return FineTuneJob.objects.filter(status=FineTuneJob.Status.RUNNING).annotate(
+        points=Func(F("losses"), function="jsonb_array_length", output_field=IntegerField()),
+        log_digest=MD5("log"),
+    )
+
+
+def _synthetic_waiting(cutoff: datetime) -> QuerySet[SyntheticRun]:
+    return SyntheticRun.objects.filter(
+        status=SyntheticRun.Status.QUEUED, started_at__isnull=True, created_at__lt=cutoff
+    )
+
+
+def _synthetic_running() -> QuerySet[SyntheticRun]:
+    """Running, or resumed: a resumed run is queued again with its first start kept and no
+    time of the resume, so the sweep's own clock judges it (its status is part of the mark)."""
+    return SyntheticRun.objects.filter(
+        Q(status=SyntheticRun.Status.RUNNING)
+        | Q(status=SyntheticRun.Status.QUEUED, started_at__isnull=False)
+    )
+
+
+# Staleness of a waiting row is judged from its created_at (Experiment, Export, Replay and the
+# others have no queued-at: they are created queued), and of a running row from progress the sweep
+# itself saw, because Export has no started_at and no kind records when it last made progress.
+# A re-sent copy of a job still running elsewhere finds the job's `job_exclusive` lock and stops.
 KINDS = (
     JobKind(
         "source",
@@ -224,6 +259,23 @@ KINDS = (
         ),
         lambda: ExtractionRun.objects.filter(status=ExtractionRun.Status.RUNNING),
         ("done",),
+    ),
+    JobKind(
+        "finetune",
+        "evaluation.finetune_run",
+        # A queued job an admin cancels becomes cancelled at once, so it is not waiting.
+        lambda cutoff: FineTuneJob.objects.filter(
+            status=FineTuneJob.Status.QUEUED, created_at__lt=cutoff
+        ),
+        _finetune_running,
+        ("steps_done", "steps_total", "points", "log_digest"),
+    ),
+    JobKind(
+        "synthetic",
+        "evaluation.synthetic_run",
+        _synthetic_waiting,
+        _synthetic_running,
+        ("status", "chunks_done"),
     ),
 )
 

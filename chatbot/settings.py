@@ -147,6 +147,9 @@ ASSISTANT_GROUNDING_DEFAULT = _env("ASSISTANT_GROUNDING_DEFAULT", "required")
 # --- Evaluation ---------------------------------------------------------------------------------
 # Training exports are written here; at scale, a volume shared by the workers and the web processes.
 EXPORTS_DIR = Path(_env("EXPORTS_DIR", str(VAR_DIR / "exports")))
+# Fine-tuned models (merged weights or LoRA adapters) are written here, one folder per job; the
+# process serving a local fine-tuned endpoint reads them, so at scale a shared volume too.
+FINETUNE_DIR = Path(_env("FINETUNE_DIR", str(VAR_DIR / "finetune")))
 
 # --- Retention (evaluation.retention) -----------------------------------------------------------
 # Where the retention job writes its archives (compressed JSON lines, one folder per run).
@@ -203,6 +206,11 @@ METRICS_TOKEN = _env("METRICS_TOKEN")
 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 OTEL_SERVICE_NAME = _env("OTEL_SERVICE_NAME", "support-assistant")
 ALERT_WEBHOOK_TIMEOUT_S = float(_env("ALERT_WEBHOOK_TIMEOUT_S", "5"))
+# The weekly report (observability.weekly): a JSON POST of each new week's report (blank: none),
+# and how many past weeks the Monday job fills in when their report is missing.
+WEEKLY_REPORT_WEBHOOK_URL = _env("WEEKLY_REPORT_WEBHOOK_URL")
+WEEKLY_REPORT_WEBHOOK_TIMEOUT_S = float(_env("WEEKLY_REPORT_WEBHOOK_TIMEOUT_S", "10"))
+WEEKLY_REPORT_BACKFILL_WEEKS = _env_int("WEEKLY_REPORT_BACKFILL_WEEKS", 8)
 # "plain" lines for people, or "json" lines (with the turn id) for a log pipeline.
 LOG_FORMAT = _env("LOG_FORMAT", "plain")
 
@@ -231,7 +239,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "chatbot.telemetry.middleware.request_metrics",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, async-capable: its own middleware would put every request on a thread of its own.
+    "chatbot.runtime.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -287,6 +296,10 @@ _db.setdefault("OPTIONS", {})
 _db["TEST"] = {"NAME": _env("TEST_DATABASE_NAME") or None}
 TEST_REDIS_DB = _env_int("TEST_REDIS_DB", 15)
 DATABASES = {"default": _db}
+# Threads each web process runs database work from async code on (chatbot.runtime.db: the chat
+# socket, streamed answers). Each keeps one connection, so answers streaming at once need at most
+# this many per process, not one each.
+DB_THREADS = _env_int("DB_THREADS", 8)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
@@ -299,7 +312,9 @@ CACHES = {
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels_redis with a pool that waits when full instead of failing (hundreds of sockets
+        # joining their groups at once); see chatbot.runtime.channel_layer.
+        "BACKEND": "chatbot.runtime.channel_layer.RedisChannelLayer",
         # redis-py's 5 s socket timeout equals channels_redis's blocking-receive timeout, so an
         # idle consumer would crash with TimeoutError; give the socket more time than the wait.
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "chan"},
@@ -333,6 +348,8 @@ JOB_TIME_LIMITS_S = {
     "observability.replay_run": _env_int("JOB_REPLAY_TIME_LIMIT_S", 3600),
     "observability.rollups_recompute_recent": 30 * 60,
     "evaluation.turns_rejudge": 30 * 60,
+    # A LoRA run on CPU or a GPU machine, or the wait on a hosted fine-tuning job.
+    "evaluation.finetune_run": _env_int("JOB_FINETUNE_TIME_LIMIT_S", 4 * 3600),
 }
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_SOFT_TIME_LIMIT_S
 CELERY_TASK_TIME_LIMIT = JOB_SOFT_TIME_LIMIT_S + JOB_HARD_LIMIT_GRACE_S

@@ -14,3 +14,6 @@ class EvaluationConfig(AppConfig):
         hooks.escalation_requested.connect(
             receivers.on_escalation_requested, dispatch_uid="evaluation.flag_escalation"
         )
+        hooks.weekly_report_sections.connect(
+            receivers.weekly_report_judges, dispatch_uid="evaluation.weekly_judges"
+        )

@@ -37,3 +37,24 @@ def on_escalation_requested(*, turn_id: int, **_: object) -> None:
 
     turn_flag_quietly(turn_id)
     answer_cache_retire_turns(turn_ids=[turn_id], reason="handed to a human")
+
+
+def weekly_report_judges(**_: object) -> dict[str, object]:
+    """The weekly report's judge table (observability.weekly): each judge's agreement with the
+    human reviews, computed now from all of them."""
+    from evaluation.review.agreement import judge_trust_all
+
+    return {
+        "judges": [
+            {
+                "name": trust.name,
+                "kind": trust.kind,
+                "kappa": trust.kappa,
+                "pairs": trust.pairs,
+                "state": trust.state,
+                "state_label": trust.state_label,
+                "note": trust.note,
+            }
+            for trust in judge_trust_all()
+        ]
+    }

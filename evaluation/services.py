@@ -12,13 +12,13 @@ from django.db.models import Max
 from django.utils import timezone
 
 from chatbot.agent.cache import answer_cache_retire_turns, answer_cache_store
-from chatbot.llm.router import route_choose
-from chatbot.llm.types import EndpointConfig, NoModelAvailable
-from chatbot.models import Judge, JudgeScore, ModelEndpoint, Span, Turn
+from chatbot.models import Judge, JudgeScore, Span, Turn
 from chatbot.telemetry.audit import audit_changes, audit_record
 from chatbot.telemetry.tracing import Tracer, spans_save
 from evaluation import judges, selectors
+from evaluation.judge_models import judge_model
 from evaluation.judges import JudgeCase, JudgeError, JudgeSpec, Skip, Verdict
+from evaluation.policies import policies_for_judging
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,14 @@ BUILT_IN: list[dict[str, Any]] = [
      "prompt_template": judges.RELEVANCE_PROMPT, "enabled": False},
     # Skips every turn until a reward model has been trained (review area, exports).
     {"name": "reward-model", "kind": Judge.Kind.REWARD_MODEL, "threshold": 0.5},
+    # Off for the same reason as the LLM judges above; the policy judge also skips every turn
+    # until an admin writes a policy (Console → Judges → Policies).
+    {"name": "policy-llm", "kind": Judge.Kind.POLICY_LLM, "threshold": 1.0,
+     "prompt_template": judges.POLICY_PROMPT, "enabled": False},
+    {"name": "helpfulness-llm", "kind": Judge.Kind.HELPFULNESS_LLM, "threshold": 0.5,
+     "prompt_template": judges.HELPFULNESS_PROMPT, "enabled": False},
+    {"name": "readability-llm", "kind": Judge.Kind.READABILITY_LLM, "threshold": 0.5,
+     "prompt_template": judges.READABILITY_PROMPT, "enabled": False},
 ]  # fmt: skip
 
 
@@ -107,31 +115,21 @@ def _validate(judge: Judge) -> None:
             raise InvalidJudge(str(exc)) from exc
 
 
-def _endpoint(judge: Judge) -> EndpointConfig | None:
-    if not judge.is_llm:
-        return None
-    chosen: ModelEndpoint | None = judge.endpoint
-    if chosen is not None:
-        if not chosen.enabled:
-            raise JudgeError(
-                f"The judge model '{chosen.name}' is disabled. Enable it or pick another."
-            )
-        return EndpointConfig.from_model(chosen)
-    try:
-        return route_choose().endpoint
-    except NoModelAvailable as exc:
-        raise JudgeError(exc.user_message) from exc
-
-
 def judge_spec(judge: Judge) -> JudgeSpec:
     """The judge row as the ORM-free spec `judges.judge_apply` takes (turns and experiments
-    alike). Raises `JudgeError` when its model cannot be used."""
+    alike). Raises `JudgeError` when its model is missing for the moment; a model unable to
+    grade gives a spec whose `needs_model` says so (the judge then skips)."""
+    model = judge_model(judge)
+    if model is not None and model.error:
+        raise JudgeError(model.error)
     return JudgeSpec(
         name=judge.name,
         kind=judge.kind,
         options=dict(judge.options or {}),
         prompt_template=judge.prompt_template,
-        endpoint=_endpoint(judge),
+        endpoint=model.endpoint if model is not None else None,
+        needs_model=model.needs if model is not None else "",
+        policies=policies_for_judging() if judge.kind == Judge.Kind.POLICY_LLM else (),
     )
 
 

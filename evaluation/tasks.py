@@ -47,3 +47,12 @@ def turns_rejudge_task(days: int) -> int:
 def turns_judge_sweep_task() -> int:
     """Catch finished turns whose judging was never queued (runs every few minutes in beat)."""
     return services.turns_judge_sweep()
+
+
+@shared_task(name="evaluation.judge_trust_refresh")
+def judge_trust_refresh_task() -> dict[str, str]:
+    """Store every judge's agreement with the humans where flagging reads it: after each review
+    and every few minutes in beat. Safe to run twice (it recomputes from all reviews)."""
+    from evaluation.review.agreement import judge_trust_refresh
+
+    return {trust.name: trust.state for trust in judge_trust_refresh()}

@@ -9,4 +9,6 @@ urlpatterns = [
     path("datasets/", include("evaluation.datasets.urls")),
     path("escalations/", include("evaluation.escalations.urls")),
     path("exports/", include("evaluation.exports.urls")),
+    path("finetune/", include("evaluation.finetune.urls")),
+    path("synthetic/", include("evaluation.synthetic.urls")),
 ]

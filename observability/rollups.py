@@ -2,7 +2,8 @@
 
 - `hours_recompute` sums the per-turn facts (`observability.facts`) per (hour, model, route,
   channel, group, collection) and replaces those hours' `TurnRollup` rows: a recompute is
-  idempotent, so any hour can be redone any time; `hours_touched` finds the hours to redo;
+  idempotent, so any hour can be redone any time (the retrieval drift rows of `observability.drift`
+  are redone with them); `hours_touched` finds the hours to redo;
 - `rollup_all` reads the dashboard's totals (per day, model, group, and in all) from the rollups;
   `raw_all` computes the same from the raw tables with the same per-turn SQL, which is "the same
   query on the raw tables" (the rollup tests and the benchmark compare the two).
@@ -31,6 +32,7 @@ from chatbot.models import (
     TurnRollup,
     UserDay,
 )
+from observability import drift
 from observability.facts import (
     FINISHED,
     HISTOGRAMS,
@@ -73,6 +75,7 @@ def hours_recompute(*, hours: Iterable[datetime]) -> int:
             f"DELETE FROM {table_name(TurnRollup)} WHERE hour = ANY(%(hours)s)",  # noqa: S608
             {"hours": wanted},
         )
+        drift.hours_clear(cursor, wanted)
         for start in range(0, len(wanted), HOURS_PER_STATEMENT):
             batch = wanted[start : start + HOURS_PER_STATEMENT]
             # Scattered hours (a thumbs on a months-old answer beside this hour's turns) are read
@@ -97,6 +100,7 @@ FROM f
 GROUP BY 1, 2, 3, 4, 5, 6""",  # noqa: S608
                 sql_params(ids=ids),
             )
+            drift.turns_insert(cursor, ids)
         _days_recompute(cursor, days)
     return len(wanted)
 

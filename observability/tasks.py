@@ -5,9 +5,10 @@ from __future__ import annotations
 from celery import shared_task
 
 from chatbot.jobs import ALREADY_RUNNING, job_exclusive
-from observability import services
+from observability import services, weekly
 
 DELIVERY_ATTEMPTS = 3
+WEEKLY_DELIVERY_ATTEMPTS = 6
 
 
 @shared_task(name="observability.rollups_update")
@@ -47,3 +48,25 @@ def replay_run_task(replay_id: int) -> str:
             return ALREADY_RUNNING
         replay = services.replay_run(replay_id=replay_id)
         return replay.status if replay else "missing"
+
+
+@shared_task(name="observability.weekly_reports_run")
+def weekly_reports_run_task(backfill: int | None = None) -> list[int]:
+    """Mondays: the week just ended, and missing reports of past weeks (observability.weekly)."""
+    with job_exclusive("weekly_reports", 0) as mine:
+        if not mine:
+            return []
+        return weekly.weekly_reports_run(backfill=backfill)
+
+
+@shared_task(
+    name="observability.weekly_report_deliver",
+    autoretry_for=(weekly.WeeklyReportDeliveryFailed,),
+    # Six attempts, backing off from 5 s to 10 minutes: a weekly post can wait out a short outage.
+    max_retries=WEEKLY_DELIVERY_ATTEMPTS - 1,
+    retry_backoff=5,
+    retry_backoff_max=600,
+)
+def weekly_report_deliver_task(report_id: int) -> bool:
+    report = weekly.weekly_report_deliver(report_id=report_id)
+    return bool(report and report.delivered_at)

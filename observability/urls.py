@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from observability.views import alerts, dashboard, replay, trace
+from observability.views import alerts, dashboard, replay, trace, weekly
 
 app_name = "dashboard"
 urlpatterns = [
@@ -16,4 +16,7 @@ urlpatterns = [
     path("alerts/", alerts.index, name="alerts"),
     path("alerts/<int:pk>/", alerts.edit, name="alert_edit"),
     path("alerts/<int:pk>/<slug:action>/", alerts.action, name="alert_action"),
+    path("weekly/", weekly.index, name="weekly"),
+    path("weekly/<str:week_start>/", weekly.detail, name="weekly_report"),
+    path("weekly/<str:week_start>/<slug:action>/", weekly.action, name="weekly_action"),
 ]

@@ -38,6 +38,8 @@ LONG_JOBS = [
     "evaluation.export_run",
     "evaluation.reward_train",
     "observability.replay_run",
+    "evaluation.finetune_run",
+    "evaluation.synthetic_run",
 ]
 
 
@@ -240,7 +242,15 @@ def test_it_sends_again_every_kind_of_job_left_waiting(alice: User) -> None:
 
     sent = jobs.jobs_requeue_stale()
 
-    assert sent == {"source": 1, "experiment": 1, "export": 1, "replay": 1, "extraction": 0}
+    assert sent == {
+        "source": 1,
+        "experiment": 1,
+        "export": 1,
+        "replay": 1,
+        "extraction": 0,
+        "finetune": 0,
+        "synthetic": 0,
+    }
     assert sorted(queued()) == sorted((task, [row.pk]) for task, row in stale)
     assert ("evaluation.export_run", [fresh.pk]) not in queued(), "a new job is left to its message"
     jobs.jobs_requeue_stale()
@@ -279,7 +289,15 @@ def test_it_sends_again_every_kind_of_job_running_without_progress(
     second = jobs.jobs_requeue_stale()
 
     assert set(first.values()) == {0}, "the first sighting only starts the clock"
-    assert second == {"source": 1, "experiment": 1, "export": 1, "replay": 1, "extraction": 0}
+    assert second == {
+        "source": 1,
+        "experiment": 1,
+        "export": 1,
+        "replay": 1,
+        "extraction": 0,
+        "finetune": 0,
+        "synthetic": 0,
+    }
     assert sorted(queued()) == sorted((task, [row.pk]) for task, row in running)
 
 
@@ -329,6 +347,8 @@ def test_it_runs_no_second_copy_of_a_job_another_worker_is_running(other_session
     from chatbot.knowledge.tasks import source_ingest_task
     from evaluation.datasets.tasks import experiment_run_task
     from evaluation.exports.tasks import export_run_task
+    from evaluation.finetune.tasks import finetune_run_task
+    from evaluation.synthetic.tasks import synthetic_run_task
     from observability.tasks import replay_run_task
 
     collection = Collection.objects.create(name="Locked")
@@ -340,6 +360,8 @@ def test_it_runs_no_second_copy_of_a_job_another_worker_is_running(other_session
         ("experiment", 987_654, experiment_run_task),
         ("export", 987_654, export_run_task),
         ("replay", 987_654, replay_run_task),
+        ("finetune", 987_654, finetune_run_task),
+        ("synthetic", 987_654, synthetic_run_task),
     ]
     for kind, pk, task in cases:
         space = zlib.crc32(kind.encode()) & 0x7FFFFFFF

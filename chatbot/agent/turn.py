@@ -16,7 +16,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
 from chatbot.agent import abtest, fallback, records
@@ -31,6 +30,7 @@ from chatbot.llm.stream import astream_text
 from chatbot.llm.types import ModelError, Overrides, Prompt, Usage
 from chatbot.llm.veil import veiled
 from chatbot.models import Turn
+from chatbot.runtime.db import db_sync_to_async
 from chatbot.telemetry.logs import turn_logging
 from chatbot.telemetry.metrics import turn_observe
 from chatbot.telemetry.tracing import SpanRecord, Tracer
@@ -194,7 +194,7 @@ async def _stream(
     list), each attempt its own span; after it, the error ends the turn."""
     # Recorded while the model works on its first token, not before asking it.
     run.marking = asyncio.ensure_future(
-        sync_to_async(records.turn_mark_streaming)(
+        db_sync_to_async(records.turn_mark_streaming)(
             turn_id=run.turn_id, endpoint_id=route.endpoint.id, route_reason=route.reason
         )
     )
@@ -285,7 +285,7 @@ async def _agent(
 ) -> bool:
     """The agent's steps, then its answer; False when it gathered nothing, leaving the turn to
     the plain pipeline (which grounds the question itself)."""
-    asked = prompt or await sync_to_async(prompt_for_turn)(run.turn_id)
+    asked = prompt or await db_sync_to_async(prompt_for_turn)(run.turn_id)
     run.prompts_from(asked)
     end, run.choice_usage = await agent_steps(
         plan=plan,
@@ -335,7 +335,7 @@ async def _answer(
         )
     # Only turns the product builds itself take part in an A/B test (chatbot.agent.abtest).
     takes_part = prompt is None and requested_model is None and overrides is None
-    variant, plan = await sync_to_async(_start)(run.turn_id, requested_model, takes_part)
+    variant, plan = await db_sync_to_async(_start)(run.turn_id, requested_model, takes_part)
     if variant is not None:
         run.ab_variant_id, requested_model = variant.variant_id, variant.requested_model
         root.attributes.update(variant.attributes)
@@ -346,7 +346,7 @@ async def _answer(
     if prompt is None and overrides is None and run.kb_as_of is None:
         # The plain pipeline's own prompt and settings (or the variant's): an earlier judged
         # answer given under the same ones may do.
-        looked = await sync_to_async(answer_cache_lookup)(
+        looked = await db_sync_to_async(answer_cache_lookup)(
             turn_id=run.turn_id,
             requested_model=requested_model,
             prompt=asked,
@@ -358,7 +358,7 @@ async def _answer(
         if looked.hit is not None:
             await _cached(run, emit, looked)
             return
-    prepared = await sync_to_async(_prepare)(
+    prepared = await db_sync_to_async(_prepare)(
         run.turn_id, requested_model, asked, run.tracer, looked, run.kb_as_of
     )
     run.grounding, run.route = prepared.grounding, prepared.route
@@ -401,7 +401,9 @@ async def _save(run: _Run, *, replay: bool) -> None:
         # Ordered before the final write, so "streaming" can never overwrite the outcome.
         with suppress(Exception):
             await run.marking
-    await sync_to_async(records.turn_finish)(turn_id=run.turn_id, result=result, tracer=run.tracer)
+    await db_sync_to_async(records.turn_finish)(
+        turn_id=run.turn_id, result=result, tracer=run.tracer
+    )
     if not replay:
         turn_observe(
             model=run.route.endpoint.name if run.route else "",

@@ -23,6 +23,7 @@ from chatbot.accounts.limits import request_allow
 from chatbot.accounts.services import API_KEY_PREFIX, KeyRefused, api_key_allows, api_key_check
 from chatbot.agent.routing import key_residency_set
 from chatbot.models import ApiKey
+from chatbot.runtime.db import db_sync_to_async
 
 NO_ACCESS = "Your account has no access to the assistant. Ask an admin to give you the agent role."
 NO_CREDENTIALS = (
@@ -87,9 +88,20 @@ def _key_caller(request: HttpRequest, plaintext: str) -> User | None:
 
 
 class ApiKeyBearer(HttpBearer):
-    """`Authorization: Bearer sk-sa-…`, the header OpenAI-style clients send."""
+    """`Authorization: Bearer sk-sa-…`, the header OpenAI-style clients send.
 
-    def authenticate(self, request: HttpRequest, token: str) -> User | None:
+    `on_db_threads=True` (for async routes only: ninja then awaits `authenticate`) checks the key
+    on the process's database threads (chatbot.runtime.db) instead of the request's own thread,
+    which would open a Postgres connection per request: a burst of streamed answers would want as
+    many connections as requests."""
+
+    def __init__(self, *, on_db_threads: bool = False) -> None:
+        super().__init__()
+        self.is_async = on_db_threads
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        if self.is_async:
+            return db_sync_to_async(_key_caller)(request, token)
         return _key_caller(request, token)
 
 
@@ -140,3 +152,5 @@ def caller(request: HttpRequest) -> User:
 # Programs first: a request with a key never needs a CSRF token.
 API_AUTH = [ApiKeyBearer(), ApiKeyInHeader(), ChatSession()]
 OPENAI_AUTH = [ApiKeyBearer()]
+# For async routes that stream answers (many at once).
+OPENAI_STREAMING_AUTH = [ApiKeyBearer(on_db_threads=True)]

@@ -26,6 +26,7 @@ from chatbot.api.streaming import Crashed, Piece, emit_nothing, sse_event, sse_r
 from chatbot.chat import selectors, services
 from chatbot.llm.router import route_choose
 from chatbot.models import Turn
+from chatbot.runtime.db import request_connection_release
 
 router = Router(tags=["messages"])
 
@@ -107,6 +108,8 @@ async def message_send(
     model = requested_model(payload.model)
     user = caller(request)
     turn, slot = await sync_to_async(_turn_start)(user, conversation_id, payload.message, model)
+    # The answer takes seconds: hold no connection for it (its own queries go to the db threads).
+    await request_connection_release()
     if payload.stream:
         return sse_response(released_after(_sse(turn.pk, model), user=user, token=slot))
     try:

@@ -23,7 +23,13 @@ from chatbot.agent.passthrough import PassOutcome, turn_passthrough
 from chatbot.agent.turn import turn_run
 from chatbot.api import selectors as api_selectors
 from chatbot.api.admission import admitted, released_after
-from chatbot.api.auth import OPENAI_AUTH, KeyRefusedError, caller, credentials_sent
+from chatbot.api.auth import (
+    OPENAI_AUTH,
+    OPENAI_STREAMING_AUTH,
+    KeyRefusedError,
+    caller,
+    credentials_sent,
+)
 from chatbot.api.contract import OPENAI_ERRORS, DocumentedAPI
 from chatbot.api.errors import (
     ObjectParser,
@@ -51,6 +57,7 @@ from chatbot.chat import services
 from chatbot.llm.router import Route, route_choose
 from chatbot.llm.types import NoModelAvailable, Overrides, Prompt
 from chatbot.models import Conversation, Turn
+from chatbot.runtime.db import db_sync_to_async
 
 openai_api = DocumentedAPI(
     title="OpenAI-compatible API",
@@ -292,6 +299,7 @@ async def _with_callers_tools(
     "/chat/completions",
     summary="Create a chat completion",
     openapi_extra={"responses": COMPLETION_RESPONSES},
+    auth=OPENAI_STREAMING_AUTH,
 )
 async def chat_completions(
     request: HttpRequest, payload: ChatCompletionIn
@@ -311,7 +319,9 @@ async def chat_completions(
     prompt = prompt_from(payload.messages)
     requested = requested_model(payload.model)
     user = caller(request)
-    turn, model, slot = await sync_to_async(_turn_start)(user, prompt, requested)
+    # On the database threads, as the key check was (OPENAI_STREAMING_AUTH): the request's own
+    # thread never opens a connection, so a burst of requests needs no more than those threads.
+    turn, model, slot = await db_sync_to_async(_turn_start)(user, prompt, requested)
     if payload.stream:
         include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
         chunks = _chunks(turn.pk, model, requested, prompt, include_usage, overrides)

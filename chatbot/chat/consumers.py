@@ -60,7 +60,6 @@ import json
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
 
@@ -77,6 +76,7 @@ from chatbot.agent.turn import turn_run
 from chatbot.chat import frames, live, selectors
 from chatbot.chat.services import InvalidInput
 from chatbot.models import Conversation, Turn
+from chatbot.runtime.db import db_sync_to_async
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
         self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
-        refusal = await database_sync_to_async(_refusal)(self.user, self.conversation_id)
+        refusal = await db_sync_to_async(_refusal)(self.user, self.conversation_id)
         await self.accept()
         if refusal is not None:
             await self.close(code=refusal)
@@ -175,7 +175,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def account_changed(self, event: dict[str, Any]) -> None:
         """From the person's group: an admin changed their account. Read it again; refused now,
         stop the answer being written and close as a question would have been closed."""
-        fresh = await database_sync_to_async(_as_now)(self.user)
+        fresh = await db_sync_to_async(_as_now)(self.user)
         if not isinstance(fresh, int):
             self.user = fresh
             return
@@ -186,9 +186,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def escalation_changed(self, event: dict[str, Any]) -> None:
         """From the group: re-render the turn's escalation (as the person may see it now)."""
-        html = await database_sync_to_async(frames.escalation_frame)(
-            self.user, int(event["turn_id"])
-        )
+        html = await db_sync_to_async(frames.escalation_frame)(self.user, int(event["turn_id"]))
         if html:
             await self.send(text_data=html)
 
@@ -218,7 +216,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send(text_data=frames.input_error_frame(BUSY_MESSAGE))
             return
         try:
-            started = await database_sync_to_async(_start_as_now)(
+            started = await db_sync_to_async(_start_as_now)(
                 self.user, self.conversation_id, content.get("message")
             )
         except InvalidInput as exc:
@@ -267,7 +265,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         outcome = await turn_run(turn_id=turn_id, emit=emit, on_step=on_step)
         kind = "end" if outcome.status == Turn.Status.DONE else "error"
         try:
-            html = await database_sync_to_async(frames.answer_frame)(self.user, turn_id, kind)
+            html = await db_sync_to_async(frames.answer_frame)(self.user, turn_id, kind)
         except Exception:  # the answer is saved; only its final rendering failed
             logger.exception("rendering the end of turn %s failed", turn_id)
             html = frames.input_error_frame("The answer is saved but could not be shown. Reload.")
@@ -285,7 +283,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _stop(self) -> None:
         if await self._cancel() and self.turn_id is not None:
-            html = await database_sync_to_async(frames.answer_frame)(self.user, self.turn_id, "end")
+            html = await db_sync_to_async(frames.answer_frame)(self.user, self.turn_id, "end")
             await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:

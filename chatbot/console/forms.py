@@ -42,6 +42,7 @@ class ModelEndpointForm(forms.ModelForm):
             "temperature",
             "region",
             "personal_data_allowed",
+            "capable_judge",
             "tool_calling",
             "enabled",
             "options",

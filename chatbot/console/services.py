@@ -24,6 +24,7 @@ from chatbot.models import (
 from chatbot.telemetry.audit import audit_changes, audit_record
 from evaluation.datasets.regression import regression_reruns_queue
 from evaluation.datasets.services import InvalidExperiment, experiment_create
+from evaluation.finetune.gate import promotion_gate_refusal
 
 
 @transaction.atomic
@@ -57,6 +58,8 @@ def endpoint_set_default(*, endpoint: ModelEndpoint, user: User | None = None) -
     regression datasets."""
     if not endpoint.enabled:
         raise ValueError("Enable the model before making it the default.")
+    if refusal := promotion_gate_refusal(endpoint):
+        raise ValueError(refusal)
     ModelEndpoint.objects.select_for_update().filter(is_default=True).exclude(
         pk=endpoint.pk
     ).update(is_default=False)

@@ -79,6 +79,11 @@ urlpatterns = [
     path("judges/rejudge/", judges.judges_rejudge, name="judges_rejudge"),
     path("judges/<int:pk>/", judges.judge_edit, name="judge_edit"),
     path("judges/<int:pk>/toggle/", judges.judge_toggle, name="judge_toggle"),
+    path("judges/policies/", judges.judge_policies, name="judge_policies"),
+    path("judges/policies/<int:pk>/", judges.judge_policy_edit, name="judge_policy_edit"),
+    path(
+        "judges/policies/<int:pk>/delete/", judges.judge_policy_delete, name="judge_policy_delete"
+    ),
     path("abtests/", abtests.abtests_list, name="abtests"),
     path("abtests/new/", abtests.abtest_edit, name="abtest_new"),
     path("abtests/<int:pk>/", abtests.abtest_page, name="abtest"),

@@ -23,6 +23,8 @@ def local_endpoint_ensure() -> ModelEndpoint:
             "temperature": 0.2,
             "region": "on-premises",
             "options": {"stop": list(COMPLETION_STOP)},
+            # A 270M base model: it cannot grade answers (the LLM judges need a capable one).
+            "capable_judge": False,
         },
     )
     if created and not ModelEndpoint.objects.filter(is_default=True).exists():

@@ -89,10 +89,24 @@ def _fake(endpoint: EndpointConfig) -> LangchainModel:
     )
 
 
+def _local_hf(endpoint: EndpointConfig) -> LangchainModel:
+    """A Hugging Face model directory (`model_id` is its path) generated in this process; what a
+    local fine-tuning job registers (`chatbot.llm.local_hf`). Chat style only: the directory's
+    own chat template shapes the prompt."""
+    from chatbot.llm.local_hf import LocalHFChatModel
+
+    return LocalHFChatModel(
+        path=endpoint.model_id,
+        max_new_tokens=endpoint.max_output_tokens,
+        temperature=endpoint.temperature,
+    )
+
+
 PROVIDERS: dict[str, ProviderBuilder] = {
     "openai": _openai,
     "anthropic": _anthropic,
     "fake": _fake,
+    "local_hf": _local_hf,
 }
 
 # Keyed by the fields that shape the client: an edited endpoint gets a fresh one, an unchanged one reuses its

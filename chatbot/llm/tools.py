@@ -182,12 +182,13 @@ async def complete_json(
     messages: list[BaseMessage] | None,
     schema: dict[str, Any],
     usage: Usage,
+    max_tokens: int = CHOICE_MAX_TOKENS,
 ) -> str:
     """The model's raw output for a schema-constrained request: `text` for a completion-style
     endpoint, `messages` for a chat one. Parsing and validating are the caller's (it retries)."""
     kwargs: dict[str, Any] = {
         **structured_kwargs(endpoint, schema),
-        "max_tokens": CHOICE_MAX_TOKENS,
+        "max_tokens": max_tokens,
         "temperature": 0.0,
     }
     try:

@@ -17,7 +17,8 @@ from chatbot.models.datasets import (
     RewardModel,
 )
 from chatbot.models.extraction import ExtractionRun
-from chatbot.models.judges import Judge, JudgeScore
+from chatbot.models.finetune import FineTuneJob, Promotion
+from chatbot.models.judges import Judge, JudgePolicy, JudgeScore
 from chatbot.models.knowledge import Chunk, Collection, Document, Posting, Source, TermStat
 from chatbot.models.observability import (
     AlertFiring,
@@ -28,10 +29,12 @@ from chatbot.models.observability import (
     UserDay,
 )
 from chatbot.models.prompts import PromptVersion
+from chatbot.models.reports import RetrievalRollup, WeeklyReport
 from chatbot.models.retention import LegalHold, RetentionPolicy, RetentionRun
 from chatbot.models.review import FlagRule, Review, ReviewAssignment, ReviewItem
 from chatbot.models.routing import RoutingRule
 from chatbot.models.spans import Span
+from chatbot.models.synthetic import SyntheticCandidate, SyntheticRun
 from chatbot.models.tools import ClassifierVersion, ToolSetting
 
 __all__ = [
@@ -59,18 +62,22 @@ __all__ = [
     "Export",
     "ExtractionRun",
     "Feedback",
+    "FineTuneJob",
     "FlagRule",
     "GroupPolicy",
     "Judge",
+    "JudgePolicy",
     "JudgeScore",
     "LegalHold",
     "ModelEndpoint",
     "PiiPattern",
     "Posting",
+    "Promotion",
     "PromptVersion",
     "Replay",
     "RetentionPolicy",
     "RetentionRun",
+    "RetrievalRollup",
     "Review",
     "ReviewAssignment",
     "ReviewItem",
@@ -79,9 +86,12 @@ __all__ = [
     "RoutingRule",
     "Source",
     "Span",
+    "SyntheticCandidate",
+    "SyntheticRun",
     "TermStat",
     "ToolSetting",
     "Turn",
     "TurnRollup",
     "UserDay",
+    "WeeklyReport",
 ]

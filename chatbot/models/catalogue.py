@@ -12,6 +12,7 @@ class ModelEndpoint(models.Model):
         OPENAI = "openai", "OpenAI-compatible (llama.cpp, vLLM, Ollama, OpenAI)"
         ANTHROPIC = "anthropic", "Anthropic"
         FAKE = "fake", "Fake (tests and demos)"
+        LOCAL_HF = "local_hf", "Local Hugging Face model directory (transformers, in process)"
 
     class Style(models.TextChoices):
         CHAT = "chat", "Chat messages"
@@ -53,6 +54,14 @@ class ModelEndpoint(models.Model):
         verbose_name="May see personal data",
         help_text="Untick for a hosted model: names, e-mail addresses, phone numbers and the like "
         "are replaced by placeholders before anything is sent, and put back in its answer.",
+    )
+    # The LLM judges run only on a model marked capable. The bundled local model (Gemma 3 270M,
+    # a base model) cannot grade: it is seeded unticked and migration 0029 unticked it.
+    capable_judge = models.BooleanField(
+        default=True,
+        verbose_name="Capable enough to grade answers",
+        help_text="Untick for small models: the LLM judges (faithfulness, relevance, policies, "
+        "helpfulness, readability) do not run on a model without this.",
     )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)

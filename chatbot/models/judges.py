@@ -4,6 +4,10 @@ from decimal import Decimal
 
 from django.db import models
 
+# Landis and Koch's "fair" agreement: a judge under it agrees with the human reviewers little
+# better than chance (`evaluation.review.agreement`), and its failures flag nothing.
+TRUST_MIN_KAPPA = 0.4
+
 
 class Judge(models.Model):
     """One version of an automatic judge. Judges are data: editing one makes a new version
@@ -17,6 +21,17 @@ class Judge(models.Model):
         FAITHFULNESS_OVERLAP = "faithfulness_overlap", "Faithfulness (word overlap baseline)"
         RELEVANCE_LLM = "relevance_llm", "Answer relevance (LLM judge)"
         REWARD_MODEL = "reward_model", "Reward model (trained on human grades)"
+        POLICY_LLM = "policy_llm", "Policy violations (LLM judge)"
+        HELPFULNESS_LLM = "helpfulness_llm", "Helpfulness (LLM judge)"
+        READABILITY_LLM = "readability_llm", "Readability (LLM judge)"
+
+    class Trust(models.TextChoices):
+        """How far the judge agrees with human reviewers (`evaluation.review.agreement`)."""
+
+        TRUSTED = "trusted", "Trusted"
+        UNTRUSTWORTHY = "untrustworthy", "Untrustworthy"
+        TOO_FEW = "too_few", "Not enough reviews yet"
+        NO_VARIATION = "no_variation", "No disagreement to measure yet"
 
     name = models.SlugField(max_length=80)
     version = models.PositiveIntegerField(default=1)
@@ -38,6 +53,14 @@ class Judge(models.Model):
     options = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Agreement with the humans, stored so flagging reads it with the score instead of computing
+    # kappa per turn. Kept the same on every version of a name (kappa is per judge name, each
+    # reviewed turn taking its newest version's verdict); refreshed after each review and by a
+    # periodic job (`evaluation.review.agreement.judge_trust_refresh`).
+    trust_kappa = models.FloatField(null=True, blank=True)
+    trust_pairs = models.PositiveIntegerField(default=0)
+    trust_state = models.CharField(max_length=20, choices=Trust.choices, default=Trust.TOO_FEW)
+    trust_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name", "-version"]
@@ -50,7 +73,23 @@ class Judge(models.Model):
 
     @property
     def is_llm(self) -> bool:
-        return self.kind in {self.Kind.FAITHFULNESS_LLM, self.Kind.RELEVANCE_LLM}
+        return self.kind in LLM_KINDS
+
+    @property
+    def is_untrustworthy(self) -> bool:
+        return self.trust_state == self.Trust.UNTRUSTWORTHY
+
+
+# The judges that ask a model: they need a capable one (`ModelEndpoint.capable_judge`).
+LLM_KINDS = frozenset(
+    {
+        Judge.Kind.FAITHFULNESS_LLM,
+        Judge.Kind.RELEVANCE_LLM,
+        Judge.Kind.POLICY_LLM,
+        Judge.Kind.HELPFULNESS_LLM,
+        Judge.Kind.READABILITY_LLM,
+    }
+)
 
 
 class JudgeScore(models.Model):
@@ -77,6 +116,9 @@ class JudgeScore(models.Model):
     tokens_out = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0))
     duration_ms = models.FloatField(default=0)
+    # Why this failing score did not put the turn in the review queue (its judge was
+    # untrustworthy when the turn was flagged); blank when it counted.
+    flag_ignored = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -92,3 +134,20 @@ class JudgeScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.judge} on turn {self.turn_id}: {self.score}"
+
+
+class JudgePolicy(models.Model):
+    """A rule the company's answers must follow, written by an admin in plain language. The
+    policy judge asks a capable model whether an answer breaks any enabled one."""
+
+    name = models.CharField(max_length=120, unique=True)
+    rule = models.TextField(help_text="In plain language, as you would tell a new colleague.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -84,6 +84,21 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "person.export": (READ, "Exported a person's data"),
     "person.erase": (ADMIN, "Erased a person's data"),
     "archive.read": (READ, "Read a retention archive"),
+    "finetune.start": (ADMIN, "Started a fine-tuning job"),
+    "finetune.cancel": (ADMIN, "Cancelled a fine-tuning job"),
+    "finetune.promotion_start": (ADMIN, "Started the gated promotion of a fine-tuned model"),
+    "finetune.offline_verdict": (ADMIN, "A fine-tuned model's offline experiment was judged"),
+    "finetune.abtest": (ADMIN, "Set up the A/B test of a fine-tuned model"),
+    "finetune.promote": (ADMIN, "Promoted a fine-tuned model to the default"),
+    "finetune.rollback": (ADMIN, "Rolled back a fine-tuned model's promotion"),
+    "judge_policy.save": (ADMIN, "Saved a policy for the policy judge"),
+    "judge_policy.delete": (ADMIN, "Deleted a policy of the policy judge"),
+    "synthetic.generate": (ADMIN, "Started generating synthetic test questions"),
+    "synthetic.resume": (ADMIN, "Resumed a synthetic question run"),
+    "synthetic.accept": (ADMIN, "Accepted a synthetic question into a dataset"),
+    "synthetic.reject": (ADMIN, "Rejected a synthetic question"),
+    "weekly_report.recompute": (ADMIN, "Recomputed a weekly report"),
+    "weekly_report.post": (ADMIN, "Posted a weekly report to its webhook"),
 }
 
 _request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)

@@ -13,16 +13,24 @@ per rubric item.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 
 from chatbot.models import Judge, JudgeScore, Review
+from chatbot.models.judges import TRUST_MIN_KAPPA
+
+logger = logging.getLogger(__name__)
 
 RUBRIC: tuple[str, ...] = Review.RUBRIC
 MIN_PAIRS = 5
@@ -38,6 +46,9 @@ JUDGE_RUBRIC: dict[str, tuple[str, ...]] = {
     Judge.Kind.TOXICITY: ("tone", "safety"),
     Judge.Kind.PII: ("safety",),
     Judge.Kind.FORMAT: ("completeness",),
+    Judge.Kind.POLICY_LLM: ("safety",),
+    Judge.Kind.HELPFULNESS_LLM: ("completeness",),
+    Judge.Kind.READABILITY_LLM: ("tone",),
     # Trained on the humans' overall verdict, so it is held against every rubric item.
     Judge.Kind.REWARD_MODEL: RUBRIC,
 }
@@ -121,21 +132,29 @@ def _reviewer_row(reviews: list[Review]) -> tuple[Row, int]:
     return row, len(pairs)
 
 
-def _judge_rows(reviews: list[Review]) -> list[Row]:
-    turn_ids = {r.turn_id for r in reviews}
+def _verdicts(
+    turn_ids: Iterable[int] | QuerySet[Any, Any],
+) -> tuple[dict[str, dict[int, bool]], dict[str, str]]:
+    """judge name -> turn id -> passed, each turn's newest scoring version; and each name's kind.
+    `turn_ids` is a collection or a subquery of turn ids."""
     scores = (
         JudgeScore.objects.filter(
             turn_id__in=turn_ids, status=JudgeScore.Status.DONE, passed__isnull=False
         )
-        .select_related("judge")
         .order_by("judge__name", "turn_id", "-judge__version")
+        .values_list("judge__name", "judge__kind", "turn_id", "passed")
     )
-    # judge name -> turn id -> passed, newest version first (kept by setdefault).
     verdicts: dict[str, dict[int, bool]] = defaultdict(dict)
     kinds: dict[str, str] = {}
-    for score in scores:
-        kinds.setdefault(score.judge.name, score.judge.kind)
-        verdicts[score.judge.name].setdefault(score.turn_id, bool(score.passed))
+    for name, kind, turn_id, passed in scores:
+        kinds.setdefault(name, kind)
+        # Newest version first: setdefault keeps it.
+        verdicts[name].setdefault(turn_id, bool(passed))
+    return verdicts, kinds
+
+
+def _judge_rows(reviews: list[Review]) -> list[Row]:
+    verdicts, kinds = _verdicts({r.turn_id for r in reviews})
     rows = []
     for name in sorted(verdicts):
         row = Row(f"Judge {name} vs humans")
@@ -161,3 +180,111 @@ def agreement_report() -> Report:
         reviews=len(reviews),
         mapping=mapping,
     )
+
+
+# --- trust: may a judge's verdicts put answers in front of reviewers? ----------------------------
+
+# A kappa from 5 pairs (the agreement page's minimum) swings by +-0.4 with one disagreement more;
+# a judge is only called untrustworthy, and kept out of flagging, on at least this many reviews.
+TRUST_MIN_PAIRS = 20
+Trust = Judge.Trust
+
+
+@dataclass(frozen=True)
+class JudgeTrust:
+    """One judge's (by name, all versions) agreement with human reviews on the rubric items it
+    speaks to: the human says pass when every one of those items is graded 4 or 5."""
+
+    name: str
+    kind: str
+    items: tuple[str, ...]
+    kappa: float | None
+    pairs: int
+    state: str
+
+    @property
+    def state_label(self) -> str:
+        return Trust(self.state).label
+
+    @property
+    def trusted_for_flagging(self) -> bool:
+        return self.state != Trust.UNTRUSTWORTHY
+
+    @property
+    def note(self) -> str:
+        return trust_note(self.state, self.kappa, self.pairs)
+
+
+def trust_note(state: str, kappa_value: float | None, pairs: int) -> str:
+    """The state in words, with the figures it rests on."""
+    k = f"κ {kappa_value:.2f}" if kappa_value is not None else "κ n/a"
+    reviews = f"{pairs} review{'s' if pairs != 1 else ''}"
+    if state == Trust.TRUSTED:
+        return f"Trusted: {k} against humans on {reviews}."
+    if state == Trust.UNTRUSTWORTHY:
+        return (
+            f"Untrustworthy: {k} against humans on {reviews}, under {TRUST_MIN_KAPPA:g}; "
+            "its failures do not flag answers until it improves."
+        )
+    if state == Trust.NO_VARIATION:
+        return (
+            f"No disagreement to measure yet: on {reviews}, the humans or the judge gave one "
+            "verdict throughout, so κ is not defined."
+        )
+    have = f" ({k} so far)" if kappa_value is not None else ""
+    return f"Not enough reviews yet: {pairs} of {TRUST_MIN_PAIRS}{have}."
+
+
+def _trust_state(value: Kappa) -> str:
+    if value.pairs < TRUST_MIN_PAIRS:
+        return Trust.TOO_FEW
+    if value.value is None:
+        return Trust.NO_VARIATION
+    return Trust.TRUSTED if value.value >= TRUST_MIN_KAPPA else Trust.UNTRUSTWORTHY
+
+
+def judge_trust_all() -> list[JudgeTrust]:
+    """Every judge's agreement with the humans, computed now from all reviews (two queries), in
+    name order; judges no reviewed turn has scored are listed with 0 pairs. For the console and
+    the weekly report; flagging reads the stored copy (`judge_trust_refresh`)."""
+    reviews = list(Review.objects.order_by("pk").values_list("turn_id", *RUBRIC))
+    verdicts, _ = _verdicts(Review.objects.values("turn_id"))
+    kinds = dict(Judge.objects.order_by("name", "-version").values_list("name", "kind"))
+    result = []
+    for name, kind in sorted(kinds.items()):
+        items = JUDGE_RUBRIC.get(kind, RUBRIC)
+        indexes = [RUBRIC.index(item) + 1 for item in items]
+        judged = verdicts.get(name, {})
+        pairs = [
+            (all(row[i] >= HUMAN_PASS for i in indexes), judged[row[0]])
+            for row in reviews
+            if row[0] in judged
+        ]
+        value = kappa([h for h, _ in pairs], [m for _, m in pairs])
+        result.append(
+            JudgeTrust(
+                name=name, kind=kind, items=items, kappa=value.value, pairs=len(pairs),
+                state=_trust_state(value),
+            )
+        )  # fmt: skip
+    return result
+
+
+def judge_trust_refresh() -> list[JudgeTrust]:
+    """Compute every judge's trust and store it on its versions, where flagging reads it. Safe
+    to run any number of times; a judge whose state changes is logged."""
+    trusts = judge_trust_all()
+    now = timezone.now()
+    before = dict(Judge.objects.values_list("name", "trust_state"))
+    with transaction.atomic():
+        for trust in trusts:
+            Judge.objects.filter(name=trust.name).update(
+                trust_kappa=trust.kappa,
+                trust_pairs=trust.pairs,
+                trust_state=trust.state,
+                trust_checked_at=now,
+            )
+    for trust in trusts:
+        if before.get(trust.name) != trust.state:
+            logger.info("judge %s: %s", trust.name, trust.note)
+    return trusts

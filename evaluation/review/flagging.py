@@ -16,6 +16,7 @@ from typing import Any
 from django.db import transaction
 
 from chatbot.models import Escalation, Feedback, FlagRule, JudgeScore, ReviewItem, Turn
+from chatbot.models.judges import TRUST_MIN_KAPPA
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +61,9 @@ def _matches(turn: Turn, rules: list[FlagRule]) -> list[Match]:
         downs = Feedback.objects.filter(turn=turn, rating=Feedback.Rating.DOWN).count()
     escalated = FlagRule.Kind.ESCALATION in kinds and Escalation.objects.filter(turn=turn).exists()
     failing: list[JudgeScore] = []
+    ignored: list[JudgeScore] = []
     if FlagRule.Kind.JUDGE_BELOW in kinds:
-        failing = list(
-            JudgeScore.objects.filter(turn=turn, status=JudgeScore.Status.DONE, passed=False)
-            .select_related("judge")
-            .order_by("judge__name", "-judge__version")
-        )
+        failing, ignored = _failing_scores(turn)
 
     found: list[Match] = []
     for rule in rules:
@@ -90,8 +88,48 @@ def _matches(turn: Turn, rules: list[FlagRule]) -> list[Match]:
                     for s in under
                     if s.score is not None
                 )
+                skipped = [
+                    s for s in ignored if not rule.judge_name or s.judge.name == rule.judge_name
+                ]
+                if skipped:
+                    words += "; not counted, untrustworthy: " + ", ".join(
+                        str(s.judge) for s in skipped
+                    )
                 found.append(Match(rule, f"Judge under threshold: {words}"))
     return found
+
+
+def _failing_scores(turn: Turn) -> tuple[list[JudgeScore], list[JudgeScore]]:
+    """The turn's failing scores that may flag it, and those that may not: a judge the humans
+    found untrustworthy (kappa under 0.4, `agreement.judge_trust_refresh`) flags nothing until it
+    improves. Each score records why it was not counted, or that it counts again; the stored
+    trust comes with the score's judge, so this adds no query per judge."""
+    failing = list(
+        JudgeScore.objects.filter(turn=turn, status=JudgeScore.Status.DONE, passed=False)
+        .select_related("judge")
+        .order_by("judge__name", "-judge__version")
+    )
+    counted: list[JudgeScore] = []
+    ignored: list[JudgeScore] = []
+    for score in failing:
+        judge = score.judge
+        note = ""
+        if judge.is_untrustworthy:
+            ignored.append(score)
+            kappa = f"{judge.trust_kappa:.2f}" if judge.trust_kappa is not None else "n/a"
+            note = (
+                f"Not used to flag: {judge.name} was untrustworthy (κ {kappa} against humans "
+                f"on {judge.trust_pairs} reviews, under {TRUST_MIN_KAPPA:g})."
+            )
+        else:
+            counted.append(score)
+        if note and score.flag_ignored != note:
+            JudgeScore.objects.filter(pk=score.pk).update(flag_ignored=note)
+            score.flag_ignored = note
+    # Trusted again: the score counts on this run, so its old note no longer holds.
+    if any(s.flag_ignored for s in counted):
+        JudgeScore.objects.filter(pk__in=[s.pk for s in counted]).update(flag_ignored="")
+    return counted, ignored
 
 
 @transaction.atomic

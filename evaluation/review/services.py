@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from chatbot.jobs import job_submit_on_commit
 from chatbot.models import FlagRule, Judge, Review, ReviewAssignment, ReviewItem
 from chatbot.telemetry.audit import audit_changes, audit_record
 from evaluation.review import selectors
@@ -195,6 +196,8 @@ def review_submit(
             item.status = ReviewItem.Status.DONE
             item.done_at = timezone.now()
             item.save(update_fields=["status", "done_at"])
+        # A new human grade may move a judge's agreement across the line that lets it flag.
+        job_submit_on_commit("evaluation.judge_trust_refresh")
     assignment.refresh_from_db()
     return review
 

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
 from chatbot.chat import selectors as chat_selectors
-from observability import dashboard
+from observability import dashboard, drift
 from observability.forms import DashboardFilterForm
 from observability.rollups import Filters
 
@@ -43,8 +43,11 @@ def index(request: HttpRequest) -> HttpResponse:
     }
     if not form.is_valid():
         return render(request, "dashboard/index.html", context, status=400)
-    board = dashboard.dashboard_build(_filters(form))
+    filters = _filters(form)
+    board = dashboard.dashboard_build(filters)
     context.update(
+        # Week over week up to the last day shown; other filters do not apply to retrieval.
+        drift=drift.drift_panel(end=filters.end, collection_id=filters.collection_id),
         board=board,
         total=board.total,
         chart_data=board.chart_data(),

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,7 +25,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def daphne_running(port: int, *, log_name: str = "bench-daphne.log") -> Iterator[None]:
+def daphne_running(
+    port: int, *, log_name: str = "bench-daphne.log", env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """daphne on 127.0.0.1:`port` until the block ends; yields its process. `env` adds to (or
+    overrides) the environment it inherits."""
     log = Path(settings.VAR_DIR) / "log" / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -35,7 +39,7 @@ def daphne_running(port: int, *, log_name: str = "bench-daphne.log") -> Iterator
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             # A benchmark sends far more than a person's RATE_LIMIT_PER_MINUTE on purpose; the
             # limit's check (one Redis call) still runs, only its figure is lifted.
-            env={**os.environ, "RATE_LIMIT_PER_MINUTE": os.environ.get("RATE_LIMIT_PER_MINUTE", "1000000")},
+            env={**os.environ, "RATE_LIMIT_PER_MINUTE": os.environ.get("RATE_LIMIT_PER_MINUTE", "1000000"), **(env or {})},
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -43,7 +47,7 @@ def daphne_running(port: int, *, log_name: str = "bench-daphne.log") -> Iterator
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"daphne did not start; see {log}")
             time.sleep(0.1)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(10)

@@ -40,10 +40,10 @@ def test_it_seeds_the_built_in_judges_once_with_llm_judges_off(
     assert [j.pk for j in again] == [j.pk for j in sorted(judges.values(), key=lambda j: j.name)]
     assert set(judges) == {
         "toxicity", "pii", "format", "faithfulness-overlap", "faithfulness-llm", "relevance-llm",
-        "reward-model",
+        "reward-model", "policy-llm", "helpfulness-llm", "readability-llm",
     }  # fmt: skip
-    assert Judge.objects.count() == 7
-    assert not judges["faithfulness-llm"].enabled and not judges["relevance-llm"].enabled
+    assert Judge.objects.count() == 10
+    assert not any(j.enabled for j in judges.values() if j.is_llm)
     assert all(j.version == 1 and j.scale == "0-1" for j in judges.values())
 
 
@@ -344,4 +344,4 @@ def test_it_seeds_the_judges_in_bootstrap(db: None) -> None:
     call_command("bootstrap", stdout=out)
 
     assert "judges: faithfulness-llm v1 (off), faithfulness-overlap v1, format v1" in out.getvalue()
-    assert Judge.objects.count() == 7
+    assert Judge.objects.count() == 10

@@ -1,0 +1,85 @@
+"""Database work from async code (the chat socket, streaming API views, the turn loop) on a
+bounded set of threads, so the number of Postgres connections does not grow with the answers
+streaming at once.
+
+asgiref's `sync_to_async` is thread-sensitive by default. Outside an HTTP request (every websocket
+consumer) that means ONE thread for the whole process: answers starting together queue behind each
+other's queries (tests/benchmarks/bench_streams.py measured time to first token 0.9 s with 20
+sockets asking at once, 20 s with 200), and daphne closed websocket handshakes that waited longer
+than its connect timeout. Inside an HTTP request it means a thread of that request's own, which
+opens a connection of its own: 200 streamed API answers asked at once opened up to 198 of the
+embedded server's 200, and some requests failed with "too many clients".
+
+`db_sync_to_async` runs the call on one of `DB_THREADS` threads shared by the process instead
+(with it, 500 answers at once held at most 11 connections, over websockets or the API).
+Each keeps its connection between calls (CONN_MAX_AGE), so this work holds at most DB_THREADS
+connections however many answers stream; a connection past its age or broken is closed around
+each call, as channels' `database_sync_to_async` does. Use it for calls that are complete in
+themselves (no transaction or thread-local state carried from one call to the next): reads, and
+writes that commit. `request_connection_release` gives back the connection an HTTP request's own
+thread opened (the API key check) before the request goes on to stream for seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=settings.DB_THREADS, thread_name_prefix="db")
+
+
+# A forked child (a server started by fork, a test's live server) inherits the executor but not
+# its threads: every call would wait forever. It starts a pool of its own on first use instead.
+os.register_at_fork(after_in_child=_executor.cache_clear)
+
+
+class _DatabaseHop(SyncToAsync[P, R]):
+    def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return super().thread_handler(loop, *args, **kwargs)
+        finally:
+            close_old_connections()
+
+
+def db_sync_to_async(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`func` as a coroutine function that runs on the process's database threads, unless a
+    synchronous caller waits above (`async_to_sync`: a Celery task, a replay, Django's sync test
+    client): then on that caller's thread, as `sync_to_async` would, inside its transaction."""
+    hop = _DatabaseHop(func, thread_sensitive=False, executor=_executor())
+    inline = sync_to_async(func)
+
+    @functools.wraps(func)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        # asgiref's own test for "a sync thread above" (SyncToAsync.__call__ makes it too).
+        if getattr(AsyncToSync.executors, "current", None) is not None:
+            return await inline(*args, **kwargs)
+        return await hop(*args, **kwargs)
+
+    return call
+
+
+def _release() -> None:
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
+
+
+async def request_connection_release() -> None:
+    """Close the connections of the current HTTP request's thread (none inside a transaction).
+    Under ASGI every request runs its sync code on a thread of its own, so no later request could
+    reuse them anyway."""
+    await sync_to_async(_release)()
