@@ -17,6 +17,7 @@ urlpatterns = [
     path("alerts/<int:pk>/", alerts.edit, name="alert_edit"),
     path("alerts/<int:pk>/<slug:action>/", alerts.action, name="alert_action"),
     path("weekly/", weekly.index, name="weekly"),
+    path("weekly/run/", weekly.run_now, name="weekly_run"),
     path("weekly/<str:week_start>/", weekly.detail, name="weekly_report"),
     path("weekly/<str:week_start>/<slug:action>/", weekly.action, name="weekly_action"),
 ]

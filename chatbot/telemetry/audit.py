@@ -99,6 +99,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "synthetic.reject": (ADMIN, "Rejected a synthetic question"),
     "weekly_report.recompute": (ADMIN, "Recomputed a weekly report"),
     "weekly_report.post": (ADMIN, "Posted a weekly report to its webhook"),
+    "weekly_report.run": (ADMIN, "Asked for the missing weekly reports now"),
 }
 
 _request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)

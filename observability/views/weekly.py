@@ -14,11 +14,14 @@ from django.views.decorators.http import require_POST
 
 from chatbot.accounts import roles
 from chatbot.accounts.access import permission_required
+from chatbot.jobs import QUEUE_UNAVAILABLE, job_submit, jobs_watch
 from chatbot.models import WeeklyReport
+from chatbot.telemetry.audit import audit_record
 from observability import weekly
 from observability.weekly_text import CHANGES, GROUPS, HEADLINE, headline, rows
 
 PAGE_SIZE = 26
+RUN_TASK = "observability.weekly_reports_run"
 
 
 def _report(week_start: str) -> WeeklyReport:
@@ -46,8 +49,27 @@ def index(request: HttpRequest) -> HttpResponse:
         "schedule_weeks": settings.WEEKLY_REPORT_BACKFILL_WEEKS,
         "time_zone": settings.TIME_ZONE,
         "webhook_set": bool(settings.WEEKLY_REPORT_WEBHOOK_URL),
+        "can_manage": request.user.has_perm(roles.MANAGE_SETTINGS),
     }
     return render(request, "dashboard/weekly.html", context)
+
+
+@require_POST
+@permission_required(roles.MANAGE_SETTINGS)
+def run_now(request: HttpRequest) -> HttpResponse:
+    """What the Monday job does (the week just ended, and missing weeks before it), now, in the
+    background: it recomputes the weeks' rollup hours first, which can take a while."""
+    with jobs_watch() as submitted:
+        job_submit(RUN_TASK)
+    audit_record("weekly_report.run", details={"queued": submitted.all_sent})
+    if submitted.all_sent:
+        messages.success(
+            request,
+            "Computing the missing weekly reports in the background: reload in a minute.",
+        )
+    else:
+        messages.warning(request, QUEUE_UNAVAILABLE)
+    return redirect("dashboard:weekly")
 
 
 @permission_required(roles.VIEW_DASHBOARD)

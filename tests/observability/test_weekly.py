@@ -354,7 +354,24 @@ def test_it_refuses_what_a_role_may_not_do(weeks, cast, client_as, who) -> None:
         assert client.get("/dashboard/weekly/2026-03-09/").status_code == 403
     assert client.post("/dashboard/weekly/2026-03-09/recompute/").status_code == 403
     assert client.post("/dashboard/weekly/2026-03-09/post/").status_code == 403
+    assert client.post("/dashboard/weekly/run/").status_code == 403
     assert not AuditEntry.objects.filter(action__startswith="weekly_report.").exists()
+
+
+@pytest.mark.django_db
+def test_an_admin_can_ask_for_the_missing_reports_now(weeks, cast, client_as) -> None:
+    client = client_as(cast["adam"])
+    page = client.get("/dashboard/weekly/").content.decode()
+    assert "No weekly report yet" in page and "Compute missing reports now" in page
+    assert (
+        "Compute missing reports now"
+        not in client_as(cast["rita"]).get("/dashboard/weekly/").content.decode()
+    ), "a reader of the dashboard sees no button"
+
+    response = client.post("/dashboard/weekly/run/", follow=True)
+    assert "Computing the missing weekly reports in the background" in response.content.decode()
+    entry = AuditEntry.objects.get(action="weekly_report.run")
+    assert entry.actor_id == cast["adam"].pk and entry.details == {"queued": True}
 
 
 @pytest.mark.django_db
