@@ -238,14 +238,9 @@ BREAKDOWN_SUMS = ("turns", "tokens_in", "tokens_out", "cost")
 _FLOAT_SUMS = {"cost", "saved_cost", "ttft_sum_ms", "total_sum_ms"}
 
 
-def rollup_all(filters: Filters) -> dict[str, dict[Any, dict[str, Any]]]:
-    """The same totals from the hourly rollups, in two scans of the rows in the date range: every
-    sum per day (the total is their sum), and the few sums the breakdowns show per model and per
-    group. (One GROUPING SETS pass with every sum for every set costs about three times more.)"""
-    keys = filters.keys()
-    where = " AND ".join(f"r.{name} = %({name})s" for name in keys) or "true"
-    where = f"r.hour >= %(start)s AND r.hour < %(end)s AND {where}"
-    params = {"start": filters.start_at, "end": filters.end_at, **keys}
+def rollup_sum_columns() -> list[str]:
+    """The SELECT list summing every rollup column (`r`: the rollup table): each sum, and each
+    latency histogram cell by cell."""
     sums = [
         f"coalesce(sum(r.{name}), 0){'' if name in _FLOAT_SUMS else '::bigint'} AS {name}"
         for name in SUMS
@@ -255,6 +250,18 @@ def rollup_all(filters: Filters) -> dict[str, dict[Any, dict[str, Any]]]:
             f"coalesce(sum(r.{histogram}[{k + 1}]), 0)" for k in range(len(LATENCY_BOUNDS) + 1)
         )
         sums.append(f"ARRAY[{cells}]::bigint[] AS {histogram}")
+    return sums
+
+
+def rollup_all(filters: Filters) -> dict[str, dict[Any, dict[str, Any]]]:
+    """The same totals from the hourly rollups, in two scans of the rows in the date range: every
+    sum per day (the total is their sum), and the few sums the breakdowns show per model and per
+    group. (One GROUPING SETS pass with every sum for every set costs about three times more.)"""
+    keys = filters.keys()
+    where = " AND ".join(f"r.{name} = %({name})s" for name in keys) or "true"
+    where = f"r.hour >= %(start)s AND r.hour < %(end)s AND {where}"
+    params = {"start": filters.start_at, "end": filters.end_at, **keys}
+    sums = rollup_sum_columns()
     table = table_name(TurnRollup)
     result: dict[str, dict[Any, dict[str, Any]]] = {name: {} for name in GROUPINGS.values()}
     with connection.cursor() as cursor:

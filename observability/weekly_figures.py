@@ -33,11 +33,11 @@ from observability.dashboard import derive
 from observability.facts import (
     FINISHED,
     HISTOGRAMS,
-    LATENCY_BOUNDS,
     SUMS,
     empty_totals,
     table_name,
 )
+from observability.rollups import rollup_sum_columns
 from observability.weekly_text import CHANGES
 
 logger = logging.getLogger(__name__)
@@ -68,20 +68,10 @@ def last_finished_week(now: datetime | None = None) -> date:
 
 # --- the figures -----------------------------------------------------------------------------------
 
-_FLOAT_SUMS = {"cost", "saved_cost", "ttft_sum_ms", "total_sum_ms"}
-
 
 def _turn_sums(start: datetime, end: datetime) -> dict[int | None, dict[str, Any]]:
     """The rollup sums of [start, end) per endpoint, in one indexed range read."""
-    sums = [
-        f"coalesce(sum(r.{name}), 0){'' if name in _FLOAT_SUMS else '::bigint'} AS {name}"
-        for name in SUMS
-    ]
-    for histogram in HISTOGRAMS:
-        cells = ", ".join(
-            f"coalesce(sum(r.{histogram}[{k + 1}]), 0)" for k in range(len(LATENCY_BOUNDS) + 1)
-        )
-        sums.append(f"ARRAY[{cells}]::bigint[] AS {histogram}")
+    sums = rollup_sum_columns()
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT r.endpoint_id, {', '.join(sums)} FROM {table_name(TurnRollup)} r"  # noqa: S608

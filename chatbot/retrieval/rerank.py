@@ -43,7 +43,6 @@ RERANKER_PATH = WEIGHTS_DIR / "reranker.json"
 # fewer where the legs agree). The first 30 of the fusion used to be the pool; on unseen articles
 # the dense leg's many near misses crowded the full-text leg's finds out of it (README).
 RERANK_LEG_DEPTH = 15
-RERANK_DEPTH = 2 * RERANK_LEG_DEPTH
 _RRF_K = 60
 
 # What each candidate is described by; the model reads each of these twice (below).
