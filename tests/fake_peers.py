@@ -14,12 +14,18 @@ Handler = Callable[[str, dict[str, Any]], tuple[Any, ...]]
 
 
 @contextmanager
-def fake_peer(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def fake_peer(
+    handler: Handler, *, keep_alive: bool = False
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Serve `handler(path, json_body) -> (status, chunks, content_type[, headers])` for POST and
-    GET (body {}); yield (base URL, requests seen)."""
+    GET (body {}); yield (base URL, requests seen). `keep_alive` speaks HTTP/1.1 and keeps the
+    connection open after each response (its body sent whole, with its length), as real model
+    servers do; otherwise HTTP/1.0, one connection per request, each chunk as it comes."""
     seen: list[dict[str, Any]] = []
 
     class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_GET(self) -> None:
             self._serve("GET")
 
@@ -38,8 +44,12 @@ def fake_peer(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
                 {"method": method, "path": self.path, "body": body, "raw": raw, "headers": headers}
             )
             status, chunks, content_type, *extra = handler(self.path, body)
+            if keep_alive:
+                chunks = [b"".join(chunks)]
             self.send_response(status)
             self.send_header("Content-Type", content_type)
+            if keep_alive:
+                self.send_header("Content-Length", str(len(chunks[0])))
             for name, value in (extra[0] if extra else {}).items():
                 self.send_header(name, value)
             self.end_headers()
@@ -53,7 +63,13 @@ def fake_peer(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    class _Server(ThreadingHTTPServer):
+        # Tests ask many answers at once: a backlog of 5 (the default) made the kernel drop
+        # connection attempts and the client wait a second to retry.
+        request_queue_size = 128
+        daemon_threads = True
+
+    server = _Server(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

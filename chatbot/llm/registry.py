@@ -7,8 +7,10 @@ completion style), so the streaming code below has a single path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -34,7 +36,15 @@ def _api_key(endpoint: EndpointConfig, *, required: bool) -> str:
     return "not-needed"
 
 
+# langchain-openai and langchain-anthropic otherwise share one process-wide httpx client per base
+# URL (an lru_cache), whose pooled connections belong to the event loop that opened them: against a
+# keep-alive server (llama.cpp, vLLM, any API) every other call made from a new loop (a Celery task
+# through async_to_sync) failed with "Event loop is closed". Each model object gets a client of its
+# own instead; `model_for` keeps one model object per loop, so one client per loop.
+
+
 def _openai(endpoint: EndpointConfig) -> LangchainModel:
+    import openai
     from langchain_openai import ChatOpenAI, OpenAI
 
     common: dict[str, Any] = {
@@ -46,6 +56,9 @@ def _openai(endpoint: EndpointConfig) -> LangchainModel:
         "timeout": settings.MODEL_REQUEST_TIMEOUT_S,
         # Retries hide an outage behind a long wait; the turn records the failure instead.
         "max_retries": 0,
+        "http_async_client": openai.DefaultAsyncHttpxClient(
+            timeout=settings.MODEL_REQUEST_TIMEOUT_S
+        ),
     }
     if endpoint.style == "completion":
         stop = endpoint.options.get("stop", list(COMPLETION_STOP))
@@ -53,9 +66,24 @@ def _openai(endpoint: EndpointConfig) -> LangchainModel:
     return ChatOpenAI(**common, streaming=True, stream_usage=True)
 
 
-def _anthropic(endpoint: EndpointConfig) -> LangchainModel:
+@functools.cache
+def _anthropic_class() -> type[BaseChatModel]:
+    import anthropic
     from langchain_anthropic import ChatAnthropic
 
+    class LoopChatAnthropic(ChatAnthropic):
+        """ChatAnthropic with an httpx client of its own (see above)."""
+
+        @cached_property
+        def _async_client(self) -> anthropic.AsyncClient:
+            params = self._client_params
+            http = anthropic.DefaultAsyncHttpxClient(timeout=settings.MODEL_REQUEST_TIMEOUT_S)
+            return anthropic.AsyncClient(**params, http_client=http)
+
+    return LoopChatAnthropic
+
+
+def _anthropic(endpoint: EndpointConfig) -> LangchainModel:
     kwargs: dict[str, Any] = {
         "model": endpoint.model_id,
         "api_key": _api_key(endpoint, required=True),
@@ -67,7 +95,7 @@ def _anthropic(endpoint: EndpointConfig) -> LangchainModel:
     }
     if endpoint.base_url:
         kwargs["base_url"] = endpoint.base_url
-    return ChatAnthropic(**kwargs)
+    return _anthropic_class()(**kwargs)
 
 
 def _fake(endpoint: EndpointConfig) -> LangchainModel:

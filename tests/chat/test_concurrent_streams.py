@@ -93,6 +93,11 @@ def _peer_endpoint(url: str) -> None:
     )
 
 
+def _plain(frame: str) -> str:
+    """A frame's words without its markup, so a failure says what the page said."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", frame)).split())
+
+
 async def _ask_and_read(user: User, number: int) -> list[int]:
     conversation = await sync_to_async(services.conversation_create)(owner=user)
     cookie = await sync_to_async(_cookie)(user)
@@ -111,7 +116,7 @@ async def _ask_and_read(user: User, number: int) -> list[int]:
             elif 'data-frame="end"' in frame:
                 return numbers
             else:
-                assert 'data-frame="start"' in frame, f"unexpected frame: {frame[:200]}"
+                assert 'data-frame="start"' in frame, f"unexpected frame: {_plain(frame)}"
     finally:
         await socket.disconnect(timeout=TIMEOUT)
 
