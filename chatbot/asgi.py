@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django, websockets through Channels consumers."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
@@ -34,3 +35,8 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Everything loaded so far (Django, the models, the embedding model when warmed) lives as long as
+# the process: out of the collector's sight, a full collection no longer walks those hundreds of
+# thousands of objects (measured: one took 488 ms, a pause in every answer streaming).
+gc.freeze()

@@ -12,6 +12,7 @@ without a thread hop. The evaluation itself is `chatbot.llm.routing.route_plan`.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -158,12 +159,17 @@ def _usage_today(user_id: int, names: Iterable[str]) -> dict[str, GroupUsage]:
     return {name: GroupUsage(int(used), Decimal(spent)) for name, used, spent in rows}
 
 
-def _catalogue_and_rules() -> _Catalogue:
+@functools.cache
+def _catalogue_statement() -> tuple[str, tuple[Any, ...]]:
     """The enabled catalogue and the enabled rules in one statement, as the plain choice reads
     the catalogue alone: this runs before every model call. The rules ride on each catalogue row
     as an uncorrelated subquery, which Postgres runs once; so do the collections and groups that
     limit regions, and the PII patterns. (No enabled model: no rules either, and nothing to
-    route to.)"""
+    route to.)
+
+    Compiled once per process: the statement never changes, and Django took about 5.5 ms to
+    build it (four JSON subqueries, relabelled and copied) against well under 1 ms for Postgres to
+    run it, on the path of every answer's first token."""
     rules = (
         RoutingRule.objects.filter(enabled=True)
         .order_by("order", "pk")
@@ -193,7 +199,7 @@ def _catalogue_and_rules() -> _Catalogue:
         .order_by("entity")
         .values(row=JSONObject(entity="entity", regex="regex", context="context"))
     )
-    rows = list(
+    statement = (
         ModelEndpoint.objects.filter(enabled=True)
         .order_by("name")
         .annotate(
@@ -203,6 +209,16 @@ def _catalogue_and_rules() -> _Catalogue:
             pii_patterns=ArraySubquery(patterns),
         )
     )
+    sql, params = statement.query.sql_with_params()
+    return sql, tuple(params)
+
+
+def _catalogue_and_rules() -> _Catalogue:
+    """The enabled catalogue, its rules, the region limits and the PII patterns (one statement,
+    `_catalogue_statement`)."""
+    sql, params = _catalogue_statement()
+    # The four arrays come back as attributes of each row (jsonb text or decoded: `_rows`).
+    rows: list[Any] = list(ModelEndpoint.objects.raw(sql, params))
     default_id = next((e.pk for e in rows if e.is_default), None)
     first = rows[0] if rows else None
     specs = tuple(RuleSpec.from_row(r) for r in _rows(first and first.routing_rules))

@@ -77,7 +77,7 @@ from chatbot.accounts.services import api_key_create, roles_ensure  # noqa: E402
 from chatbot.agent.grounding import assistant_settings  # noqa: E402
 from chatbot.models import AssistantSettings, Conversation, ModelEndpoint, Turn  # noqa: E402
 from chatbot.runtime.embedded import ensure_services, port_open  # noqa: E402
-from tests.benchmarks.servers import daphne_running, free_port  # noqa: E402
+from tests.benchmarks.servers import daphne_running, free_port, production_env  # noqa: E402
 
 BENCH_DB = "bench_streams"
 HOME_DB = settings.DATABASES["default"]["NAME"]
@@ -221,25 +221,13 @@ def peer_running(port: int, interval_ms: float) -> Iterator[str]:
 
 
 def _daphne_env() -> dict[str, str]:
-    """Production-like: DEBUG off (so no query log grows), with what plain-HTTP loopback needs."""
-    host, port = settings.DATABASES["default"]["HOST"], settings.DATABASES["default"]["PORT"]
-    user = settings.DATABASES["default"]["USER"]
-    redis_base = settings.REDIS_URL.rsplit("/", 1)[0]
+    """Production-like (`servers.production_env`), on this benchmark's database and Redis."""
     return {
-        "DEBUG": "0",
-        # Sessions are signed: daphne must read the ones this process wrote.
-        "SECRET_KEY": settings.SECRET_KEY,
-        "SECURE_SSL_REDIRECT": "0",
-        "SESSION_COOKIE_SECURE": "0",
-        "CSRF_COOKIE_SECURE": "0",
-        "SECURE_PROXY_SSL_HEADER": "",
-        "DATABASE_URL": f"postgres://{user}:@{host}:{port}/{BENCH_DB}",
-        "REDIS_URL": f"{redis_base}/{REDIS_DB}",
+        **production_env(database=BENCH_DB, redis_db=REDIS_DB),
         # The product's own limits, not the lifted figure other benchmarks use.
         "RATE_LIMIT_PER_MINUTE": str(settings.RATE_LIMIT_PER_MINUTE),
         # No question is embedded here (grounding and the cache are off).
         "EMBEDDINGS_WARM_ON_START": "0",
-        "LOG_LEVEL": "WARNING",
     }
 
 

@@ -1,6 +1,6 @@
-"""Time to first token: our websocket stack versus the same model server called directly.
+"""Time to first token: our websocket stack (or our /v1 API) versus the same model server directly.
 
-    .venv/bin/python tests/benchmarks/bench_ttft.py [--rounds 30]
+    .venv/bin/python tests/benchmarks/bench_ttft.py [--rounds 30] [--v1]
 
 Uses the dev database (embedded services) and the local model server (reused when it answers at
 settings.LOCAL_MODEL_URL, else started). Starts daphne on a free port, logs in through the login form
@@ -17,6 +17,13 @@ base (deploy/demo-kb) when missing and sets grounding to "preferred" for its dur
 question reaches the model (a "don't know" answer would skip it and flatter our figure).
 Both drain the whole answer, so each request starts on an idle model server, and another question
 is sent before each measured one so neither side finds its question in the server's prompt cache.
+
+`--v1` measures our OpenAI-compatible API instead, as a program calls it: grounding and the answer
+cache off for the run (so the turn sends the caller's messages, as a gateway would), and
+  ours:     POST /v1/chat/completions with stream=true and the benchmark agent's API key
+            (Authorization: Bearer), time to the first SSE chunk whose delta has content;
+  baseline: the prompt our stack rendered from those messages, POSTed to the model server as above.
+The connection to daphne is kept alive between rounds, as a client's connection pool does.
 """
 
 from __future__ import annotations
@@ -50,16 +57,18 @@ from websockets.asyncio.client import connect  # noqa: E402
 from websockets.typing import Origin  # noqa: E402
 
 from chatbot.accounts.roles import AGENT  # noqa: E402
-from chatbot.accounts.services import user_create  # noqa: E402
+from chatbot.accounts.services import api_key_create, user_create  # noqa: E402
 from chatbot.agent.grounding import assistant_settings  # noqa: E402
 from chatbot.agent.prepare import prompt_for_turn  # noqa: E402
 from chatbot.agent.turn import _prepare  # noqa: E402
+from chatbot.api.openai_schemas import ChatMessageIn, prompt_from  # noqa: E402
 from chatbot.chat import services  # noqa: E402
 from chatbot.knowledge.demo import demo_knowledge_ensure  # noqa: E402
 from chatbot.knowledge.ingest import source_ingest  # noqa: E402
 from chatbot.llm.catalogue import local_endpoint_ensure  # noqa: E402
 from chatbot.llm.prompts import render_completion  # noqa: E402
 from chatbot.models import (  # noqa: E402
+    ApiKey,
     AssistantSettings,
     Conversation,
     ModelEndpoint,
@@ -69,7 +78,7 @@ from chatbot.models import (  # noqa: E402
 from chatbot.runtime import model_server  # noqa: E402
 from chatbot.runtime.embedded import ensure_services, port_open  # noqa: E402
 from chatbot.telemetry.tracing import Tracer  # noqa: E402
-from tests.benchmarks.servers import daphne_running, free_port  # noqa: E402
+from tests.benchmarks.servers import daphne_running, free_port, production_env  # noqa: E402
 
 BENCH_USER = "bench-agent"
 BENCH_PASSWORD = "bench-password-1"
@@ -176,6 +185,33 @@ async def ours(port: int, session: str, user: User, question: str) -> tuple[floa
     return ttft, turn
 
 
+async def ours_v1(
+    client: httpx.AsyncClient, base: str, key: str, question: str
+) -> tuple[float, Turn]:
+    """Seconds from sending the request to the first chunk with text, and the finished turn."""
+    body = {"messages": [{"role": "user", "content": question}], "stream": True}
+    headers = {"Authorization": f"Bearer {key}"}
+    started = time.perf_counter()
+    ttft: float | None = None
+    turn_id: int | None = None
+    async with client.stream(
+        "POST", f"{base}/v1/chat/completions", json=body, headers=headers
+    ) as reply:
+        if reply.status_code != 200:
+            raise SystemExit(f"/v1 answered {reply.status_code}: {(await reply.aread())[:300]!r}")
+        async for line in reply.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            turn_id = turn_id or int(str(chunk["id"]).rsplit("-", 1)[-1])
+            choices = chunk.get("choices") or [{}]
+            if ttft is None and (choices[0].get("delta") or {}).get("content"):
+                ttft = time.perf_counter() - started
+    if ttft is None or turn_id is None:
+        raise SystemExit("the /v1 answer ended without text")
+    return ttft, await Turn.objects.aget(pk=turn_id)
+
+
 async def baseline(client: httpx.AsyncClient, endpoint: ModelEndpoint, prompt: str) -> float:
     body: dict[str, Any] = {
         "model": endpoint.model_id,
@@ -212,10 +248,16 @@ async def flush(client: httpx.AsyncClient, endpoint: ModelEndpoint, prompt: str)
     reply.raise_for_status()
 
 
-def _rendered_prompt(turn_id: int, endpoint: ModelEndpoint) -> str:
-    """What our stack sends the model for this turn: history, then retrieval and its passages."""
-    prepared = _prepare(turn_id, None, prompt_for_turn(turn_id), Tracer())
+def _rendered_prompt(turn_id: int, endpoint: ModelEndpoint, question: str | None = None) -> str:
+    """What our stack sends the model for this turn: history, then retrieval and its passages;
+    with `question`, the /v1 call's messages (one user message) instead of the history."""
+    asked = _v1_prompt(question) if question is not None else prompt_for_turn(turn_id)
+    prepared = _prepare(turn_id, None, asked, Tracer())
     return render_completion(endpoint.prompt_template, prepared.prompt)
+
+
+def _v1_prompt(question: str) -> Any:
+    return prompt_from([ChatMessageIn.model_validate({"role": "user", "content": question})])
 
 
 @contextmanager
@@ -237,20 +279,48 @@ def grounding_preferred() -> Iterator[None]:
             saved.save()
 
 
-def _probe_prompt(user: User, question: str, endpoint: ModelEndpoint) -> str:
-    """The prompt our stack renders for this question in a fresh conversation."""
+@contextmanager
+def grounding_off() -> Iterator[None]:
+    """The /v1 run: the caller's messages go to the model as sent, no answer cache."""
+    saved = AssistantSettings.objects.filter(pk=1).first()
+    config = assistant_settings()
+    config.grounding = AssistantSettings.Grounding.OFF
+    config.cache_enabled = False
+    config.save()
+    try:
+        yield
+    finally:
+        if saved is None:
+            AssistantSettings.objects.filter(pk=1).delete()
+        else:
+            saved.save()
+
+
+def _probe_prompt(user: User, question: str, endpoint: ModelEndpoint, v1: bool = False) -> str:
+    """The prompt our stack renders for this question in a fresh conversation (or /v1 call)."""
     conversation = services.conversation_create(owner=user)
     turn = services.turn_create(conversation=conversation, user_text=question)
     try:
-        return _rendered_prompt(turn.pk, endpoint)
+        return _rendered_prompt(turn.pk, endpoint, question if v1 else None)
     finally:
         services.conversation_delete(conversation=conversation)
 
 
-async def bench(rounds: int, warmup: int, port: int, session: str, endpoint: ModelEndpoint) -> None:
+async def bench(
+    rounds: int, warmup: int, port: int, session: str, endpoint: ModelEndpoint, key: str | None
+) -> None:
+    """`key`: measure /v1 with it instead of the websocket."""
+    v1 = key is not None
     user = await User.objects.aget(username=BENCH_USER)
-    prompts = {q: await sync_to_async(_probe_prompt)(user, q, endpoint) for q in QUESTIONS}
-    other = await sync_to_async(_probe_prompt)(user, FLUSH_QUESTION, endpoint)
+    prompts = {q: await sync_to_async(_probe_prompt)(user, q, endpoint, v1) for q in QUESTIONS}
+    other = await sync_to_async(_probe_prompt)(user, FLUSH_QUESTION, endpoint, v1)
+    base = f"http://127.0.0.1:{port}"
+
+    async def ours_any(question: str) -> tuple[float, Turn]:
+        if key is not None:
+            return await ours_v1(client, base, key, question)
+        return await ours(port, session, user, question)
+
     ours_ms: list[float] = []
     base_ms: list[float] = []
     inside_ms: list[float] = []
@@ -261,15 +331,17 @@ async def bench(rounds: int, warmup: int, port: int, session: str, endpoint: Mod
             # Alternate which goes first so neither always meets a just-used server.
             if i % 2 == 0:
                 await flush(client, endpoint, other)
-                t_ours, turn = await ours(port, session, user, question)
+                t_ours, turn = await ours_any(question)
                 await flush(client, endpoint, other)
                 t_base = await baseline(client, endpoint, prompts[question])
             else:
                 await flush(client, endpoint, other)
                 t_base = await baseline(client, endpoint, prompts[question])
                 await flush(client, endpoint, other)
-                t_ours, turn = await ours(port, session, user, question)
-            sent = await sync_to_async(_rendered_prompt)(turn.pk, endpoint)
+                t_ours, turn = await ours_any(question)
+            sent = await sync_to_async(_rendered_prompt)(
+                turn.pk, endpoint, question if v1 else None
+            )
             if sent != prompts[question]:
                 raise SystemExit("the baseline's prompt differs from what our stack sent")
             if i >= warmup:
@@ -277,11 +349,15 @@ async def bench(rounds: int, warmup: int, port: int, session: str, endpoint: Mod
                 base_ms.append(t_base * 1000)
                 inside_ms.append(turn.ttft_ms or 0.0)
                 ours_first.append(i % 2 == 0)
-    _report(ours_ms, base_ms, inside_ms, ours_first)
+    _report(ours_ms, base_ms, inside_ms, ours_first, "our /v1 (SSE, API key)" if v1 else None)
 
 
 def _report(
-    ours_ms: list[float], base_ms: list[float], inside_ms: list[float], ours_first: list[bool]
+    ours_ms: list[float],
+    base_ms: list[float],
+    inside_ms: list[float],
+    ours_first: list[bool],
+    ours_label: str | None = None,
 ) -> None:
     def line(name: str, values: list[float]) -> str:
         return (
@@ -293,7 +369,7 @@ def _report(
     median_ours, median_base = statistics.median(ours_ms), statistics.median(base_ms)
     print(f"\nTime to first token over {len(ours_ms)} interleaved rounds")
     print(line("model server directly", base_ms))
-    print(line("our stack (websocket)", ours_ms))
+    print(line(ours_label or "our stack (websocket)", ours_ms))
     print(line("  of which inside turn_run", inside_ms))
     print(f"median overhead (paired)     {statistics.median(overhead):7.1f} ms")
     # What is left of the order effect after `flush` (it should be small).
@@ -308,6 +384,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--v1", action="store_true", help="our /v1/chat/completions (grounding off) instead"
+    )
     args = parser.parse_args()
 
     ensure_services()
@@ -316,12 +395,16 @@ def main() -> None:
     )
     # The previous run's turns stay until now for inspection; they must not pile up.
     Conversation.objects.filter(owner=user).delete()
+    ApiKey.objects.filter(user=user).delete()
+    key = api_key_create(user=user, name="bench-ttft").plaintext if args.v1 else None
     port = free_port()
-    with local_endpoint_as_default() as endpoint, grounding_preferred():
+    settings_for_run = grounding_off() if args.v1 else grounding_preferred()
+    with local_endpoint_as_default() as endpoint, settings_for_run:
         endpoint.refresh_from_db()
-        with model_server_running(endpoint.base_url), daphne_running(port):
+        # As in production: DEBUG off (no query log), whatever this shell runs with.
+        with model_server_running(endpoint.base_url), daphne_running(port, env=production_env()):
             session = login(f"http://127.0.0.1:{port}")
-            asyncio.run(bench(args.rounds, args.warmup, port, session, endpoint))
+            asyncio.run(bench(args.rounds, args.warmup, port, session, endpoint, key))
 
 
 if __name__ == "__main__":

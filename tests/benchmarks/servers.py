@@ -24,6 +24,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def production_env(database: str | None = None, redis_db: int | None = None) -> dict[str, str]:
+    """What daphne needs to run as in production (DEBUG off: no query log, no debug pages) on
+    plain-HTTP loopback, against this process's database (or `database` on the same server) and
+    Redis (or database `redis_db` there)."""
+    db = settings.DATABASES["default"]
+    redis_url = settings.REDIS_URL
+    if redis_db is not None:
+        redis_url = f"{redis_url.rsplit('/', 1)[0]}/{redis_db}"
+    return {
+        "DEBUG": "0",
+        # Sessions are signed: daphne must read the ones this process wrote.
+        "SECRET_KEY": settings.SECRET_KEY,
+        "SECURE_SSL_REDIRECT": "0",
+        "SESSION_COOKIE_SECURE": "0",
+        "CSRF_COOKIE_SECURE": "0",
+        "SECURE_PROXY_SSL_HEADER": "",
+        "DATABASE_URL": f"postgres://{db['USER']}:@{db['HOST']}:{db['PORT']}/{database or db['NAME']}",
+        "REDIS_URL": redis_url,
+        "LOG_LEVEL": "WARNING",
+    }
+
+
 @contextmanager
 def daphne_running(
     port: int, *, log_name: str = "bench-daphne.log", env: Mapping[str, str] | None = None

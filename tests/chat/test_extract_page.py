@@ -389,8 +389,8 @@ def test_it_polls_a_run_in_few_queries(
     run = _run_for(alice, ["one", "two"])
     client = client_as(alice)
 
-    # session, user, the two permission reads, the run
-    with django_assert_num_queries(5):
+    # session, user, the permission read (one statement: chatbot.accounts.backends), the run
+    with django_assert_num_queries(4):
         response = client.get(f"/chat/extract/{run.pk}/", headers={"HX-Request": "true"})
 
     assert response.status_code == 200

@@ -293,7 +293,7 @@ def test_it_shows_progress_while_running_and_results_when_done(
 
     page = client.get(url).content.decode()
     assert 'hx-trigger="every 1s"' in page and "0 of 1 items" in page
-    with django_assert_num_queries(5):  # session, user, 2 permission checks, experiment
+    with django_assert_num_queries(4):  # session, user, the permission read, experiment
         poll = client.get(url, HTTP_HX_REQUEST="true")
     assert "<html" not in poll.content.decode() and "HX-Refresh" not in poll
 
