@@ -18,6 +18,8 @@ question reaches the model (a "don't know" answer would skip it and flatter our 
 Both drain the whole answer, so each request starts on an idle model server, and another question
 is sent before each measured one so neither side finds its question in the server's prompt cache.
 
+`--no-grounding` keeps the websocket but turns grounding and the answer cache off for the run, so
+the difference from the default run is what the retrieval step costs.
 `--v1` measures our OpenAI-compatible API instead, as a program calls it: grounding and the answer
 cache off for the run (so the turn sends the caller's messages, as a gateway would), and
   ours:     POST /v1/chat/completions with stream=true and the benchmark agent's API key
@@ -387,6 +389,11 @@ def main() -> None:
     parser.add_argument(
         "--v1", action="store_true", help="our /v1/chat/completions (grounding off) instead"
     )
+    parser.add_argument(
+        "--no-grounding",
+        action="store_true",
+        help="the websocket with grounding and the answer cache off (no retrieval step)",
+    )
     args = parser.parse_args()
 
     ensure_services()
@@ -398,7 +405,7 @@ def main() -> None:
     ApiKey.objects.filter(user=user).delete()
     key = api_key_create(user=user, name="bench-ttft").plaintext if args.v1 else None
     port = free_port()
-    settings_for_run = grounding_off() if args.v1 else grounding_preferred()
+    settings_for_run = grounding_off() if args.v1 or args.no_grounding else grounding_preferred()
     with local_endpoint_as_default() as endpoint, settings_for_run:
         endpoint.refresh_from_db()
         # As in production: DEBUG off (no query log), whatever this shell runs with.
