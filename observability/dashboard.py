@@ -12,11 +12,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.db.models import Case, F, OuterRef, QuerySet, Subquery, When
 from django.db.models.functions import TruncDate
 
 from chatbot.accounts.roles import ROLE_PERMISSIONS
-from chatbot.models import AlertRule, ModelEndpoint, RollupRun, Turn, TurnRollup, UserDay
+from chatbot.models import AlertRule, ModelEndpoint, RollupRun, Turn, UserDay
 from observability import rollups
 from observability.rollups import Filters, empty_totals, percentile
 
@@ -236,8 +237,26 @@ def dashboard_csv(board: Dashboard) -> str:
     return out.getvalue()
 
 
+# The distinct routes by skipping through the route index from one value to the next (a handful
+# of probes) rather than reading every rollup row: at 1,000,000 turns (315,000 rollup rows) the
+# plain DISTINCT took 47 ms of the page's 200.
+_ROUTES_SQL = """
+WITH RECURSIVE seen(route) AS (
+    (SELECT route FROM chatbot_turnrollup ORDER BY route LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.route FROM chatbot_turnrollup t
+            WHERE t.route > seen.route ORDER BY t.route LIMIT 1)
+    FROM seen WHERE seen.route IS NOT NULL
+)
+SELECT route FROM seen WHERE route IS NOT NULL
+"""
+
+
 def routes_known() -> list[str]:
-    return list(TurnRollup.objects.values_list("route", flat=True).distinct().order_by("route"))
+    """Every route the rollups have seen, in order."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ROUTES_SQL)
+        return [route for (route,) in cursor.fetchall()]
 
 
 def rollups_as_of() -> RollupRun | None:

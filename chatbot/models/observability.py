@@ -81,7 +81,11 @@ class TurnRollup(models.Model):
 
     class Meta:
         ordering = ["hour"]
-        indexes = [models.Index(fields=["hour"])]
+        indexes = [
+            models.Index(fields=["hour"]),
+            # The dashboard's route filter lists the routes seen, a few probes of this index.
+            models.Index(fields=["route"], name="turnrollup_route"),
+        ]
 
     def __str__(self) -> str:
         return f"rollup {self.hour:%Y-%m-%d %H}:00 ({self.turns} turns)"

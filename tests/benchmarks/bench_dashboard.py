@@ -149,7 +149,8 @@ FROM generate_series(1, 60000) g,
             """
 INSERT INTO chatbot_turn (conversation_id, user_text, answer, status, endpoint_id, route_reason,
     tokens_in, tokens_out, tokens_estimated, cost, ttft_ms, total_ms, error, no_answer,
-    kb_versions, is_replay, created_at, finished_at)
+    kb_versions, is_replay, created_at, finished_at, cache_result, saved_tokens, saved_cost,
+    redacted)
 SELECT c.ids[1 + floor(r.r0 * c.n)::int], 'benchmark question ' || g, 'benchmark answer ' || g,
        r.status,
        CASE WHEN r.no_answer THEN NULL ELSE e.ids[r.model] END,
@@ -161,7 +162,14 @@ SELECT c.ids[1 + floor(r.r0 * c.n)::int], 'benchmark question ' || g, 'benchmark
        CASE WHEN r.status = 'failed' THEN NULL ELSE r.ttft END,
        r.ttft + 400 + 3500 * -ln(1 - r.r5),
        CASE WHEN r.status = 'failed' THEN 'The model failed.' ELSE '' END,
-       r.no_answer, '{}'::jsonb, false, r.moment, r.moment + interval '5 seconds'
+       r.no_answer, '{}'::jsonb, false, r.moment, r.moment + interval '5 seconds',
+       -- The answer cache: looked up for most turns, a hit for about one in ten of those.
+       CASE WHEN r.r4 < 0.15 THEN '' WHEN r.r4 < 0.80 THEN 'miss'
+            WHEN r.r4 < 0.85 THEN 'exact' ELSE 'miss' END,
+       CASE WHEN r.r4 >= 0.80 AND r.r4 < 0.85 THEN r.tin + r.tout ELSE 0 END,
+       CASE WHEN r.r4 >= 0.80 AND r.r4 < 0.85 AND NOT r.no_answer
+            THEN (r.tin * e.pin[r.model] + r.tout * e.pout[r.model]) / 1e6 ELSE 0 END,
+       '{}'::jsonb
 FROM generate_series(1, %(turns)s) g
 CROSS JOIN LATERAL (
     SELECT random() r0,
@@ -189,8 +197,8 @@ WHERE t.status = 'done' AND random() < 0.06""",
         (
             "escalations",
             """
-INSERT INTO chatbot_escalation (turn_id, requested_by_id, reason, status, created_at)
-SELECT t.id, c.owner_id, '', 'open', t.created_at
+INSERT INTO chatbot_escalation (turn_id, requested_by_id, reason, status, created_at, answer)
+SELECT t.id, c.owner_id, '', 'open', t.created_at, ''
 FROM chatbot_turn t JOIN chatbot_conversation c ON c.id = t.conversation_id
 WHERE random() < 0.02""",
         ),
@@ -198,9 +206,9 @@ WHERE random() < 0.02""",
             "judge scores",
             """
 INSERT INTO chatbot_judgescore (turn_id, judge_id, score, passed, details, status, error,
-    attempts, tokens_in, tokens_out, cost, duration_ms, created_at, updated_at)
+    attempts, tokens_in, tokens_out, cost, duration_ms, created_at, updated_at, flag_ignored)
 SELECT t.id, j.id, s.score, s.score >= 0.5, '{}'::jsonb, 'done', '', 1, 0, 0, 0, 5,
-       t.created_at, t.created_at
+       t.created_at, t.created_at, false
 FROM chatbot_turn t CROSS JOIN chatbot_judge j
 CROSS JOIN LATERAL (SELECT CASE WHEN random() < CASE j.kind WHEN 'format' THEN 0.9
     WHEN 'toxicity' THEN 0.98 ELSE 0.99 END THEN 1.0 ELSE 0.0 END score

@@ -191,3 +191,17 @@ def test_it_schedules_the_rollups_and_alerts_in_beat() -> None:
     ):
         assert name in scheduled
         assert name in app.tasks
+
+
+@pytest.mark.django_db
+def test_it_lists_each_route_seen_once_in_order(django_assert_num_queries) -> None:
+    hour = START.replace(minute=0, second=0, microsecond=0)
+    for i, route in enumerate(["rule: cheap", "", "catalogue default", "rule: cheap", "", "z"]):
+        TurnRollup.objects.create(hour=hour + timedelta(hours=i), route=route, channel="web")
+
+    with django_assert_num_queries(1):
+        routes = dashboard.routes_known()
+
+    assert routes == ["", "catalogue default", "rule: cheap", "z"]
+    TurnRollup.objects.all().delete()
+    assert dashboard.routes_known() == []
