@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('chatbot', '0032_merge_weekly_synthetic'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("chatbot", "0032_merge_weekly_synthetic"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='turnrollup',
-            index=models.Index(fields=['route'], name='turnrollup_route'),
+            model_name="turnrollup",
+            index=models.Index(fields=["route"], name="turnrollup_route"),
         ),
     ]
