@@ -6,8 +6,8 @@ What it holds (`figures`, plain JSON):
   rollups, `observability.rollups`): logged, judged, flagged for review, judge pass rate, review
   grades, thumbs, cost, latency percentiles. Turns are counted in the week they were asked;
 - `work`: what people and jobs did during the week, by when it happened: reviews submitted and
-  corrected, dataset items added, training exports written, fine-tuning jobs finished (and the
-  endpoints they registered), fine-tuned endpoints promoted to the default, prompts published;
+  corrected, dataset items added, training exports written, fine-tuning jobs finished (the rows
+  they trained on, the endpoints they registered), fine-tuned endpoints promoted to the default, prompts published;
 - `changes`: each headline figure this week, the week before, and the change;
 - `endpoints` and `prompts` in use (turns, share, cost), `judges` (each judge's Cohen's kappa
   against human reviews and the number of reviews it rests on, from evaluation through

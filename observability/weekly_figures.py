@@ -173,6 +173,10 @@ def work_figures(start: datetime, end: datetime) -> dict[str, Any]:
         "exports": exports["n"],
         "export_rows": exports["rows"] or 0,
         "finetune_done": len(trained),
+        # The rows those jobs trained on (validation rows held out), from each job's lineage.
+        "finetune_rows": sum(
+            int((j.lineage or {}).get("rows", {}).get("train") or 0) for j in trained
+        ),
         "finetune_failed": sum(1 for j in jobs if j.status == FineTuneJob.Status.FAILED),
         "finetuned_endpoints": [j.endpoint.name for j in trained if j.endpoint is not None],
         "promoted": len(promoted),

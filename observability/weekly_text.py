@@ -25,6 +25,7 @@ CHANGES: tuple[Change, ...] = (
     Change("dataset_items", "work", "Added to datasets", "count", "", "pipeline"),
     Change("exports", "work", "Training exports written", "count", "", "pipeline"),
     Change("finetune_done", "work", "Fine-tuning jobs finished", "count", "", "pipeline"),
+    Change("finetune_rows", "work", "Rows trained on", "count", "", "pipeline"),
     Change("promoted", "work", "Fine-tuned models promoted", "count", "", "pipeline"),
     Change("judge_pass_rate", "turns", "Judge pass rate", "rate", "up", "quality"),
     Change("review_grade", "turns", "Review grade of the week's answers", "grade", "up", "quality"),
@@ -172,7 +173,10 @@ def summary_text(figures: dict[str, Any]) -> str:
     else:
         lines.append(_line(figures, ("turns", "judged", "flagged")))
     lines.append(
-        _line(figures, ("reviews", "corrected", "dataset_items", "finetune_done", "promoted"))
+        _line(
+            figures,
+            ("reviews", "corrected", "dataset_items", "finetune_done", "finetune_rows", "promoted"),
+        )
     )
     work = figures["work"]
     if work["promoted_endpoints"]:

@@ -127,9 +127,35 @@ def fake_endpoint(db: None) -> Callable[..., ModelEndpoint]:
 
 @pytest.fixture
 def worker() -> Iterator[TestWorkController]:
-    """A real Celery worker in this process, on the test Redis (one thread, no pool)."""
+    """A real Celery worker in this process, on the test Redis (one thread, no pool). The broker's
+    queues are emptied first: a message an earlier test left there (a view that queued a job in a
+    test without a worker, a message a stopped worker handed back) would otherwise run here,
+    in a test that does not expect it."""
     assert celery_app.conf.broker_url == settings.CELERY_BROKER_URL, (
         "the worker must use the test Redis"
     )
+    celery_app.control.purge()
     with start_worker(celery_app, perform_ping_check=False, pool="solo", shutdown_timeout=30) as w:
         yield w
+
+
+@pytest.fixture
+def queued_tasks() -> Callable[[], list[str]]:
+    """Takes every message waiting on the test broker's queues off them (no worker runs them) and
+    returns their task names: what a test that has no worker asserts was submitted."""
+
+    def take() -> list[str]:
+        names: list[str] = []
+        with celery_app.connection_for_read() as connection:
+            for queue in celery_app.amqp.queues.values():
+                waiting = connection.SimpleQueue(queue, no_ack=True)
+                try:
+                    while True:
+                        names.append(waiting.get(block=False).headers["task"])
+                except waiting.Empty:
+                    pass
+                finally:
+                    waiting.close()
+        return names
+
+    return take

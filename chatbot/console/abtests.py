@@ -4,7 +4,12 @@ variant's numbers against the control, and Start, Stop and Promote.
 
 The lifecycle and the statistics are `evaluation.abtests`; promotion is here because what it
 changes (the default model, the published prompt, the assistant settings) is the console's, with
-its services (`chatbot.console.services`: regression reruns on a new default or prompt)."""
+its services (`chatbot.console.services`: regression reruns on a new default or prompt).
+
+A test that is the online step of a fine-tuned model's gated promotion (`Promotion.abtest`) is
+promoted from that promotion's page only (`evaluation.finetune.promotion.promotion_promote`, which
+checks the online numbers, records the promotion with its rollback, and then calls
+`abtest_promote` here); this page shows its numbers and links there."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from django.db.models import Count, F, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from chatbot.accounts import roles
@@ -25,7 +31,16 @@ from chatbot.accounts.access import permission_required
 from chatbot.agent.grounding import assistant_settings
 from chatbot.console import services
 from chatbot.console.tools import PrettyJSONField
-from chatbot.models import ABAssignment, ABTest, ABVariant, ModelEndpoint, PromptVersion, Turn
+from chatbot.models import (
+    ABAssignment,
+    ABTest,
+    ABVariant,
+    FineTuneJob,
+    ModelEndpoint,
+    Promotion,
+    PromptVersion,
+    Turn,
+)
 from evaluation.abtests.services import (
     ABTestError,
     VariantSpec,
@@ -42,6 +57,16 @@ VARIANT_ROWS = 4  # rows on the form; blank ones are ignored
 # --- promotion -------------------------------------------------------------------------------
 
 
+def gated_promotion(test: ABTest) -> tuple[Promotion, str] | None:
+    """The fine-tuning promotion whose online step `test` is, with its job page's address."""
+    promotion = Promotion.objects.select_related("endpoint").filter(abtest=test).first()
+    if promotion is None:
+        return None
+    job = FineTuneJob.objects.filter(endpoint_id=promotion.endpoint_id).only("pk").first()
+    url = reverse("review:finetune_job", args=[job.pk]) if job else reverse("review:finetune_jobs")
+    return promotion, url
+
+
 def abtest_promote(*, test: ABTest, variant: ABVariant, user: User) -> bool:
     """Make the variant what production does: its endpoint the default model, its prompt version
     the published one (without a gate: the test was the comparison; the version's note names
@@ -50,6 +75,15 @@ def abtest_promote(*, test: ABTest, variant: ABVariant, user: User) -> bool:
     another variant once a winner is recorded."""
     if variant.test_id != test.pk:
         raise ABTestError("That variant belongs to another test.")
+    gated = gated_promotion(test)
+    # The promotion marks itself promoted before it calls this; until then, its page decides.
+    if gated is not None and gated[0].status != Promotion.Status.PROMOTED:
+        promotion, url = gated
+        raise ABTestError(
+            f"“{test.name}” is the online step of the gated promotion of the fine-tuned model "
+            f"“{promotion.endpoint.name}”: promote it from its fine-tuning job's page ({url}), "
+            "which checks the online numbers, records the promotion and offers the rollback."
+        )
     if test.winner_id is not None:
         if test.winner_id == variant.pk:
             return False
@@ -221,7 +255,12 @@ def abtest_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 @permission_required(roles.MANAGE_SETTINGS)
 def abtest_page(request: HttpRequest, pk: int) -> HttpResponse:
     test = _test(pk)
-    context = {"test": test, "results": abtest_results(test)}
+    gated = gated_promotion(test)
+    context = {
+        "test": test,
+        "results": abtest_results(test),
+        "promotion_url": gated[1] if gated else "",
+    }
     if request.headers.get("HX-Request"):
         return render(request, "console/_abtest_results.html", context)
     return render(request, "console/abtest.html", context)

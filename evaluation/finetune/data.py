@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chatbot.models import Export, FineTuneJob
+from django.db.models import Count, Max
+
+from chatbot.models import Export, Feedback, FineTuneJob, Review
 
 # A validation split needs a few rows to mean anything; below this, every row trains.
 MIN_ROWS_FOR_VALIDATION = 5
@@ -29,6 +31,11 @@ class Rows:
     kb_versions: dict[str, list[int]] = field(default_factory=dict)
     turns: int = 0
     reviews: int = 0
+    # What the rows were made of, from their provenance: {"approved"/"corrected"/"correction"/
+    # "thumbs": rows}, the reviews behind them, and the turns whose thumbs paired them.
+    sources: dict[str, int] = field(default_factory=dict)
+    review_ids: list[int] = field(default_factory=list)
+    thumbed_turn_ids: list[int] = field(default_factory=list)
 
 
 def _example(method: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +58,8 @@ def rows_read(*, path: Path, method: str, validation_share: float, seed: int) ->
     kb_versions: dict[str, set[int]] = {}
     turns: set[int] = set()
     reviews: set[int] = set()
+    thumbed: set[int] = set()
+    sources: dict[str, int] = {}
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             digest.update(line)
@@ -67,6 +76,11 @@ def rows_read(*, path: Path, method: str, validation_share: float, seed: int) ->
                     turns.add(meta[key])
             if isinstance(meta.get("review_id"), int):
                 reviews.add(meta["review_id"])
+            source = str(meta.get("source") or "unknown")
+            sources[source] = sources.get(source, 0) + 1
+            if source == "thumbs":
+                thumbed |= {meta[k] for k in ("chosen_turn_id", "rejected_turn_id")
+                            if isinstance(meta.get(k), int)}  # fmt: skip
             for collection, version in (meta.get("kb_versions") or {}).items():
                 kb_versions.setdefault(str(collection), set()).add(int(version))
     if not examples:
@@ -82,6 +96,9 @@ def rows_read(*, path: Path, method: str, validation_share: float, seed: int) ->
         kb_versions={k: sorted(v) for k, v in sorted(kb_versions.items())},
         turns=len(turns),
         reviews=len(reviews),
+        sources=dict(sorted(sources.items())),
+        review_ids=sorted(reviews),
+        thumbed_turn_ids=sorted(thumbed),
     )
 
 
@@ -110,4 +127,29 @@ def export_summary(export: Export, rows: Rows) -> dict[str, Any]:
         "finished_at": export.finished_at.isoformat() if export.finished_at else None,
         "turns": rows.turns,
         "reviews": rows.reviews,
+        "built_from": built_from(export, rows),
+    }
+
+
+def built_from(export: Export, rows: Rows) -> dict[str, Any]:
+    """What the export was made of. Not datasets: an export reads the reviewed and rated turns
+    directly (`evaluation.exports`), so its version is the reviews and thumbs it found when it
+    ran. Recorded: the turns' date range it asked for, its rows per source, and how many reviews
+    and thumbs stand behind them with the newest of each (a review never changes once given; a
+    thumb can, hence its last change), so a later export of the same range shows what is new."""
+    reviews = Review.objects.filter(pk__in=rows.review_ids).aggregate(newest=Max("created_at"))
+    thumbs = Feedback.objects.filter(turn_id__in=rows.thumbed_turn_ids).aggregate(
+        n=Count("pk"), newest=Max("updated_at")
+    )
+    return {
+        "turns_from": export.params.get("date_from"),
+        "turns_to": export.params.get("date_to"),
+        "sources": rows.sources,
+        "reviews": len(rows.review_ids),
+        "newest_review_at": reviews["newest"].isoformat() if reviews["newest"] else None,
+        "thumbs": thumbs["n"],
+        "newest_thumb_at": thumbs["newest"].isoformat() if thumbs["newest"] else None,
+        "review_ids_sha256": hashlib.sha256(
+            ",".join(map(str, rows.review_ids)).encode()
+        ).hexdigest(),
     }

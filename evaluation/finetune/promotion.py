@@ -261,22 +261,30 @@ def promotion_promote(
         raise PromotionError(
             "The A/B test is still too early to call: tick the box to promote on the offline result alone."
         )
-    with transaction.atomic():
-        try:
+    # The decision is recorded before it is carried out, in the same transaction: the gate
+    # (`gate.promotion_gate_refusal`) and the console's A/B promotion open only for a promotion
+    # marked promoted, so this is the one way a fine-tuned model becomes the default. Marking it
+    # only while it is still online makes a second click (another tab) a refusal, not a repeat.
+    try:
+        with transaction.atomic():
+            marked = Promotion.objects.filter(
+                pk=promotion.pk, status=Promotion.Status.ONLINE
+            ).update(status=Promotion.Status.PROMOTED, promoted_by=user, promoted_at=timezone.now())
+            if not marked:
+                raise PromotionError(f"“{promotion.endpoint.name}” was promoted already.")
             abtest_promote(test=online.test, variant=online.variant, user=user)
-        except (ABTestError, ValueError) as exc:
-            raise PromotionError(str(exc)) from None
-        promotion.status, promotion.promoted_by, promotion.promoted_at = (
-            Promotion.Status.PROMOTED, user, timezone.now(),
-        )  # fmt: skip
-        promotion.save(update_fields=["status", "promoted_by", "promoted_at"])
-        audit_record(
-            "finetune.promote",
-            target=promotion,
-            details={"endpoint": promotion.endpoint.name, "ab_test": online.test.pk,
-                     "too_early": online.too_early},
-            actor=user,
-        )  # fmt: skip
+            audit_record(
+                "finetune.promote",
+                target=promotion,
+                details={"endpoint": promotion.endpoint.name, "ab_test": online.test.pk,
+                         "too_early": online.too_early},
+                actor=user,
+            )  # fmt: skip
+    except PromotionError:
+        raise
+    except (ABTestError, ValueError) as exc:
+        raise PromotionError(str(exc)) from None
+    promotion.refresh_from_db()
 
 
 def promotion_rollback(*, promotion: Promotion, user: User) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 
-from chatbot.models import FineTuneJob, Promotion
+from chatbot.models import FineTuneJob, ModelEndpoint, Promotion
 
 PAGE_SIZE = 25
 
@@ -36,4 +38,17 @@ def promotion_latest(*, job: FineTuneJob) -> Promotion | None:
             "rolled_back_by",
         )
         .first()
+    )
+
+
+def hosted_accounts() -> QuerySet[ModelEndpoint]:
+    """The catalogue entries a hosted job can run through: enabled OpenAI-compatible ones, less
+    the local model server (llama.cpp serves a model, it has no fine-tuning API) and the models
+    fine-tuning registered (results on an account, not the account)."""
+    return (
+        ModelEndpoint.objects.filter(enabled=True, provider=ModelEndpoint.Provider.OPENAI)
+        .exclude(name=settings.LOCAL_MODEL_NAME)
+        .exclude(base_url__in=[settings.LOCAL_MODEL_URL, settings.LOCAL_MODEL_URL.rstrip("/")])
+        .filter(finetune_job__isnull=True)
+        .order_by("name")
     )

@@ -110,6 +110,11 @@ def weeks(cast: dict[str, User], fake_endpoint) -> dict[str, Any]:
     FineTuneJob.objects.create(
         export=export, method="sft", base_model="base", fingerprint="week", status="done",
         endpoint=tuned, finished_at=_at(MONDAY + timedelta(days=5), 15),
+        lineage={"rows": {"train": 9, "validation": 1}},
+    )  # fmt: skip
+    FineTuneJob.objects.create(  # failed: it trained nothing that counts
+        export=export, method="sft", base_model="base", fingerprint="week-2", status="failed",
+        finished_at=_at(MONDAY + timedelta(days=5), 16), lineage={"rows": {"train": 5}},
     )  # fmt: skip
     Promotion.objects.create(
         endpoint=tuned, dataset=dataset, status="promoted", created_by=adam,
@@ -163,6 +168,8 @@ def test_it_computes_a_weeks_figures_and_the_change_from_the_week_before(weeks) 
     assert (work["reviews"], work["corrected"], work["dataset_items"]) == (1, 1, 1)
     assert (work["exports"], work["export_rows"], work["finetune_done"]) == (1, 10, 1)
     assert work["finetuned_endpoints"] == ["week-tuned"]
+    assert (work["finetune_rows"], work["finetune_failed"]) == (9, 1), "training rows, done jobs"
+    assert changes["finetune_rows"] == {"week": 9, "previous": 0, "delta": 9, "relative": None}
     assert (work["promoted"], work["promoted_endpoints"]) == (1, ["week-tuned"])
     assert figures["previous_work"]["reviews"] == 1
 
@@ -184,6 +191,7 @@ def test_it_computes_a_weeks_figures_and_the_change_from_the_week_before(weeks) 
     assert "Turns logged 5 (+3, +150.0%)" in report.summary
     assert "Cost $0.04 (no change)" in report.summary
     assert "Promoted to the default: week-tuned." in report.summary
+    assert "fine-tuning jobs finished 1 (+1), rows trained on 9 (+9)" in report.summary
 
 
 @pytest.mark.django_db
@@ -317,6 +325,8 @@ def test_it_shows_the_weeks_and_one_weeks_report(weeks, rita, client_as) -> None
     page = response.content.decode()
     for text in ("Week 2026-W11", "From logged to shipped", "+3 (+150.0%)", "week-small",
                  "System prompt v901", "Judges against human reviews", "week-format",
+                 "Fine-tuning jobs finished: 1, trained on 9 rows, registered as week-tuned; 1 failed.",
+                 "Rows trained on",
                  "Retrieval drift", "week-tuned", "← 2026-W10"):  # fmt: skip
         assert text in page, text
     assert "Compute again" not in page, "reviewers read; admins act"
@@ -359,7 +369,8 @@ def test_it_refuses_what_a_role_may_not_do(weeks, cast, client_as, who) -> None:
 
 
 @pytest.mark.django_db
-def test_an_admin_can_ask_for_the_missing_reports_now(weeks, cast, client_as) -> None:
+def test_an_admin_can_ask_for_the_missing_reports_now(weeks, cast, client_as, queued_tasks) -> None:
+    queued_tasks()  # whatever an earlier test left on the broker
     client = client_as(cast["adam"])
     page = client.get("/dashboard/weekly/").content.decode()
     assert "No weekly report yet" in page and "Compute missing reports now" in page
@@ -372,6 +383,8 @@ def test_an_admin_can_ask_for_the_missing_reports_now(weeks, cast, client_as) ->
     assert "Computing the missing weekly reports in the background" in response.content.decode()
     entry = AuditEntry.objects.get(action="weekly_report.run")
     assert entry.actor_id == cast["adam"].pk and entry.details == {"queued": True}
+    # Sent to the real broker (and taken off it here, so no later test's worker runs it).
+    assert queued_tasks() == ["observability.weekly_reports_run"]
 
 
 @pytest.mark.django_db

@@ -3,7 +3,12 @@ registered: the same job the console starts, run in this process.
 
     manage.py finetune --export 12 --method sft --base /models/gemma-3-270m [--backend local]
     manage.py finetune --export 13 --method dpo --base gpt-4o-mini-2024-07-18 --backend hosted \\
-        --via openai-account
+        [--via openai-account] [--user adam]
+
+A hosted job without --via runs through the one catalogue entry that can reach a fine-tuning API
+(enabled, OpenAI-compatible, not the local model server, not itself a fine-tuned model); with
+several, it names them and asks. --user names the admin the job is started for: the lineage's
+"started by" and the audit trail's actor (without it, both say the command line).
 
 Running it twice with the same arguments finds the first job (and its endpoint) again.
 """
@@ -12,11 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from chatbot.accounts import roles
 from chatbot.jobs import job_exclusive
 from chatbot.models import Export, FineTuneJob, ModelEndpoint
-from evaluation.finetune import services
+from evaluation.finetune import selectors, services
 
 
 class Command(BaseCommand):
@@ -32,7 +39,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--backend", choices=["local", "hosted"], default="local")
         parser.add_argument(
-            "--via", default="", help="hosted: the OpenAI-compatible catalogue entry to use"
+            "--via",
+            default="",
+            help="hosted: the OpenAI-compatible catalogue entry to use (default: the only one)",
+        )
+        parser.add_argument(
+            "--user", default="", help="the admin the job is started for (lineage and audit)"
         )
         for name, kind in (
             ("epochs", int), ("max-steps", int), ("learning-rate", float), ("batch-size", int),
@@ -47,11 +59,8 @@ class Command(BaseCommand):
         export = Export.objects.filter(pk=options["export"]).first()
         if export is None:
             raise CommandError(f"There is no export {options['export']}.")
-        via = None
-        if options["via"]:
-            via = ModelEndpoint.objects.filter(name=options["via"]).first()
-            if via is None:
-                raise CommandError(f"There is no catalogue entry named {options['via']!r}.")
+        user = self._user(options["user"])
+        via = self._via(options["via"], hosted=options["backend"] == FineTuneJob.Backend.HOSTED)
         hp = {
             key.replace("-", "_"): options[key.replace("-", "_")]
             for key in (
@@ -68,7 +77,8 @@ class Command(BaseCommand):
         try:
             job, created = services.finetune_create(
                 export=export, method=options["method"], base_model=options["base"],
-                backend=options["backend"], hosted_via=via, hyperparameters=hp, queue=False,
+                backend=options["backend"], hosted_via=via, hyperparameters=hp, user=user,
+                queue=False,
             )  # fmt: skip
         except services.InvalidJob as exc:
             raise CommandError(str(exc)) from None
@@ -93,4 +103,36 @@ class Command(BaseCommand):
         endpoint = job.endpoint
         self.stdout.write(
             f"Registered endpoint: {endpoint.name} ({endpoint.provider}, {endpoint.model_id})"
+        )
+
+    def _user(self, username: str) -> User | None:
+        if not username:
+            return None
+        user = User.objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise CommandError(f"There is no active user named {username!r}.")
+        if not user.has_perm(roles.MANAGE_SETTINGS):
+            raise CommandError(f"{username} may not fine-tune models (an admin's permission).")
+        return user
+
+    def _via(self, name: str, *, hosted: bool) -> ModelEndpoint | None:
+        if name:
+            via = ModelEndpoint.objects.filter(name=name).first()
+            if via is None:
+                raise CommandError(f"There is no catalogue entry named {name!r}.")
+            return via
+        if not hosted:
+            return None
+        candidates = list(selectors.hosted_accounts())
+        if len(candidates) == 1:
+            self.stdout.write(f"Hosted through {candidates[0].name} (the only account).")
+            return candidates[0]
+        if not candidates:
+            raise CommandError(
+                "A hosted job runs through an enabled OpenAI-compatible catalogue entry (its "
+                "base URL and API key): add one in the console, or name one with --via."
+            )
+        names = ", ".join(c.name for c in candidates)
+        raise CommandError(
+            f"Several catalogue entries could run a hosted job ({names}): choose one with --via."
         )

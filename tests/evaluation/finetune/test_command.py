@@ -1,5 +1,6 @@
 """`manage.py finetune` runs the same job as the console, in this process, prints the endpoint it
-registered, and finds that job again when run twice."""
+registered, and finds that job again when run twice; a hosted job finds its account in the
+catalogue when there is one, and `--user` names whom the job is started for."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from chatbot.models import FineTuneJob, ModelEndpoint
+from chatbot.llm.catalogue import local_endpoint_ensure
+from chatbot.models import AuditEntry, FineTuneJob, ModelEndpoint
 from tests.evaluation.finetune.support import dpo_export
+from tests.evaluation.finetune.test_hosted import MODEL, _provider
+from tests.fake_peers import fake_peer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,3 +50,47 @@ def test_it_says_why_it_cannot_start(alice: User, rita: User, tiny_base: Path) -
         _run("--export", str(export.pk), "--method", "sft", "--base", str(tiny_base))
     with pytest.raises(CommandError, match="no export 999"):
         _run("--export", "999", "--method", "sft", "--base", str(tiny_base))
+
+
+def test_it_runs_a_hosted_job_through_the_only_account_for_the_user_named(
+    alice: User, rita: User, adam: User
+) -> None:
+    export = dpo_export(alice, rita)
+    local_endpoint_ensure()  # the local llama.cpp server: OpenAI-compatible, but it cannot train
+    ModelEndpoint.objects.create(
+        name="retired-account", provider=ModelEndpoint.Provider.OPENAI,
+        base_url="http://127.0.0.1:9/v1", model_id="old", enabled=False,
+    )  # fmt: skip
+    args = ("--export", str(export.pk), "--method", "dpo", "--base", "base-mini",
+            "--backend", "hosted")  # fmt: skip
+    with fake_peer(_provider(done_after=1)) as (url, seen):
+        account = ModelEndpoint.objects.create(
+            name="hosted-account", provider=ModelEndpoint.Provider.OPENAI, base_url=f"{url}/v1",
+            model_id="base-mini", region="eu",
+        )  # fmt: skip
+        printed = _run(*args, "--user", "adam")
+
+    job = FineTuneJob.objects.get()
+    assert "Hosted through hosted-account (the only account)." in printed
+    assert job.status == FineTuneJob.Status.DONE and job.backend == "hosted"
+    assert job.hosted_via == account and job.created_by == adam
+    assert job.endpoint is not None and job.endpoint.model_id == MODEL
+    assert f"Registered endpoint: {job.endpoint.name} (openai, {MODEL})" in printed
+    assert any(r["path"] == "/v1/fine_tuning/jobs" and r["method"] == "POST" for r in seen)
+    assert job.lineage["started_by"] == "adam"
+    assert AuditEntry.objects.get(action="finetune.start").actor_id == adam.pk
+
+    # Two accounts (the fine-tuned model it registered is not one): it names them and asks.
+    ModelEndpoint.objects.create(
+        name="second-account", provider=ModelEndpoint.Provider.OPENAI,
+        base_url="http://127.0.0.1:9/v1", model_id="base-mini",
+    )  # fmt: skip
+    with pytest.raises(
+        CommandError, match=r"\(hosted-account, second-account\): choose one with --via"
+    ):
+        _run(*args, "--epochs", "2")
+    with pytest.raises(CommandError, match="may not fine-tune"):
+        _run(*args, "--via", "hosted-account", "--user", "nora")
+    with pytest.raises(CommandError, match="no active user named 'ghost'"):
+        _run(*args, "--via", "hosted-account", "--user", "ghost")
+    assert FineTuneJob.objects.count() == 1

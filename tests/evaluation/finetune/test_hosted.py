@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
+from django.db import connection
 
 from chatbot.models import FineTuneJob, ModelEndpoint, Turn
 from evaluation.finetune import services
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MODEL = "ft:base-mini:support-1"
 
 
-def _provider() -> Any:
+def _provider(done_after: int = 3) -> Any:
+    """The fake fine-tuning API; its job succeeds on the `done_after`-th poll."""
     polls = {"n": 0}
 
     def handler(path: str, body: dict[str, Any]) -> tuple[int, list[bytes], str]:
@@ -44,7 +46,7 @@ def _provider() -> Any:
             return ok({"data": list(reversed(events)), "has_more": False})
         if path == "/v1/fine_tuning/jobs/ftjob-1":
             polls["n"] += 1
-            done = polls["n"] >= 3
+            done = polls["n"] >= done_after
             return ok({
                 "id": "ftjob-1",
                 "status": "succeeded" if done else "running",
@@ -121,3 +123,51 @@ def test_it_refuses_a_hosted_job_without_an_openai_compatible_account(
             user=adam,
             queue=False,
         )
+
+
+def test_it_asks_the_provider_to_cancel_a_hosted_job_an_admin_cancelled(
+    alice: User, rita: User, adam: User
+) -> None:
+    export = dpo_export(alice, rita)
+    ours: dict[str, int] = {}
+
+    def provider(path: str, body: dict[str, Any]) -> tuple[int, list[bytes], str]:
+        def ok(payload: dict[str, Any]) -> tuple[int, list[bytes], str]:
+            return 200, [json.dumps(payload).encode()], "application/json"
+
+        if path == "/v1/files":
+            return ok({"id": "file-1", "object": "file"})
+        if path == "/v1/fine_tuning/jobs":
+            return ok({"id": "ftjob-9", "status": "queued"})
+        if path.startswith("/v1/fine_tuning/jobs/ftjob-9/events"):
+            return ok({"data": [], "has_more": False})
+        if path == "/v1/fine_tuning/jobs/ftjob-9/cancel":
+            return ok({"id": "ftjob-9", "status": "cancelled"})
+        if path == "/v1/fine_tuning/jobs/ftjob-9":
+            # The provider is training when the admin clicks Cancel on the job's page.
+            if not FineTuneJob.objects.filter(pk=ours["job"], cancel_requested=True).exists():
+                services.finetune_cancel(job=FineTuneJob.objects.get(pk=ours["job"]), user=adam)
+            connection.close()  # this request's thread is done with the database
+            return ok({"id": "ftjob-9", "status": "running", "fine_tuned_model": None})
+        return 404, [b'{"error": {"message": "no such route"}}'], "application/json"
+
+    with fake_peer(provider) as (url, seen):
+        account = ModelEndpoint.objects.create(
+            name="hosted-account", provider=ModelEndpoint.Provider.OPENAI, base_url=f"{url}/v1",
+            model_id="base-mini",
+        )  # fmt: skip
+        job, _ = services.finetune_create(
+            export=export, method="dpo", base_model="base-mini", backend="hosted",
+            hosted_via=account, user=adam, queue=False,
+        )  # fmt: skip
+        ours["job"] = job.pk
+        services.finetune_run(job_id=job.pk, backend=HostedBackend(poll_s=0.01))
+    job.refresh_from_db()
+
+    assert job.status == FineTuneJob.Status.CANCELLED, job.error + job.log
+    assert job.hosted_job_id == "ftjob-9" and job.endpoint is None
+    cancels = [r for r in seen if r["path"] == "/v1/fine_tuning/jobs/ftjob-9/cancel"]
+    assert len(cancels) == 1 and cancels[0]["method"] == "POST"
+    assert seen.index(cancels[0]) == len(seen) - 1, "nothing is asked of the provider after"
+    assert "asked the provider to cancel ftjob-9" in job.log
+    assert ModelEndpoint.objects.filter(provider="openai").count() == 1, "only the account"

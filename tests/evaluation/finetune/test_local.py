@@ -4,16 +4,23 @@ chat turn answered by it through the registry's local Hugging Face provider."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
+from django.test import Client
 
 from chatbot.agent.turn import turn_run
 from chatbot.chat import services as chat
-from chatbot.models import AuditEntry, FineTuneJob, ModelEndpoint, Turn
+from chatbot.models import AuditEntry, FineTuneJob, ModelEndpoint, Review, Turn
+from evaluation.exports.services import export_file
 from evaluation.finetune import services
+from evaluation.finetune.backends import Reporter, Trained
+from evaluation.finetune.data import Rows
+from evaluation.finetune.local import LocalBackend, output_path
+from tests.evaluation.exports.support import read_jsonl
 from tests.evaluation.finetune.support import dpo_export, sft_export
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,9 +65,15 @@ async def _ask(user: User, text: str, model: str) -> Turn:
 
 
 def test_it_fine_tunes_with_sft_and_dpo_registers_endpoints_and_answers_a_turn(
-    alice: User, rita: User, adam: User, tiny_base: Path, finetune_dirs: Path
+    alice: User,
+    rita: User,
+    adam: User,
+    tiny_base: Path,
+    finetune_dirs: Path,
+    client_as: Callable[[User], Client],
 ) -> None:
     sft = _train(sft_export(alice, rita).pk, "sft", tiny_base, adam)
+    newest_sft_review = Review.objects.latest("created_at").created_at.isoformat()
     dpo = _train(dpo_export(alice, rita).pk, "dpo", tiny_base, adam, merge=False)
 
     for job in (sft, dpo):
@@ -82,6 +95,29 @@ def test_it_fine_tunes_with_sft_and_dpo_registers_endpoints_and_answers_a_turn(
         assert lineage["losses"]["last_train"] == trains[-1]
         assert lineage["rows"]["train"] + lineage["rows"]["validation"] == job.export.rows_written
         assert "training loss" in job.log and "validation loss" in job.log
+    # What each export was made of: reviews and thumbs (exports read no dataset).
+    assert sft.lineage["export"]["built_from"] == {
+        "turns_from": None, "turns_to": None,
+        "sources": {"approved": 4, "corrected": 2},
+        "reviews": 6, "newest_review_at": newest_sft_review,
+        "thumbs": 0, "newest_thumb_at": None,
+        "review_ids_sha256": sft.lineage["export"]["built_from"]["review_ids_sha256"],
+    }  # fmt: skip
+    dpo_from = dpo.lineage["export"]["built_from"]
+    assert dpo_from["sources"] == {"correction": 6, "thumbs": 1}
+    # Corrections of any date pair up: the two the SFT export's reviewers made come first, and
+    # the same pairs made again later are dropped as duplicates; the lineage names the ones used.
+    path = export_file(dpo.export)
+    assert path is not None
+    used = {r["metadata"]["review_id"] for r in read_jsonl(path)} - {None}
+    assert dpo_from["reviews"] == len(used) == 6 and dpo_from["thumbs"] == 1  # the thumb down
+    newest = Review.objects.filter(pk__in=used).latest("created_at").created_at
+    assert dpo_from["newest_review_at"] == newest.isoformat()
+    assert dpo_from["review_ids_sha256"] != sft.lineage["export"]["built_from"]["review_ids_sha256"]
+    page = client_as(adam).get(f"/review/finetune/{sft.pk}/").content.decode()
+    assert "rows by source: approved 4, corrected 2 · 6 reviews (newest " in page
+    assert "no dataset: an export reads the reviews and thumbs themselves" in page
+
     assert sft.endpoint is not None and dpo.endpoint is not None
     assert (Path(sft.endpoint.model_id) / "config.json").is_file()  # merged weights
     assert (Path(dpo.endpoint.model_id) / "adapter_config.json").is_file()  # the adapter alone
@@ -134,7 +170,7 @@ def test_it_refuses_a_method_that_does_not_fit_the_export(
         )
 
 
-def test_it_stops_a_cancelled_job_at_its_next_step(
+def test_it_never_trains_a_job_cancelled_before_a_worker_picked_it_up(
     alice: User, rita: User, adam: User, tiny_base: Path
 ) -> None:
     export = sft_export(alice, rita)
@@ -150,3 +186,44 @@ def test_it_stops_a_cancelled_job_at_its_next_step(
     services.finetune_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == FineTuneJob.Status.CANCELLED and job.endpoint is None
+
+
+class _AdminCancelsAfterTheFirstStep(LocalBackend):
+    """The real local backend, watched by an admin who clicks Cancel (`finetune_cancel`, what the
+    job page's button calls) as soon as the progress bar shows the first step. The trainer's
+    callback reports that step (`Report.on_step_end` -> `Reporter.progress`) and then asks the
+    row whether the job was cancelled: that check is what stops training."""
+
+    def run(self, job: FineTuneJob, rows: Rows, reporter: Reporter) -> Trained:
+        class Watched(Reporter):
+            def progress(self, done: int, total: int) -> None:
+                super().progress(done, total)
+                if (
+                    done >= 1
+                    and not FineTuneJob.objects.filter(pk=job.pk, cancel_requested=True).exists()
+                ):
+                    services.finetune_cancel(
+                        job=FineTuneJob.objects.get(pk=job.pk), user=job.created_by
+                    )
+
+        return super().run(job, rows, Watched(job))
+
+
+def test_it_stops_a_job_cancelled_while_it_trains_at_its_next_step(
+    alice: User, rita: User, adam: User, tiny_base: Path
+) -> None:
+    job, _ = services.finetune_create(
+        export=sft_export(alice, rita), method="sft", base_model=str(tiny_base),
+        hyperparameters={**TINY, "max_steps": 50}, user=adam, queue=False,
+    )  # fmt: skip
+    services.finetune_run(job_id=job.pk, backend=_AdminCancelsAfterTheFirstStep())
+    job.refresh_from_db()
+
+    assert job.status == FineTuneJob.Status.CANCELLED, job.error + job.log
+    assert job.cancel_requested and job.finished_at is not None
+    assert 1 <= job.steps_done < 50 and job.steps_total == 50
+    assert job.endpoint is None and not job.lineage
+    assert not ModelEndpoint.objects.filter(options__finetune_job=job.pk).exists()
+    assert not output_path(job).exists(), "no model folder is left to serve"
+    assert "training: 50 steps" in job.log and "cancelled by an admin" in job.log
+    assert AuditEntry.objects.filter(action="finetune.cancel", actor_id=adam.pk).count() == 1

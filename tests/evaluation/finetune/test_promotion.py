@@ -153,3 +153,70 @@ def test_the_job_page_shows_both_gates_and_promotes_and_rolls_back_in_one_click(
     client.post(f"/review/finetune/promotions/{promotion.pk}/rollback/")
     default.refresh_from_db()
     assert default.is_default
+
+
+def test_the_console_ab_page_cannot_promote_a_promotions_test_past_its_gates(
+    alice: User,
+    rita: User,
+    adam: User,
+    tiny_base: Path,
+    fake_endpoint: Callable[..., ModelEndpoint],
+    client_as: Callable[[User], Client],
+) -> None:
+    default = fake_endpoint(["I am not sure, sorry."], name="current-default")
+    candidate = _trained(alice, rita, adam, tiny_base)
+    job = FineTuneJob.objects.get(endpoint=candidate)
+    promotion = _offline(gates.promotion_start(endpoint=candidate, dataset=_dataset(), user=adam))
+    gates.promotion_abtest_start(promotion=promotion, user=adam)
+    test = promotion.abtest
+    assert test is not None
+    challenger = test.variants.get(endpoint=candidate)
+    client = client_as(adam)
+
+    # The A/B page points to the promotion instead of offering its own Promote button.
+    page = client.get(f"/console/abtests/{test.pk}/").content.decode()
+    assert f'href="/review/finetune/{job.pk}/"' in page
+    assert f"/console/abtests/{test.pk}/promote/" not in page
+    # Its Promote action, posted anyway, is refused with the way to the promotion's page.
+    response = client.post(
+        f"/console/abtests/{test.pk}/promote/", {"variant": challenger.pk}, follow=True
+    )
+    refusal = response.content.decode()
+    assert "online step of the gated promotion" in refusal
+    assert f"/review/finetune/{job.pk}/" in refusal
+    for variant in test.variants.all():  # the control cannot end the promotion either
+        client.post(f"/console/abtests/{test.pk}/promote/", {"variant": variant.pk})
+    # Nor can "make default" in the catalogue while the A/B test runs.
+    with pytest.raises(ValueError, match="fine-tuned model"):
+        endpoint_set_default(endpoint=candidate, user=adam)
+
+    candidate.refresh_from_db()
+    test.refresh_from_db()
+    promotion.refresh_from_db()
+    assert not candidate.is_default and ModelEndpoint.objects.get(is_default=True) == default
+    assert test.status == ABTest.Status.RUNNING and test.winner is None
+    assert promotion.status == Promotion.Status.ONLINE and promotion.promoted_at is None
+    assert not AuditEntry.objects.filter(action="endpoint.default").exists()
+
+    # The promotion's own path: recorded, the test stopped with its winner, rollback offered.
+    other_tab = Promotion.objects.get(pk=promotion.pk)
+    client.post(f"/review/finetune/promotions/{promotion.pk}/promote/", {"early": "1"})
+    promotion.refresh_from_db()
+    test.refresh_from_db()
+    candidate.refresh_from_db()
+    assert promotion.status == Promotion.Status.PROMOTED and promotion.promoted_by == adam
+    assert candidate.is_default and test.winner == challenger
+    assert AuditEntry.objects.filter(action="finetune.promote", actor_id=adam.pk).count() == 1
+    page = client.get(f"/review/finetune/{job.pk}/").content.decode()
+    assert "Roll back to current-default" in page
+    # A second click (another tab) is refused, not recorded twice.
+    with pytest.raises(gates.PromotionError, match="promoted already"):
+        gates.promotion_promote(promotion=other_tab, user=adam, early_acknowledged=True)
+    assert AuditEntry.objects.filter(action="finetune.promote").count() == 1
+
+    gates.promotion_rollback(promotion=promotion, user=adam)
+    default.refresh_from_db()
+    assert default.is_default
+    # Rolled back: the gate is shut again until a new promotion.
+    with pytest.raises(ValueError, match="fine-tuned model"):
+        endpoint_set_default(endpoint=candidate, user=adam)
