@@ -30,6 +30,7 @@ from chatbot.models import (
     ReviewItem,
     Turn,
     TurnRollup,
+    TurnRollupDay,
     UserDay,
 )
 from observability import drift
@@ -102,7 +103,29 @@ GROUP BY 1, 2, 3, 4, 5, 6""",  # noqa: S608
             )
             drift.turns_insert(cursor, ids)
         _days_recompute(cursor, days)
+        days_from_hours(cursor, days)
     return len(wanted)
+
+
+_KEY_COLUMNS = ", ".join(f"r.{key}" for key in KEYS)
+
+
+def days_from_hours(cursor: Any, days: Sequence[date]) -> None:
+    """Replace the daily rollup rows of `days` with the sums of their hourly rows (the caller
+    holds the rollups' lock, as `hours_recompute` does)."""
+    cursor.execute(
+        f"DELETE FROM {table_name(TurnRollupDay)} WHERE day = ANY(%(days)s)",  # noqa: S608
+        {"days": list(days)},
+    )
+    starts = [datetime.combine(day, datetime.min.time(), tzinfo=UTC) for day in days]
+    cursor.execute(
+        f"""INSERT INTO {table_name(TurnRollupDay)} (day, {", ".join(KEYS)}, {", ".join([*SUMS, *HISTOGRAMS])}, computed_at)
+SELECT (d.start AT TIME ZONE 'UTC')::date, {_KEY_COLUMNS}, {", ".join(rollup_sum_columns())}, now()
+FROM unnest(%(starts)s::timestamptz[]) AS d(start)
+JOIN {table_name(TurnRollup)} r ON r.hour >= d.start AND r.hour < d.start + interval '1 day'
+GROUP BY d.start, {_KEY_COLUMNS}""",  # noqa: S608
+        {"starts": starts},
+    )
 
 
 def _days_recompute(cursor: Any, days: Sequence[date]) -> None:
@@ -254,19 +277,20 @@ def rollup_sum_columns() -> list[str]:
 
 
 def rollup_all(filters: Filters) -> dict[str, dict[Any, dict[str, Any]]]:
-    """The same totals from the hourly rollups, in two scans of the rows in the date range: every
-    sum per day (the total is their sum), and the few sums the breakdowns show per model and per
-    group. (One GROUPING SETS pass with every sum for every set costs about three times more.)"""
+    """The same totals from the daily rollups (the dashboard's range is whole days), in two scans
+    of the rows in the date range: every sum per day (the total is their sum), and the few sums
+    the breakdowns show per model and per group. (One GROUPING SETS pass with every sum for every
+    set costs about three times more.)"""
     keys = filters.keys()
     where = " AND ".join(f"r.{name} = %({name})s" for name in keys) or "true"
-    where = f"r.hour >= %(start)s AND r.hour < %(end)s AND {where}"
-    params = {"start": filters.start_at, "end": filters.end_at, **keys}
+    where = f"r.day >= %(start)s AND r.day <= %(end)s AND {where}"
+    params = {"start": filters.start, "end": filters.end, **keys}
     sums = rollup_sum_columns()
-    table = table_name(TurnRollup)
+    table = table_name(TurnRollupDay)
     result: dict[str, dict[Any, dict[str, Any]]] = {name: {} for name in GROUPINGS.values()}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT date_trunc('day', r.hour) AS day, {', '.join(sums)} FROM {table} r"  # noqa: S608
+            f"SELECT r.day, {', '.join(sums)} FROM {table} r"  # noqa: S608
             f" WHERE {where} GROUP BY 1",
             params,
         )
@@ -274,7 +298,7 @@ def rollup_all(filters: Filters) -> dict[str, dict[Any, dict[str, Any]]]:
         for values in cursor.fetchall():
             row = dict(zip(names, values, strict=True))
             if row["turns"]:
-                result["day"][row.pop("day").date()] = row
+                result["day"][row.pop("day")] = row
         light = ", ".join(f"coalesce(sum(r.{name}), 0) AS {name}" for name in BREAKDOWN_SUMS)
         cursor.execute(
             f"SELECT GROUPING(r.endpoint_id, r.group_id) AS grouping, r.endpoint_id, r.group_id,"  # noqa: S608

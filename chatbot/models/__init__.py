@@ -26,6 +26,7 @@ from chatbot.models.observability import (
     Replay,
     RollupRun,
     TurnRollup,
+    TurnRollupDay,
     UserDay,
 )
 from chatbot.models.prompts import PromptVersion
@@ -92,6 +93,7 @@ __all__ = [
     "ToolSetting",
     "Turn",
     "TurnRollup",
+    "TurnRollupDay",
     "UserDay",
     "WeeklyReport",
 ]

@@ -24,16 +24,10 @@ def _empty_histogram() -> list[int]:
     return [0] * LATENCY_BUCKETS
 
 
-class TurnRollup(models.Model):
-    """Finished production turns of one hour, summed per (model, route, channel, group, collection).
+class RollupColumns(models.Model):
+    """The keys and sums of a rollup row: finished production turns of one period, summed per
+    (model, route, channel, group, collection). The hourly and the daily table share them."""
 
-    Recomputed whole for every hour something changed in (`observability.rollups`), so a row is
-    always exactly what the raw tables say for its key. Replays are never counted. The group is the
-    asker's team: their first group by name that is not a role (agent, reviewer, admin), else
-    their role; the collection is the one the answer's top source came from.
-    """
-
-    hour = models.DateTimeField()
     endpoint = models.ForeignKey(
         "chatbot.ModelEndpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -80,6 +74,21 @@ class TurnRollup(models.Model):
     computed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        abstract = True
+
+
+class TurnRollup(RollupColumns):
+    """Finished production turns of one hour, summed per (model, route, channel, group, collection).
+
+    Recomputed whole for every hour something changed in (`observability.rollups`), so a row is
+    always exactly what the raw tables say for its key. Replays are never counted. The group is the
+    asker's team: their first group by name that is not a role (agent, reviewer, admin), else
+    their role; the collection is the one the answer's top source came from.
+    """
+
+    hour = models.DateTimeField()
+
+    class Meta:
         ordering = ["hour"]
         indexes = [
             models.Index(fields=["hour"]),
@@ -89,6 +98,22 @@ class TurnRollup(models.Model):
 
     def __str__(self) -> str:
         return f"rollup {self.hour:%Y-%m-%d %H}:00 ({self.turns} turns)"
+
+
+class TurnRollupDay(RollupColumns):
+    """The hourly rollups of one UTC day summed per key: what the dashboard reads for its date
+    range (a day is 24 hourly rows per key; 180 days of hourly rows took 500 ms to sum at 1M
+    turns). Recomputed from `TurnRollup` for every day one of its hours was (`observability.rollups`),
+    in the same transaction, so it always equals the sum of its hours."""
+
+    day = models.DateField()
+
+    class Meta:
+        ordering = ["day"]
+        indexes = [models.Index(fields=["day"], name="turnrollupday_day")]
+
+    def __str__(self) -> str:
+        return f"daily rollup {self.day:%Y-%m-%d} ({self.turns} turns)"
 
 
 class UserDay(models.Model):

@@ -22,6 +22,7 @@ from chatbot.models import (
     ReviewItem,
     Turn,
     TurnRollup,
+    TurnRollupDay,
     UserDay,
 )
 from observability import rollups
@@ -233,3 +234,52 @@ def test_it_finds_the_hours_touched_since_the_last_pass(cast) -> None:
     filters = Filters(start=FIRST_DAY, end=LAST_DAY)
     raw = rollups.raw_totals(filters, by="total")[None]
     _same(rollups.rollup_totals(filters, by="total")[None], raw)
+
+
+def test_each_daily_row_is_the_sum_of_its_days_hourly_rows(cast) -> None:
+    """The dashboard reads the daily table; it must say what the hours say, after a full pass
+    and after one hour of a day was redone."""
+    data = generate([cast["alice"], cast["rita"], cast["adam"]], turns=150)
+    _rebuild()
+    keys = ("endpoint_id", "route", "channel", "group_id", "collection_id")
+
+    def from_hours() -> dict[tuple[Any, ...], dict[str, Any]]:
+        summed: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in TurnRollup.objects.values("hour", *keys, *rollups.SUMS, *rollups.HISTOGRAMS):
+            key = (row.pop("hour").date(), *(row.pop(k) for k in keys))
+            into = summed.setdefault(key, {**{n: 0 for n in rollups.SUMS}, "ttft_hist": None})
+            for name in rollups.SUMS:
+                into[name] += row[name]
+            for name in rollups.HISTOGRAMS:
+                into[name] = [
+                    a + b
+                    for a, b in zip(into.get(name) or [0] * len(row[name]), row[name], strict=True)
+                ]
+        return _rounded(summed)
+
+    def daily() -> dict[tuple[Any, ...], dict[str, Any]]:
+        return _rounded(
+            {
+                (row.pop("day"), *(row.pop(k) for k in keys)): row
+                for row in TurnRollupDay.objects.values(
+                    "day", *keys, *rollups.SUMS, *rollups.HISTOGRAMS
+                )
+            }
+        )
+
+    assert len({key[0] for key in daily()}) >= 2, "the data spans several days"
+    assert daily() == from_hours()
+    old = next(t for t in data.turns if t.status == Turn.Status.DONE and not t.is_replay)
+    Feedback.objects.update_or_create(turn=old, user=cast["adam"], defaults={"rating": -1})
+    rollups.hours_recompute(hours=[old.created_at])
+    assert daily() == from_hours()
+    rollups.hours_recompute(hours=[old.created_at])
+    assert daily() == from_hours(), "idempotent"
+
+
+def _rounded(rows: dict[tuple[Any, ...], dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Float sums (milliseconds) to a microsecond: Postgres and Python add them in other orders."""
+    return {
+        key: {n: round(v, 3) if isinstance(v, float) else v for n, v in row.items()}
+        for key, row in rows.items()
+    }
