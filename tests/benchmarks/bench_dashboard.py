@@ -1,5 +1,5 @@
-"""The dashboard at 1,000,000 turns: its server time from the hourly rollups versus the same
-numbers computed from the raw tables.
+"""The dashboard at 1,000,000 turns: its server time from the rollups (daily rows, built from the
+hourly ones) versus the same numbers computed from the raw tables.
 
     .venv/bin/python tests/benchmarks/bench_dashboard.py [--turns 1000000] [--days 180]
         [--rounds 5] [--keep]

@@ -205,3 +205,28 @@ def test_it_lists_each_route_seen_once_in_order(django_assert_num_queries) -> No
     assert routes == ["", "catalogue default", "rule: cheap", "z"]
     TurnRollup.objects.all().delete()
     assert dashboard.routes_known() == []
+
+
+def test_it_counts_active_and_returning_people_as_the_raw_turns_say(data) -> None:
+    """Counted in the database from the daily (person, day) rows: the same as from the turns."""
+    first = START.date()
+    filters = Filters(start=first, end=first + timedelta(days=2))
+    seen: dict[int, set] = {}
+    for turn in Turn.objects.filter(
+        is_replay=False,
+        status__in=rollups.FINISHED,
+        created_at__gte=filters.start_at,
+        created_at__lt=filters.end_at,
+    ).select_related("conversation"):
+        seen.setdefault(turn.conversation.owner_id, set()).add(turn.created_at.date())
+    per_day: dict = {}
+    for days in seen.values():
+        for day in days:
+            per_day[day] = per_day.get(day, 0) + 1
+    assert len(per_day) >= 2 and any(len(days) > 1 for days in seen.values())
+
+    for source in ("rollups", "raw"):
+        people = dashboard.people(filters, source=source)
+        assert people.active == len(seen), source
+        assert people.returning == sum(len(days) > 1 for days in seen.values()), source
+        assert people.per_day == per_day, source
