@@ -9,8 +9,16 @@ from pydantic import field_validator
 
 from chatbot.accounts import roles
 from chatbot.api.auth import caller
-from chatbot.api.schemas import NOT_BLANK, BodyIn, ErrorOut, JsonInt, RowId, ValidationErrorOut
-from chatbot.retrieval.search import SearchHit, hybrid_search
+from chatbot.api.schemas import (
+    NOT_BLANK,
+    BodyIn,
+    ErrorOut,
+    JsonInt,
+    PositiveInt,
+    RowId,
+    ValidationErrorOut,
+)
+from chatbot.retrieval.search import SEARCH_PER_DOCUMENT, SearchHit, hybrid_search
 
 router = Router(tags=["knowledge"])
 
@@ -26,6 +34,14 @@ class SearchIn(BodyIn):
         json_schema_extra=NOT_BLANK,
     )
     k: JsonInt = Field(5, ge=1, le=50, description="How many chunks to return (1-50).")
+    # The bounds sit in the type (`PositiveInt`): on an optional field pydantic would not write
+    # them into the JSON schema.
+    per_document: PositiveInt | None = Field(
+        SEARCH_PER_DOCUMENT,
+        description="At most this many passages of one document among the k returned while "
+        "other documents have passages to offer (default 1: k passages from k documents where "
+        "there are that many); null for no cap (a document's passages together).",
+    )
     collections: list[RowId] | None = Field(
         None,
         max_length=100,
@@ -97,12 +113,17 @@ def _hit_out(rank: int, hit: SearchHit) -> SearchHitOut:
 )
 def search(request: HttpRequest, payload: SearchIn) -> SearchOut:
     """Hybrid search (vector similarity + full text, fused by reciprocal rank, then reranked)
-    over the collections shared with your groups, best first."""
+    over the collections shared with your groups, best first; by default one passage a
+    document among the k (`per_document`)."""
     user = caller(request)
     if not user.has_perm(roles.VIEW_KNOWLEDGE):
         raise AuthorizationError(message=NO_KNOWLEDGE_ACCESS)
     result = hybrid_search(
-        user=user, query=payload.query, k=payload.k, collection_ids=payload.collections
+        user=user,
+        query=payload.query,
+        k=payload.k,
+        collection_ids=payload.collections,
+        per_document=payload.per_document,
     )
     return SearchOut(
         query=payload.query,

@@ -3,7 +3,10 @@ their fusion and the fusion reranked (what search returns), side by side, so we 
 fusion and reranking beat the best single leg. Without a shipped reranker there is no reranked row.
 
 A search returns chunks; a question is answered by documents. Each ranking is the chunk list
-(`candidates` deep) reduced to its documents in first-seen order.
+(`candidates` deep) reduced to its documents in first-seen order. The "api" row is what
+POST /api/search returns: the reranked passages with at most `SEARCH_PER_DOCUMENT` of one document
+among the first k (`per_document_first`), counted as passages: recall@5 there is the share of
+questions whose document is among the first 5 passages a caller gets.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from chatbot.retrieval.search import (
     DEFAULT_DENSE_WEIGHT,
     DEFAULT_SPARSE_WEIGHT,
     DEFAULT_TEXT_WEIGHTS,
+    SEARCH_PER_DOCUMENT,
     hybrid_search,
+    per_document_first,
 )
 from evaluation.offline.data import Question
 
-MODES = ("dense", "sparse", "fused", "reranked")
+MODES = ("dense", "sparse", "fused", "reranked", "api")
 
 
 @dataclass
@@ -101,8 +106,10 @@ def evaluate(
     levers: Levers = Levers(),
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, ModeReport]:
-    modes = MODES if reranker() is not None else MODES[:-1]
+    modes = MODES[:-1] if reranker() is not None else MODES[:-2]
     reports = {mode: ModeReport(mode, ks) for mode in modes}
+    if "reranked" in modes:
+        reports["api"] = ModeReport("api", ks)
     depth = max(levers.candidates, max(ks))
     for number, question in enumerate(questions, start=1):
         for mode in modes:
@@ -120,6 +127,11 @@ def evaluate(
             )
             docs = ranked_documents(hit.external_id for hit in result.hits)
             reports[mode].add(docs, question.relevant, result.duration_ms)
+            if mode == "reranked":
+                # One passage a slot: a document counts once per passage of it.
+                listed = per_document_first(result.hits, SEARCH_PER_DOCUMENT)
+                passages = [hit.external_id for hit in listed]
+                reports["api"].add(passages, question.relevant, result.duration_ms)
         if progress is not None:
             progress(number)
     return reports

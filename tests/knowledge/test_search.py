@@ -12,7 +12,7 @@ from chatbot.accounts import roles
 from chatbot.accounts.visibility import collections_visible_to
 from chatbot.llm.embeddings import LocalEmbeddings
 from chatbot.models import Chunk, Collection, Document, Source
-from chatbot.retrieval.search import hybrid_search
+from chatbot.retrieval.search import SearchHit, hybrid_search, per_document_first
 
 pytestmark = pytest.mark.django_db
 
@@ -267,3 +267,18 @@ def test_it_returns_a_passage_stored_twice_only_once(kb: KnowledgeBase, alice: U
 def test_it_never_returns_a_retired_chunk(kb: KnowledgeBase, alice: User) -> None:
     Chunk.objects.filter(document__external_id="pw-reset").update(retired_at=timezone.now())
     assert "pw-reset" not in ids(hybrid_search(user=alice, query="reset my password", k=50))
+
+
+def test_per_document_first_moves_a_documents_extra_passages_after_the_others() -> None:
+    def hit(chunk: int, document: int) -> SearchHit:
+        return SearchHit(
+            chunk_id=chunk, score=0.0, dense_rank=None, sparse_rank=None, similarity=None,
+            text_rank=None, heading="", text="", document_id=document, external_id=str(document),
+            title="", url="", collection_id=1, collection_name="c",
+        )  # fmt: skip
+
+    hits = [hit(1, 10), hit(2, 10), hit(3, 10), hit(4, 20), hit(5, 20), hit(6, 30)]
+    order = lambda cap: [h.chunk_id for h in per_document_first(hits, cap)]  # noqa: E731
+    assert order(1) == [1, 4, 6, 2, 3, 5]
+    assert order(2) == [1, 2, 4, 5, 6, 3]
+    assert order(3) == [1, 2, 3, 4, 5, 6]

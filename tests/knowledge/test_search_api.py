@@ -11,6 +11,8 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 
 from chatbot.accounts.services import api_key_create
+from chatbot.llm.embeddings import LocalEmbeddings
+from chatbot.models import Chunk, Document
 from tests.knowledge.test_search import KnowledgeBase, make_knowledge_base
 
 pytestmark = pytest.mark.django_db
@@ -122,6 +124,7 @@ def test_it_refuses_anonymous_callers_with_401(kb: KnowledgeBase) -> None:
         ({"query": "vpn", "k": "many"}, "k", "whole number"),
         ({"query": "vpn", "collections": "all"}, "collections", "must be a list"),
         ({"query": "x" * 2001}, "query", "at most 2000"),
+        ({"query": "vpn", "per_document": 0}, "per_document", "greater than or equal to 1"),
     ],
 )
 def test_it_explains_bad_input_with_422(
@@ -146,3 +149,40 @@ def test_it_explains_a_body_that_is_not_json_with_400(
     )
     assert response.status_code == 400
     assert "not a valid JSON object" in response.json()["detail"]
+
+
+def test_it_lists_one_passage_a_document_first_unless_asked_otherwise(
+    kb: KnowledgeBase, alice: User, client_as: Callable[[User], Client]
+) -> None:
+    """A long document's passages would fill the list: by default each document gets one slot
+    among the k while others have passages to offer; `per_document: null` keeps them together."""
+    document = Document.objects.get(external_id="pw-reset")
+    more = [
+        "A password reset link is single use; request a new password reset link when it expired.",
+        "Reset links for a forgotten password are sent to the work email, never a private one.",
+    ]
+    for ordinal, (text, vector) in enumerate(
+        zip(more, LocalEmbeddings().embed_documents(more), strict=True), start=1
+    ):
+        Chunk.objects.create(
+            document=document,
+            collection=document.collection,
+            ordinal=ordinal,
+            heading=document.title,
+            text=text,
+            embedding=vector,
+        )
+    client = client_as(alice)
+    question = "how do I reset a forgotten password with the reset link"
+
+    together = post(client, {"query": question, "k": 3, "per_document": None}).json()["hits"]
+    assert [h["document"]["external_id"] for h in together] == ["pw-reset"] * 3
+
+    spread = post(client, {"query": question, "k": 3}).json()["hits"]
+    documents = [h["document"]["external_id"] for h in spread]
+    assert documents[0] == "pw-reset" and len(set(documents)) == 3, documents
+    assert spread[0]["chunk_id"] == together[0]["chunk_id"], "the best passage stays first"
+
+    two = post(client, {"query": question, "k": 3, "per_document": 2}).json()["hits"]
+    assert [h["document"]["external_id"] for h in two][:2] == ["pw-reset", "pw-reset"]
+    assert two[2]["document"]["external_id"] != "pw-reset"

@@ -40,7 +40,7 @@ def table(output: str) -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {}
     for line in output.splitlines():
         cells = line.split()
-        if cells and cells[0] in ("mode", "dense", "sparse", "fused"):
+        if cells and cells[0] in ("mode", "dense", "sparse", "fused", "reranked", "api"):
             rows[cells[0]] = cells[1:]
     return rows
 
@@ -63,6 +63,8 @@ def test_it_prints_recall_mrr_and_latency_for_each_leg(documents: Path, tmp_path
         assert (recall_1, recall_3, mrr) == ("1.000", "1.000", "1.000")
         assert 0 < float(p50) <= float(p95)
     assert re.fullmatch(r"[01]\.\d{3}", rows["sparse"][0])
+    # What POST /api/search returns, counted by passage: one-chunk documents, so as reranked.
+    assert rows["api"][:3] == rows["reranked"][:3] == ["1.000", "1.000", "1.000"]
 
 
 def test_it_reads_covidqa_questions_and_honours_limit(documents: Path, tmp_path: Path) -> None:
