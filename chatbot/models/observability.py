@@ -1,6 +1,7 @@
-"""Observability: hourly rollups the dashboard reads, alert rules and their firings, and replays
-of past turns. Raw facts stay on Turn, Span, JudgeScore, Feedback and friends; everything here is
-derived from them (rollups) or describes work done on them (alerts, replays)."""
+"""Observability: hourly and daily rollups (the dashboard reads the daily ones), alert rules and
+their firings, and replays of past turns. Raw facts stay on Turn, Span, JudgeScore, Feedback and
+friends; everything here is derived from them (rollups) or describes work done on them (alerts,
+replays)."""
 
 from __future__ import annotations
 

@@ -348,7 +348,12 @@ def hybrid_search(
     query = query.strip()
     if not query:
         raise ValueError("The search query is empty.")
-    if k < 1 or candidates < 1 or term_postings < 1 or (per_document or 1) < 1:
+    if (
+        k < 1
+        or candidates < 1
+        or term_postings < 1
+        or (per_document is not None and per_document < 1)
+    ):
         raise ValueError("k, candidates, term_postings and per_document must be positive.")
     if len(text_weights) != 4 or not all(0 <= w <= 1 for w in text_weights):
         raise ValueError("text_weights are four numbers from 0 to 1 (labels D, C, B, A).")

@@ -263,14 +263,12 @@ def _v1_prompt(question: str) -> Any:
 
 
 @contextmanager
-def grounding_preferred() -> Iterator[None]:
-    """Demo knowledge base in place, and every question answered by the model, for the run."""
-    demo_knowledge_ensure()
-    for source in Source.objects.exclude(status=Source.Status.DONE):
-        source_ingest(source_id=source.pk)
+def assistant_settings_for_run(**fields: Any) -> Iterator[None]:
+    """The assistant settings with `fields` changed for the run, then as they were (or absent)."""
     saved = AssistantSettings.objects.filter(pk=1).first()
     config = assistant_settings()
-    config.grounding = AssistantSettings.Grounding.PREFERRED
+    for name, value in fields.items():
+        setattr(config, name, value)
     config.save()
     try:
         yield
@@ -282,20 +280,20 @@ def grounding_preferred() -> Iterator[None]:
 
 
 @contextmanager
+def grounding_preferred() -> Iterator[None]:
+    """Demo knowledge base in place, and every question answered by the model, for the run."""
+    demo_knowledge_ensure()
+    for source in Source.objects.exclude(status=Source.Status.DONE):
+        source_ingest(source_id=source.pk)
+    with assistant_settings_for_run(grounding=AssistantSettings.Grounding.PREFERRED):
+        yield
+
+
+@contextmanager
 def grounding_off() -> Iterator[None]:
     """The /v1 run: the caller's messages go to the model as sent, no answer cache."""
-    saved = AssistantSettings.objects.filter(pk=1).first()
-    config = assistant_settings()
-    config.grounding = AssistantSettings.Grounding.OFF
-    config.cache_enabled = False
-    config.save()
-    try:
+    with assistant_settings_for_run(grounding=AssistantSettings.Grounding.OFF, cache_enabled=False):
         yield
-    finally:
-        if saved is None:
-            AssistantSettings.objects.filter(pk=1).delete()
-        else:
-            saved.save()
 
 
 def _probe_prompt(user: User, question: str, endpoint: ModelEndpoint, v1: bool = False) -> str:

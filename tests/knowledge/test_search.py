@@ -282,3 +282,8 @@ def test_per_document_first_moves_a_documents_extra_passages_after_the_others() 
     assert order(1) == [1, 4, 6, 2, 3, 5]
     assert order(2) == [1, 2, 4, 5, 6, 3]
     assert order(3) == [1, 2, 3, 4, 5, 6]
+
+
+def test_it_refuses_a_cap_below_one_passage_a_document(kb: KnowledgeBase, alice: User) -> None:
+    with pytest.raises(ValueError, match="per_document"):
+        hybrid_search(user=alice, query="password", per_document=0)
