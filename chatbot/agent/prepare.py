@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
 from django.db.models import Q, QuerySet, Subquery
 
 from chatbot.agent.grounding import (
@@ -55,21 +57,19 @@ def answer_instructions_published() -> tuple[int | None, str]:
     return prompt_published(PromptVersion.Kind.ANSWER)
 
 
-def prompt_for_turn(
-    turn_id: int, *, system_prompt: str = "", history_of: int | None = None
-) -> Prompt:
-    """The published system prompt (or `system_prompt`), the last few finished exchanges, then
-    the turn's question.
+# Stand-ins for the turn and the history's anchor in the statement compiled once (below).
+_TURN, _ANCHOR = -(2**62) + 1, -(2**62) + 2
 
-    The history is the one before `history_of` in its conversation (a replay of one turn keeps its
-    original's history), by default the turn's own. One query: it runs before every model call,
-    so the published prompt comes along as a subquery (a partial unique index: one row).
-    """
-    anchor = history_of or turn_id
-    conversation = Turn.objects.filter(pk=anchor).values("conversation_id")
-    history = Q(conversation_id=Subquery(conversation[:1]), pk__lt=anchor, status=Turn.Status.DONE)
-    rows = list(
-        Turn.objects.filter(Q(pk=turn_id) | history)
+
+@functools.cache
+def _prompt_statement() -> tuple[str, tuple[Any, ...]]:
+    """`prompt_for_turn`'s statement, compiled once per process with stand-ins for the two ids:
+    it runs before every answer's model call, and Django took longer to build it (four
+    subqueries) than Postgres takes to run it."""
+    conversation = Turn.objects.filter(pk=_ANCHOR).values("conversation_id")
+    history = Q(conversation_id=Subquery(conversation[:1]), pk__lt=_ANCHOR, status=Turn.Status.DONE)
+    rows = (
+        Turn.objects.filter(Q(pk=_TURN) | history)
         .annotate(
             prompt_id=Subquery(_published().values("pk")[:1]),
             prompt_text=Subquery(_published().values("text")[:1]),
@@ -81,6 +81,28 @@ def prompt_for_turn(
             "pk", "user_text", "answer", "prompt_id", "prompt_text", "answer_id", "answer_text"
         )[: settings.CHAT_HISTORY_TURNS + 1]
     )
+    sql, params = rows.query.sql_with_params()
+    if _TURN not in params or _ANCHOR not in params:  # pragma: no cover (a Django change)
+        raise RuntimeError("the prompt statement no longer binds the turn's ids")
+    return sql, tuple(params)
+
+
+def prompt_for_turn(
+    turn_id: int, *, system_prompt: str = "", history_of: int | None = None
+) -> Prompt:
+    """The published system prompt (or `system_prompt`), the last few finished exchanges, then
+    the turn's question.
+
+    The history is the one before `history_of` in its conversation (a replay of one turn keeps its
+    original's history), by default the turn's own. One query: it runs before every model call,
+    so the published prompt comes along as a subquery (a partial unique index: one row).
+    """
+    sql, params = _prompt_statement()
+    anchor = history_of or turn_id
+    bound = [turn_id if p == _TURN else anchor if p == _ANCHOR else p for p in params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, bound)
+        rows = cursor.fetchall()
     question = next((row for row in rows if row[0] == turn_id), None)
     if question is None:
         raise Turn.DoesNotExist(f"turn {turn_id} does not exist")

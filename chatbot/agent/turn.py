@@ -318,6 +318,72 @@ async def _agent(
     return True
 
 
+@dataclass
+class _Begun:
+    """What the turn's first hop to a thread found (`_begin`)."""
+
+    variant: abtest.Applied | None
+    plan: Plan | None
+    looked: CacheLookup | None = None
+    prepared: Prepared | None = None
+    # Preparing failed after the cache was asked: raised once the lookup is on the record.
+    failed: Exception | None = None
+
+
+def _cache_may_serve(
+    prompt: Prompt | None, overrides: Overrides | None, as_of: dict[int, int] | None
+) -> bool:
+    """Only the plain pipeline's own prompt and settings (or the variant's) may be answered from
+    the cache: an earlier judged answer given under the same ones may do."""
+    return prompt is None and overrides is None and as_of is None
+
+
+def _lookup(
+    turn_id: int,
+    requested_model: str | None,
+    asked: Prompt | None,
+    variant: abtest.Applied | None,
+) -> CacheLookup:
+    return answer_cache_lookup(
+        turn_id=turn_id,
+        requested_model=requested_model,
+        prompt=asked,
+        config=variant.config if variant else None,
+    )
+
+
+def _begin(
+    turn_id: int,
+    requested_model: str | None,
+    prompt: Prompt | None,
+    overrides: Overrides | None,
+    tracer: Tracer,
+    as_of: dict[int, int] | None,
+    takes_part: bool,
+) -> _Begun:
+    """One hop to a thread for everything before the model call, where the agent has no steps to
+    take: the variant and the plan (`_start`), the cache lookup, then the history, retrieval and
+    route (`_prepare`). Each thread hop costs a switch and the event loop's attention; the turn
+    used to make three before its first token. With a plan, only `_start` runs here: the agent's
+    steps come first, and the pipeline's own steps follow only if it answers plainly."""
+    variant, plan = _start(turn_id, requested_model, takes_part)
+    begun = _Begun(variant=variant, plan=plan)
+    if plan is not None:
+        return begun
+    if variant is not None:
+        requested_model = variant.requested_model
+    asked = prompt or (variant.prompt if variant else None)
+    if _cache_may_serve(prompt, overrides, as_of):
+        begun.looked = _lookup(turn_id, requested_model, asked, variant)
+        if begun.looked.hit is not None:
+            return begun
+    try:
+        begun.prepared = _prepare(turn_id, requested_model, asked, tracer, begun.looked, as_of)
+    except Exception as exc:  # raised by the caller, after the lookup's attributes are recorded
+        begun.failed = exc
+    return begun
+
+
 async def _answer(
     run: _Run,
     root: SpanRecord,
@@ -335,30 +401,29 @@ async def _answer(
         )
     # Only turns the product builds itself take part in an A/B test (chatbot.agent.abtest).
     takes_part = prompt is None and requested_model is None and overrides is None
-    variant, plan = await db_sync_to_async(_start)(run.turn_id, requested_model, takes_part)
+    begun = await db_sync_to_async(_begin)(
+        run.turn_id, requested_model, prompt, overrides, run.tracer, run.kb_as_of, takes_part
+    )
+    variant, plan = begun.variant, begun.plan
     if variant is not None:
         run.ab_variant_id, requested_model = variant.variant_id, variant.requested_model
         root.attributes.update(variant.attributes)
     asked = prompt or (variant.prompt if variant else None)
     if plan is not None and await _agent(run, root, emit, plan, asked, overrides, on_step, variant):
         return
-    looked = None
-    if prompt is None and overrides is None and run.kb_as_of is None:
-        # The plain pipeline's own prompt and settings (or the variant's): an earlier judged
-        # answer given under the same ones may do.
-        looked = await db_sync_to_async(answer_cache_lookup)(
-            turn_id=run.turn_id,
-            requested_model=requested_model,
-            prompt=asked,
-            config=variant.config if variant else None,
-        )
+    looked = begun.looked
+    if plan is not None and _cache_may_serve(prompt, overrides, run.kb_as_of):
+        looked = await db_sync_to_async(_lookup)(run.turn_id, requested_model, asked, variant)
+    if looked is not None:
         root.attributes.update(looked.attributes)
         run.cache = looked.mark
         run.prompts_from(looked.prompt)
         if looked.hit is not None:
             await _cached(run, emit, looked)
             return
-    prepared = await db_sync_to_async(_prepare)(
+    if begun.failed is not None:
+        raise begun.failed
+    prepared = begun.prepared or await db_sync_to_async(_prepare)(
         run.turn_id, requested_model, asked, run.tracer, looked, run.kb_as_of
     )
     run.grounding, run.route = prepared.grounding, prepared.route
