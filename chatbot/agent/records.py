@@ -13,13 +13,16 @@ from django.utils import timezone
 from chatbot import hooks
 from chatbot.llm.types import Usage
 from chatbot.models import AnswerCacheEntry, Chunk, Citation, Escalation, Turn
+from chatbot.runtime.db import commit_unflushed
 from chatbot.telemetry.tracing import Tracer, spans_save
 
 
 def turn_mark_streaming(*, turn_id: int, endpoint_id: int, route_reason: str) -> None:
-    Turn.objects.filter(pk=turn_id).update(
-        status=Turn.Status.STREAMING, endpoint_id=endpoint_id, route_reason=route_reason
-    )
+    # While the model works on its first token; the turn's final save flushes it to disk.
+    with commit_unflushed():
+        Turn.objects.filter(pk=turn_id).update(
+            status=Turn.Status.STREAMING, endpoint_id=endpoint_id, route_reason=route_reason
+        )
 
 
 @dataclass(frozen=True)

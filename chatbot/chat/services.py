@@ -15,6 +15,7 @@ from chatbot.accounts import roles
 from chatbot.agent.cache import answer_cache_retire_turns
 from chatbot.chat import live
 from chatbot.models import Conversation, Escalation, Feedback, Turn
+from chatbot.runtime.db import commit_unflushed
 
 
 class InvalidInput(ValueError):
@@ -74,7 +75,6 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
-@transaction.atomic
 def turn_create(
     *, conversation: Conversation, user_text: object, replay_of: Turn | None = None
 ) -> Turn:
@@ -82,18 +82,22 @@ def turn_create(
 
     `replay_of`: the past turn this one asks again (in a replay conversation)."""
     text = message_validate(user_text)
-    turn = Turn.objects.create(
-        conversation=conversation,
-        user_text=text,
-        is_replay=replay_of is not None,
-        replay_of=replay_of,
-    )
     updates: dict[str, object] = {"updated_at": timezone.now()}
     if not conversation.title:
         title = " ".join(text.split())
         updates["title"] = title if len(title) <= TITLE_LENGTH else title[: TITLE_LENGTH - 1] + "…"
+    # Saved before the answer starts, on the path of its first token: one commit that does not
+    # wait for the disk (`commit_unflushed`); the turn's final save makes it durable.
+    with commit_unflushed():
+        turn = Turn.objects.create(
+            conversation=conversation,
+            user_text=text,
+            is_replay=replay_of is not None,
+            replay_of=replay_of,
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(**updates)
+    if "title" in updates:
         conversation.title = str(updates["title"])
-    Conversation.objects.filter(pk=conversation.pk).update(**updates)
     return turn
 
 

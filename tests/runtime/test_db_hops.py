@@ -7,8 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.contrib.auth.models import User
+from django.db import connection, transaction
 
+from chatbot.chat import services
+from chatbot.models import Turn
 from chatbot.runtime import db
 from chatbot.runtime.db import db_sync_to_async
 
@@ -60,3 +63,33 @@ async def test_it_checks_and_replaces_a_connection_broken_while_idle(
 
     assert pending is True, "checked after sitting idle"
     assert second != first, "the broken connection was replaced and the call succeeded"
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+def test_commit_unflushed_is_one_transaction_that_does_not_wait_for_the_disk() -> None:
+    owner = User.objects.create_user("unflushed")
+    conversation = services.conversation_create(owner=owner)
+    assert _synchronous_commit() == "on"
+    with db.commit_unflushed():
+        assert connection.in_atomic_block
+        assert _synchronous_commit() == "off"
+    assert _synchronous_commit() == "on", "SET LOCAL: the next transaction waits for the disk"
+    turn = services.turn_create(conversation=conversation, user_text="Where is my parcel?")
+    assert Turn.objects.get(pk=turn.pk).user_text == "Where is my parcel?"
+    conversation.refresh_from_db()
+    assert conversation.title == "Where is my parcel?"
+
+    # Inside someone else's transaction it adds nothing: their commit decides.
+    with transaction.atomic(), db.commit_unflushed():
+        assert _synchronous_commit() == "on"
+
+    # A failure inside rolls the whole step back (the turn and the conversation's title alike).
+    with pytest.raises(RuntimeError), db.commit_unflushed():
+        Turn.objects.create(conversation=conversation, user_text="lost")
+        raise RuntimeError
+    assert not Turn.objects.filter(user_text="lost").exists()
