@@ -41,7 +41,7 @@ from pgvector.django import CosineDistance
 
 from chatbot.accounts.visibility import collections_visible_to
 from chatbot.agent.grounding import GROUNDING_INSTRUCTIONS, assistant_settings
-from chatbot.agent.prepare import prompt_for_turn
+from chatbot.agent.prepare import prompt_for_turn, turn_asker
 from chatbot.agent.records import CacheMark, CitationRecord
 from chatbot.compliance.pii import pii_find
 from chatbot.llm.embeddings import embeddings
@@ -180,13 +180,13 @@ def answer_cache_lookup(
     variant, `chatbot.agent.abtest`): both are part of the scope, so a variant only ever finds
     answers given under its own endpoint, prompt version and grounding settings."""
     started = time.perf_counter()
-    turn = Turn.objects.select_related("conversation__owner").get(pk=turn_id)
+    asker, is_replay = turn_asker(turn_id)
     looked = CacheLookup(
         prompt=prompt or prompt_for_turn(turn_id),
-        user=turn.conversation.owner,
+        user=asker,
         config=config or assistant_settings(),
     )
-    if not looked.config.cache_enabled or turn.is_replay:
+    if not looked.config.cache_enabled or is_replay:
         return looked
     if len(looked.prompt.messages) > 2:
         looked.attributes = {"cache": "skipped", "cache_skipped": "a follow-up question"}

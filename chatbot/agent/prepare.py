@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import Q, QuerySet, Subquery
+from django.db.models import F, Q, QuerySet, Subquery
 
 from chatbot.agent.grounding import (
     GROUNDING_INSTRUCTIONS,
@@ -85,6 +85,27 @@ def _prompt_statement() -> tuple[str, tuple[Any, ...]]:
     if _TURN not in params or _ANCHOR not in params:  # pragma: no cover (a Django change)
         raise RuntimeError("the prompt statement no longer binds the turn's ids")
     return sql, tuple(params)
+
+
+@functools.cache
+def _asker_statement() -> tuple[str, tuple[Any, ...]]:
+    asker = User.objects.filter(conversations__turns=_TURN).annotate(
+        turn_is_replay=F("conversations__turns__is_replay")
+    )
+    sql, params = asker.query.sql_with_params()
+    if _TURN not in params:  # pragma: no cover (a Django change)
+        raise RuntimeError("the asker's statement no longer binds the turn's id")
+    return sql, tuple(params)
+
+
+def turn_asker(turn_id: int) -> tuple[User, bool]:
+    """Who asked the turn, and whether the turn is a replay: one statement compiled once per
+    process (building it took Django longer than running it, before every answer)."""
+    sql, params = _asker_statement()
+    rows = list(User.objects.raw(sql, [turn_id if p == _TURN else p for p in params]))
+    if not rows:
+        raise Turn.DoesNotExist(f"turn {turn_id} does not exist")
+    return rows[0], bool(rows[0].turn_is_replay)  # type: ignore[attr-defined]
 
 
 def prompt_for_turn(

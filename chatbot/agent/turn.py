@@ -16,13 +16,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.contrib.auth.models import User
-
 from chatbot.agent import abtest, fallback, records
 from chatbot.agent.cache import CacheLookup, answer_cache_lookup
 from chatbot.agent.grounding import Grounding, cited_numbers
 from chatbot.agent.loop import Called, Plan, StepEmit, agent_plan, agent_steps
-from chatbot.agent.prepare import Prepared, prompt_for_turn, turn_prepare
+from chatbot.agent.prepare import Prepared, prompt_for_turn, turn_asker, turn_prepare
 from chatbot.compliance.redact import Placeholders
 from chatbot.llm.pricing import estimate_tokens, usage_cost
 from chatbot.llm.router import Route
@@ -151,7 +149,7 @@ def _prepare(
     # the settings, maybe the question's vector) is not read again.
     asker = looked.user if looked is not None else None
     return turn_prepare(
-        asker=lambda: asker or User.objects.get(conversations__turns=turn_id),
+        asker=lambda: asker or turn_asker(turn_id)[0],
         prompt=looked.prompt if looked is not None else (prompt or prompt_for_turn(turn_id)),
         tracer=tracer,
         requested_model=requested_model,

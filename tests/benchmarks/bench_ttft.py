@@ -75,6 +75,7 @@ from chatbot.models import (  # noqa: E402
     Conversation,
     ModelEndpoint,
     Source,
+    Span,
     Turn,
 )
 from chatbot.runtime import model_server  # noqa: E402
@@ -324,6 +325,7 @@ async def bench(
     ours_ms: list[float] = []
     base_ms: list[float] = []
     inside_ms: list[float] = []
+    before_model_ms: list[float] = []
     ours_first: list[bool] = []
     async with httpx.AsyncClient(timeout=120) as client:
         for i in range(warmup + rounds):
@@ -348,8 +350,26 @@ async def bench(
                 ours_ms.append(t_ours * 1000)
                 base_ms.append(t_base * 1000)
                 inside_ms.append(turn.ttft_ms or 0.0)
+                before_model_ms.append(await sync_to_async(_before_model_ms)(turn.pk))
                 ours_first.append(i % 2 == 0)
-    _report(ours_ms, base_ms, inside_ms, ours_first, "our /v1 (SSE, API key)" if v1 else None)
+    _report(
+        ours_ms,
+        base_ms,
+        inside_ms,
+        ours_first,
+        "our /v1 (SSE, API key)" if v1 else None,
+        before_model_ms,
+    )
+
+
+def _before_model_ms(turn_id: int) -> float:
+    """From `turn_run`'s start (its root span) to the model call's span: the turn's preparation."""
+    spans = Span.objects.filter(turn_id=turn_id).order_by("started_at")
+    root = spans.filter(parent__isnull=True).first()
+    model = spans.filter(kind=Span.Kind.LLM).first()
+    if root is None or model is None:
+        return 0.0
+    return (model.started_at - root.started_at).total_seconds() * 1000
 
 
 def _report(
@@ -358,6 +378,7 @@ def _report(
     inside_ms: list[float],
     ours_first: list[bool],
     ours_label: str | None = None,
+    before_model_ms: list[float] | None = None,
 ) -> None:
     def line(name: str, values: list[float]) -> str:
         return (
@@ -371,6 +392,8 @@ def _report(
     print(line("model server directly", base_ms))
     print(line(ours_label or "our stack (websocket)", ours_ms))
     print(line("  of which inside turn_run", inside_ms))
+    if before_model_ms:
+        print(line("    before the model call", before_model_ms))
     print(f"median overhead (paired)     {statistics.median(overhead):7.1f} ms")
     # What is left of the order effect after `flush` (it should be small).
     for flag, label in ((True, "our stack first"), (False, "baseline first")):
