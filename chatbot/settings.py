@@ -235,19 +235,21 @@ INSTALLED_APPS = [
     "observability.apps.ObservabilityConfig",
 ]
 
+# Django's middleware whose hooks do no I/O runs in the event loop under daphne, not a thread hop
+# per hook (chatbot.runtime.middleware); session and messages keep Django's own.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "chatbot.runtime.middleware.SecurityMiddleware",
+    "chatbot.runtime.middleware.CSPMiddleware",
     "chatbot.telemetry.middleware.request_metrics",
     # WhiteNoise, async-capable: its own middleware would put every request on a thread of its own.
     "chatbot.runtime.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chatbot.runtime.middleware.CommonMiddleware",
+    "chatbot.runtime.middleware.CsrfViewMiddleware",
+    "chatbot.runtime.middleware.AuthenticationMiddleware",
     "chatbot.telemetry.audit.audit_context",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "chatbot.runtime.middleware.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, as django-axes asks: it turns a lockout raised during sign-in into its response.
     "axes.middleware.AxesMiddleware",
