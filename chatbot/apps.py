@@ -27,3 +27,6 @@ class ChatbotConfig(AppConfig):
         from chatbot.llm.veil import veil_install
 
         veil_install(Placeholders)
+
+        # Django's deploy checks, run with our async-capable middleware in place of its own.
+        import chatbot.runtime.middleware  # noqa: F401

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 from django.conf import settings
+from django.test.utils import override_settings
+
+from chatbot.runtime.middleware import STANDS_IN_FOR, djangos_checks_with_ours
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,12 +67,32 @@ def test_check_deploy_finds_nothing_with_a_production_environment() -> None:
 
 def test_check_deploy_flags_a_deployment_that_turned_https_off() -> None:
     """The check is live: the same environment with HTTPS switched off is reported."""
-    env = _production_env(SECURE_SSL_REDIRECT="false", SESSION_COOKIE_SECURE="false")
+    env = _production_env(
+        SECURE_SSL_REDIRECT="false", SESSION_COOKIE_SECURE="false", CSRF_COOKIE_SECURE="false"
+    )
 
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
 
     assert result.returncode != 0
     assert "security.W008" in result.stderr and "security.W012" in result.stderr
+    # Django finds these two through its middleware's dotted paths; ours stand in for them
+    # (chatbot.runtime.middleware), and the checks still run.
+    assert "security.W016" in result.stderr
+
+
+def test_the_checks_miss_none_of_djangos_middleware_when_ours_stands_in() -> None:
+    ours = list(settings.MIDDLEWARE)
+    # (The test settings are a development machine's: no HSTS, so those warnings are expected.)
+    assert not {m.id for m in djangos_checks_with_ours() if (m.id or "").startswith("chatbot.")}
+    for path in STANDS_IN_FOR:
+        with override_settings(MIDDLEWARE=[p for p in ours if p != path]):
+            found = {m.id for m in djangos_checks_with_ours()}
+        expected = {
+            "chatbot.runtime.middleware.SecurityMiddleware": "chatbot.security.W001",
+            "chatbot.runtime.middleware.XFrameOptionsMiddleware": "chatbot.security.W002",
+            "chatbot.runtime.middleware.CsrfViewMiddleware": "chatbot.security.W003",
+        }[path]
+        assert expected in found, (path, found)
 
 
 def test_it_refuses_to_start_with_debug_off_and_no_secret_key() -> None:
