@@ -20,19 +20,18 @@ agree at once when a test starts or stops.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.db import connection
 from django.db.models import Exists, OuterRef, Subquery
 
 from chatbot.agent.grounding import assistant_settings
 from chatbot.agent.prepare import prompt_for_turn
 from chatbot.llm.types import Prompt
 from chatbot.models import ABAssignment, ABTest, ABVariant, AssistantSettings, Turn
+from chatbot.runtime.statements import Statement
 
 # The assistant settings a variant may override; anything else a variant holds is ignored here
 # and refused when the test is saved (`retrieval_errors`).
@@ -117,22 +116,9 @@ class Applied:
         }
 
 
-@functools.cache
-def _running_statement() -> tuple[str, tuple[Any, ...]]:
-    sql, params = (
-        ABTest.objects.filter(status=ABTest.Status.RUNNING).values("pk")[:1].query.sql_with_params()
-    )
-    return sql, tuple(params)
-
-
-def _a_test_runs() -> bool:
-    """Whether any test runs: one small statement, compiled once per process. Most turns meet no
-    test, and the variant's own statement (three subqueries, three joins) took Django some 3 ms to
-    build on the path of every answer's first token."""
-    sql, params = _running_statement()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() is not None
+# Most turns meet no test: one small statement, compiled once per process, says so before the
+# variant's own (three subqueries, three joins: some 3 ms for Django to build on 2 cores).
+_RUNNING = Statement(lambda: ABTest.objects.filter(status=ABTest.Status.RUNNING).values("pk")[:1])
 
 
 def variant_for_turn(*, turn_id: int) -> Applied | None:
@@ -142,7 +128,7 @@ def variant_for_turn(*, turn_id: int) -> Applied | None:
 
     Only for turns that take part (see the module's docstring): the caller decides that from its
     own arguments before calling."""
-    if not _a_test_runs():
+    if not _RUNNING.rows():
         return None
     owner = Turn.objects.filter(pk=turn_id).values("conversation__owner_id")[:1]
     variants = list(

@@ -15,7 +15,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connection
 from django.db.models import F, Q, QuerySet, Subquery
 
 from chatbot.agent.grounding import (
@@ -29,6 +28,7 @@ from chatbot.llm.prompts import DEFAULT_SYSTEM_PROMPT
 from chatbot.llm.router import Route
 from chatbot.llm.types import Message, Prompt
 from chatbot.models import AssistantSettings, PromptVersion, Turn
+from chatbot.runtime.statements import STAND_IN_IDS, Statement
 from chatbot.telemetry.tracing import Tracer
 
 # The text each kind of prompt falls back on before any version of it is published.
@@ -57,19 +57,11 @@ def answer_instructions_published() -> tuple[int | None, str]:
     return prompt_published(PromptVersion.Kind.ANSWER)
 
 
-# Stand-ins for the turn and the history's anchor in the statement compiled once (below).
-_TURN, _ANCHOR = -(2**62) + 1, -(2**62) + 2
-
-
-@functools.cache
-def _prompt_statement() -> tuple[str, tuple[Any, ...]]:
-    """`prompt_for_turn`'s statement, compiled once per process with stand-ins for the two ids:
-    it runs before every answer's model call, and Django took longer to build it (four
-    subqueries) than Postgres takes to run it."""
-    conversation = Turn.objects.filter(pk=_ANCHOR).values("conversation_id")
-    history = Q(conversation_id=Subquery(conversation[:1]), pk__lt=_ANCHOR, status=Turn.Status.DONE)
-    rows = (
-        Turn.objects.filter(Q(pk=_TURN) | history)
+def _prompt_rows(turn: int, anchor: int) -> QuerySet[Any]:
+    conversation = Turn.objects.filter(pk=anchor).values("conversation_id")
+    history = Q(conversation_id=Subquery(conversation[:1]), pk__lt=anchor, status=Turn.Status.DONE)
+    return (
+        Turn.objects.filter(Q(pk=turn) | history)
         .annotate(
             prompt_id=Subquery(_published().values("pk")[:1]),
             prompt_text=Subquery(_published().values("text")[:1]),
@@ -81,28 +73,21 @@ def _prompt_statement() -> tuple[str, tuple[Any, ...]]:
             "pk", "user_text", "answer", "prompt_id", "prompt_text", "answer_id", "answer_text"
         )[: settings.CHAT_HISTORY_TURNS + 1]
     )
-    sql, params = rows.query.sql_with_params()
-    if _TURN not in params or _ANCHOR not in params:  # pragma: no cover (a Django change)
-        raise RuntimeError("the prompt statement no longer binds the turn's ids")
-    return sql, tuple(params)
 
 
-@functools.cache
-def _asker_statement() -> tuple[str, tuple[Any, ...]]:
-    asker = User.objects.filter(conversations__turns=_TURN).annotate(
+# Both run before every answer's model call: compiled once per process (chatbot.runtime.statements).
+_PROMPT_ROWS = Statement(_prompt_rows, turn=STAND_IN_IDS[0], anchor=STAND_IN_IDS[1])
+_ASKER = Statement(
+    lambda turn: User.objects.filter(conversations__turns=turn).annotate(
         turn_is_replay=F("conversations__turns__is_replay")
-    )
-    sql, params = asker.query.sql_with_params()
-    if _TURN not in params:  # pragma: no cover (a Django change)
-        raise RuntimeError("the asker's statement no longer binds the turn's id")
-    return sql, tuple(params)
+    ),
+    turn=STAND_IN_IDS[0],
+)
 
 
 def turn_asker(turn_id: int) -> tuple[User, bool]:
-    """Who asked the turn, and whether the turn is a replay: one statement compiled once per
-    process (building it took Django longer than running it, before every answer)."""
-    sql, params = _asker_statement()
-    rows = list(User.objects.raw(sql, [turn_id if p == _TURN else p for p in params]))
+    """Who asked the turn, and whether the turn is a replay."""
+    rows = _ASKER.objects(User, turn=turn_id)
     if not rows:
         raise Turn.DoesNotExist(f"turn {turn_id} does not exist")
     return rows[0], bool(rows[0].turn_is_replay)  # type: ignore[attr-defined]
@@ -118,12 +103,7 @@ def prompt_for_turn(
     original's history), by default the turn's own. One query: it runs before every model call,
     so the published prompt comes along as a subquery (a partial unique index: one row).
     """
-    sql, params = _prompt_statement()
-    anchor = history_of or turn_id
-    bound = [turn_id if p == _TURN else anchor if p == _ANCHOR else p for p in params]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, bound)
-        rows = cursor.fetchall()
+    rows = _PROMPT_ROWS.rows(turn=turn_id, anchor=history_of or turn_id)
     question = next((row for row in rows if row[0] == turn_id), None)
     if question is None:
         raise Turn.DoesNotExist(f"turn {turn_id} does not exist")

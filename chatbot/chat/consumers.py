@@ -77,6 +77,7 @@ from chatbot.chat import frames, live, selectors
 from chatbot.chat.services import InvalidInput
 from chatbot.models import Conversation, Turn
 from chatbot.runtime.db import db_sync_to_async
+from chatbot.runtime.statements import STAND_IN_IDS, Statement
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +110,17 @@ def _refusal(user: User | AnonymousUser, conversation_id: int) -> int | None:
     return None
 
 
+# Read before every question a socket sends: compiled once per process.
+_ACTIVE_USER = Statement(
+    lambda user: User.objects.filter(pk=user, is_active=True), user=STAND_IN_IDS[0]
+)
+
+
 def _as_now(user: User | AnonymousUser) -> User | int:
     """The person as the database has them now (a fresh object: no cached permissions), or the
     close code when they may no longer chat."""
-    fresh = User.objects.filter(pk=user.pk, is_active=True).first() if user.pk else None
+    found = _ACTIVE_USER.objects(User, user=user.pk) if user.pk else []
+    fresh = found[0] if found else None
     if fresh is None:
         return CLOSE_UNAUTHENTICATED
     if not fresh.has_perm(roles.USE_CHAT):
