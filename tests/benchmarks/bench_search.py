@@ -309,10 +309,11 @@ def load(
 
             started = time.perf_counter()
             with cursor.copy(
-                "COPY chatbot_chunk (document_id, collection_id, ordinal, heading, text, embedding)"
-                " FROM STDIN (FORMAT BINARY)"
+                "COPY chatbot_chunk (document_id, collection_id, ordinal, heading, text, embedding,"
+                " valid_from) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(["int8", "int8", "int4", "varchar", "text", "vector"])
+                # valid_from: the collection's first version (the chunk is current, valid_to null).
+                copy.set_types(["int8", "int8", "int4", "varchar", "text", "vector", "int4"])
                 next_synthetic = 0
                 for document, replica, count in layout.rows:
                     key = (sources[document.source_index].pk, _external_id(document.raw, replica))
@@ -323,7 +324,7 @@ def load(
                             vector = synthetic[next_synthetic]
                             next_synthetic += 1
                         copy.write_row(
-                            (ids[key], collection.pk, ordinal, chunk.heading, chunk.text, vector)
+                            (ids[key], collection.pk, ordinal, chunk.heading, chunk.text, vector, 0)
                         )
             chunks_s = time.perf_counter() - started
     started = time.perf_counter()
