@@ -34,6 +34,7 @@ from chatbot.agent.grounding import (
     source_block,
     sources_prompt,
 )
+from chatbot.agent.prepare import turn_asker
 from chatbot.agent.routing import Routing, route_step, route_traced, routing_load, sent_texts
 from chatbot.agent.tools import ToolContext, ToolFailed, ToolResult
 from chatbot.agent.tools.access import (
@@ -91,7 +92,7 @@ def agent_plan(turn_id: int, requested_model: str | None) -> Plan | None:
     """The loop's setup for this turn, or None when the turn is the plain pipeline."""
     if not tools_beyond_search():
         return None  # one query, and the plain pipeline's time to first token is untouched
-    user = User.objects.get(conversations__turns=turn_id)
+    user, _ = turn_asker(turn_id)
     allowed = tools_allowed(user)
     config = assistant_settings()
     if config.grounding == AssistantSettings.Grounding.OFF:
