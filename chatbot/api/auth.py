@@ -106,13 +106,20 @@ class ApiKeyBearer(HttpBearer):
 
 
 class ApiKeyInHeader(APIKeyHeader):
-    """`X-API-Key: sk-sa-…`, for tools that cannot set a bearer token."""
+    """`X-API-Key: sk-sa-…`, for tools that cannot set a bearer token (`on_db_threads`: as for
+    `ApiKeyBearer`)."""
 
     param_name = "X-API-Key"
 
-    def authenticate(self, request: HttpRequest, key: str | None) -> User | None:
+    def __init__(self, *, on_db_threads: bool = False) -> None:
+        super().__init__()
+        self.is_async = on_db_threads
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         if not key:
             return None
+        if self.is_async:
+            return db_sync_to_async(_key_caller)(request, key)
         return _key_caller(request, key)
 
 
@@ -121,6 +128,17 @@ class ChatSession(APIKeyCookie):
     anonymous request gets the 401 it deserves rather than a CSRF error."""
 
     param_name = settings.SESSION_COOKIE_NAME
+
+    def __init__(self, *, on_db_threads: bool = False) -> None:
+        super().__init__()
+        self.is_async = on_db_threads
+
+    def __call__(self, request: HttpRequest) -> Any:
+        # Reading the session and its user are queries: with `on_db_threads`, all of it runs on
+        # the database threads (an awaitable for ninja's async routes).
+        if self.is_async:
+            return db_sync_to_async(super().__call__)(request)
+        return super().__call__(request)
 
     def _get_key(self, request: HttpRequest) -> str | None:
         if not request.user.is_authenticated:
@@ -154,3 +172,11 @@ API_AUTH = [ApiKeyBearer(), ApiKeyInHeader(), ChatSession()]
 OPENAI_AUTH = [ApiKeyBearer()]
 # For async routes that stream answers (many at once).
 OPENAI_STREAMING_AUTH = [ApiKeyBearer(on_db_threads=True)]
+# API_AUTH for async routes that do their work on the database threads: the request's own thread
+# would open a Postgres connection for each request (and its first statements would meet a new
+# server process's empty caches).
+API_AUTH_ON_DB_THREADS = [
+    ApiKeyBearer(on_db_threads=True),
+    ApiKeyInHeader(on_db_threads=True),
+    ChatSession(on_db_threads=True),
+]

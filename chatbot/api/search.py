@@ -8,7 +8,7 @@ from ninja.errors import AuthorizationError
 from pydantic import field_validator
 
 from chatbot.accounts import roles
-from chatbot.api.auth import caller
+from chatbot.api.auth import API_AUTH_ON_DB_THREADS, caller
 from chatbot.api.schemas import (
     NOT_BLANK,
     BodyIn,
@@ -19,6 +19,7 @@ from chatbot.api.schemas import (
     ValidationErrorOut,
 )
 from chatbot.retrieval.search import SEARCH_PER_DOCUMENT, SearchHit, hybrid_search
+from chatbot.runtime.db import db_sync_to_async
 
 router = Router(tags=["knowledge"])
 
@@ -110,11 +111,19 @@ def _hit_out(rank: int, hit: SearchHit) -> SearchHitOut:
     "/search",
     response={200: SearchOut, 403: ErrorOut, 422: ValidationErrorOut},
     summary="Search the knowledge base",
+    auth=API_AUTH_ON_DB_THREADS,
 )
-def search(request: HttpRequest, payload: SearchIn) -> SearchOut:
+async def search(request: HttpRequest, payload: SearchIn) -> SearchOut:
     """Hybrid search (vector similarity + full text, fused by reciprocal rank, then reranked)
     over the collections shared with your groups, best first; by default one passage a
     document among the k (`per_document`)."""
+    # On the process's database threads, which keep their connections: a request's own thread
+    # opened a new one for each search (5.7 ms), whose first statement also ran on a new server
+    # process's empty caches (17 ms against 9 for the hybrid statement; tests/benchmarks).
+    return await db_sync_to_async(_search)(request, payload)
+
+
+def _search(request: HttpRequest, payload: SearchIn) -> SearchOut:
     user = caller(request)
     if not user.has_perm(roles.VIEW_KNOWLEDGE):
         raise AuthorizationError(message=NO_KNOWLEDGE_ACCESS)

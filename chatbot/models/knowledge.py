@@ -160,6 +160,13 @@ class Chunk(models.Model):
                 opclasses=["vector_cosine_ops"],
             ),
             models.Index(fields=["collection"]),
+            # The dense leg counts a caller's current chunks, and scores them all when they are
+            # few, through this (chatbot.retrieval.search, EXACT_SCAN_MAX).
+            models.Index(
+                fields=["collection"],
+                condition=models.Q(retired_at__isnull=True),
+                name="chunk_current_by_collection",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -74,6 +74,9 @@ DEFAULT_TEXT_WEIGHTS = (0.1, 0.1, 0.2, 1.0)
 # many of its best chunks, per candidate asked, go on to the rest of the visibility filter.
 TERM_POSTINGS = 1000
 POOL_FACTOR = 3
+# The dense leg scores every visible current chunk (exact) instead of walking the HNSW index when
+# the caller's collections hold at most this many (see _DENSE_CURRENT).
+EXACT_SCAN_MAX = 3000
 # How many passages of one document the first `k` hits of POST /api/search may hold while other
 # documents have passages to offer (the rest follow). Reranked hits are ordered by how likely
 # their document answers the query, so one long article's passages otherwise fill the list: on
@@ -148,10 +151,11 @@ def _caller_may_see(column: str) -> str:
 
 
 # Candidate filter shared by both legs. Every value is bound by name.
-_VISIBLE = f"""{_caller_may_see("c.collection_id")}
-    AND d.status = '{Document.Status.OK}' AND s.enabled AND c.retired_at IS NULL
+_SEARCHABLE = f"""d.status = '{Document.Status.OK}' AND s.enabled AND c.retired_at IS NULL
     AND (%(exclude)s::bigint[] IS NULL OR d.id <> ALL(%(exclude)s::bigint[]))
 """
+_VISIBLE = f"""{_caller_may_see("c.collection_id")}
+    AND {_SEARCHABLE}"""
 _FROM = """
     chatbot_chunk c
     JOIN chatbot_document d ON d.id = c.document_id
@@ -182,7 +186,48 @@ dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FR
 """  # noqa: S608
 
 
-_DENSE = _dense(_VISIBLE)
+# The dense leg over current chunks takes one of two paths, chosen in the statement by how many
+# current chunks the caller's collections hold (counted up to EXACT_SCAN_MAX + 1 through the
+# partial index `chunk_current_by_collection`):
+# - more: the HNSW index, filtered (pgvector's iterative scan keeps walking the graph until
+#   `candidates` visible chunks are found);
+# - at most EXACT_SCAN_MAX: every one of those chunks' distances, sorted: exact. A filtered HNSW
+#   scan reads the whole knowledge base's graph to find the few chunks of a small collection, and
+#   when they are fewer than `candidates` it walks until hnsw.max_scan_tuples (20,000) every time:
+#   about 300 ms a search for an agent who saw a demo collection beside 100,000 chunks they may
+#   not see (bench_search, "small collections"). The path not taken is not executed (a one-time
+#   filter on the count).
+_DENSE_CURRENT = f"""
+query_vector AS (SELECT %(vector)s::vector AS v),
+dense_visible AS MATERIALIZED (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM chatbot_collection col CROSS JOIN LATERAL (
+            SELECT 1 FROM chatbot_chunk cc
+            WHERE cc.collection_id = col.id AND cc.retired_at IS NULL
+            LIMIT %(exact_scan_max)s + 1) x
+        WHERE {_caller_may_see("col.id")}
+        LIMIT %(exact_scan_max)s + 1) y),
+dense_raw AS MATERIALIZED (
+    (SELECT c.id, c.embedding <=> (SELECT v FROM query_vector) AS distance
+     FROM {_FROM} WHERE {_VISIBLE} AND (SELECT n FROM dense_visible) > %(exact_scan_max)s
+     ORDER BY c.embedding <=> (SELECT v FROM query_vector)
+     LIMIT %(candidates)s)
+    UNION ALL
+    (SELECT c.id, c.embedding <=> (SELECT v FROM query_vector) AS distance
+     FROM chatbot_collection col
+     CROSS JOIN LATERAL (
+         SELECT cc.id, cc.embedding, cc.document_id, cc.retired_at FROM chatbot_chunk cc
+         WHERE cc.collection_id = col.id AND cc.retired_at IS NULL
+         LIMIT %(exact_scan_max)s + 1) c
+     JOIN chatbot_document d ON d.id = c.document_id
+     JOIN chatbot_source s ON s.id = d.source_id
+     WHERE {_caller_may_see("col.id")} AND {_SEARCHABLE}
+       AND (SELECT n FROM dense_visible) <= %(exact_scan_max)s
+     ORDER BY (c.embedding <=> (SELECT v FROM query_vector)) + 0, c.id
+     LIMIT %(candidates)s)),
+dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FROM dense_raw)
+"""  # noqa: S608
+_DENSE = _DENSE_CURRENT
 _DENSE_AS_OF = _dense(_AS_OF_VISIBLE)
 _NO_DENSE = (
     "dense AS (SELECT NULL::bigint AS id, NULL::float8 AS distance, NULL::bigint AS r WHERE false)"
@@ -327,6 +372,7 @@ def hybrid_search(
     as_of: dict[int, int] | None = None,
     leg_depth: int | None = None,
     per_document: int | None = None,
+    exact_scan_max: int = EXACT_SCAN_MAX,
 ) -> SearchResult:
     """The top `k` chunks `user` may see for `query`, best first.
 
@@ -343,7 +389,8 @@ def hybrid_search(
     order and beyond `k`, every passage among the best `leg_depth` of either leg, unreranked.
     `per_document` caps the passages of one document among the first `k` hits while other
     documents have passages to offer (`per_document_first`); None: no cap, as an answer's
-    context wants its best document's passages together.
+    context wants its best document's passages together. `exact_scan_max`: the dense leg scores
+    every visible chunk when there are at most this many (0: always the HNSW index).
     """
     query = query.strip()
     if not query:
@@ -353,8 +400,12 @@ def hybrid_search(
         or candidates < 1
         or term_postings < 1
         or (per_document is not None and per_document < 1)
+        or exact_scan_max < 0
     ):
-        raise ValueError("k, candidates, term_postings and per_document must be positive.")
+        raise ValueError(
+            "k, candidates, term_postings and per_document must be positive, and "
+            "exact_scan_max not negative."
+        )
     if len(text_weights) != 4 or not all(0 <= w <= 1 for w in text_weights):
         raise ValueError("text_weights are four numbers from 0 to 1 (labels D, C, B, A).")
     if dense_weight < 0 or sparse_weight < 0 or dense_weight + sparse_weight == 0:
@@ -374,6 +425,7 @@ def hybrid_search(
         "body_weight": text_weights[2] / DEFAULT_TEXT_WEIGHTS[2],
         "heading_weight": text_weights[3] / DEFAULT_TEXT_WEIGHTS[2],
         "term_postings": term_postings,
+        "exact_scan_max": exact_scan_max,
     }
     use_dense, use_sparse = dense_weight > 0, sparse_weight > 0
     model = (rerank_model or reranker()) if rerank and use_dense and use_sparse else None

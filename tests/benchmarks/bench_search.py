@@ -100,6 +100,7 @@ from chatbot.llm.embeddings import LocalEmbeddings, embeddings  # noqa: E402
 from chatbot.models import Chunk, Collection, Document, Source  # noqa: E402
 from chatbot.retrieval.search import (  # noqa: E402
     DEFAULT_CANDIDATES,
+    EXACT_SCAN_MAX,
     TERM_POSTINGS,
     SearchResult,
     hybrid_search,
@@ -113,9 +114,10 @@ MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
 COLLECTION = "bench-search (scratch)"
 GROUP = "bench-search"
 BENCH_USER = "bench-search"
+SMALL_USER = "bench-search-small"
 K = 10
 WARMUP_QUERIES = 5
-MODES = ("hybrid", "fused", "dense", "text", "exact")
+MODES = ("hybrid", "fused", "dense", "text", "exact", "hnsw only")
 DEPTHS = (100, 200)  # other values of `candidates` for the dense leg
 TEXT_DEPTHS = (250, 500, TERM_POSTINGS)  # postings per query word for the full-text leg
 ALL_POSTINGS = 10**9
@@ -448,6 +450,8 @@ def search(mode: str, user: User, query: str) -> SearchResult:
         return hybrid_search(user=user, query=query, k=K, sparse_weight=0)
     if mode == "text":
         return hybrid_search(user=user, query=query, k=K, dense_weight=0)
+    if mode == "hnsw only":
+        return hybrid_search(user=user, query=query, k=K, exact_scan_max=0)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_indexscan = off")
@@ -581,6 +585,107 @@ def text_leg_depths(user: User, queries: list[str]) -> None:
         )
 
 
+SMALL_MODES: dict[str, Callable[[User, str], SearchResult]] = {
+    "dense": lambda user, query: search("dense", user, query),
+    "dense, HNSW": lambda user, query: hybrid_search(
+        user=user, query=query, k=K, sparse_weight=0, exact_scan_max=0
+    ),
+    "text": lambda user, query: search("text", user, query),
+    "hybrid": lambda user, query: search("hybrid", user, query),
+    "hybrid, HNSW": lambda user, query: hybrid_search(
+        user=user, query=query, k=K, exact_scan_max=0
+    ),
+    "exact": lambda user, query: search("exact", user, query),
+}
+
+
+def small_collections(args: argparse.Namespace, queries: list[str], sizes: list[int]) -> None:
+    """Search by someone who sees only a small collection while the 100,000 chunks they may not
+    see sit in the same table: a collection of the first N real chunks (copies, in a source of
+    its own), shared with a group whose only member is a second agent. For each N, SQL p50 and
+    p95 of: the dense leg and the hybrid statement as the app runs them (which scores every
+    visible chunk when there are at most EXACT_SCAN_MAX) and forced through the HNSW index
+    (`exact_scan_max=0`, the only path before), the full-text leg, and the exact scan as in
+    `bench`; then each dense path's recall@10 against the exact one. Every collection made here
+    is deleted at the end."""
+    inputs, documents = real_documents(min(args.real, args.chunks), args.seed)
+    real = real_vectors([c.embedding_text() for d in documents for c in d.chunks])
+    user = user_create(
+        username=SMALL_USER,
+        password=secrets.token_urlsafe(16),
+        role=AGENT,
+        full_name="Bench Search (small collection)",
+    )
+    made: list[int] = []
+    print(
+        f"\nsearch by an agent who sees only a small collection, beside {args.chunks:,} "
+        f"chunks they may not see (SQL p50 / p95 ms over {len(queries)} queries; the app "
+        f'scores every visible chunk up to {EXACT_SCAN_MAX:,}, "HNSW" forces the index)'
+    )
+    print(
+        f"{'visible':>8} | "
+        + " | ".join(f"{mode:>15}" for mode in SMALL_MODES)
+        + f" | recall@{K} dense / HNSW"
+    )
+    try:
+        for size in sizes:
+            group, _ = Group.objects.get_or_create(name=f"{GROUP}-small-{size}")
+            user.groups.remove(*Group.objects.filter(name__startswith=f"{GROUP}-small-"))
+            user.groups.add(group)
+            collection = collection_create(
+                name=f"{COLLECTION} small {size}", description="bench_search.py", groups=[group]
+            )
+            made.append(collection.pk)
+            sources = [
+                source_create(
+                    collection=collection,
+                    kind=Source.Kind.PATH,
+                    location=str(path),
+                    name=f"bench small: {path.name}",
+                    queue=False,
+                )
+                for path in inputs
+            ]
+            Source.objects.filter(collection=collection).update(status=Source.Status.DONE)
+            layout = Layout(documents=documents)
+            left = size
+            for document in documents:
+                if left <= 0:
+                    break
+                layout.rows.append((document, 1, min(left, len(document.chunks))))
+                left -= len(document.chunks)
+            load(collection, sources, layout, real, np.empty((0, real.shape[1]), np.float32))
+            refresh_term_stats()
+            modes = list(SMALL_MODES)
+            for query in queries[:WARMUP_QUERIES]:
+                for mode in modes:
+                    SMALL_MODES[mode](user, query)
+            sql_ms: dict[str, list[float]] = {mode: [] for mode in modes}
+            top: dict[str, list[list[int]]] = {mode: [] for mode in modes}
+            for i, query in enumerate(queries):
+                shift = i % len(modes)
+                for mode in modes[shift:] + modes[:shift]:
+                    result = SMALL_MODES[mode](user, query)
+                    sql_ms[mode].append(result.sql_ms)
+                    top[mode].append([hit.chunk_id for hit in result.hits])
+            visible = Chunk.objects.filter(collection=collection).count()
+            cells = [
+                f"{percentile(sql_ms[m], 0.5):6.1f} / {percentile(sql_ms[m], 0.95):6.1f}"
+                for m in modes
+            ]
+            print(
+                f"{visible:>8,} | "
+                + " | ".join(f"{cell:>15}" for cell in cells)
+                + f" | {statistics.mean(recall(top['dense'], top['exact'])):.3f} / "
+                f"{statistics.mean(recall(top['dense, HNSW'], top['exact'])):.3f}"
+            )
+            print(f"    dense plan: {plan_summary(explain('dense', user, queries[0]))}")
+    finally:
+        for pk in made:
+            drop(pk)
+        user.delete()
+
+
 def over_http(user: User, queries: list[str]) -> None:
     """`POST /api/search` (k=10) through daphne on a free port, as a program calls it: an API key,
     one kept-alive connection, timed from sending the request to having read the response. Each
@@ -633,6 +738,7 @@ def report(
         "dense": "dense leg only (HNSW)",
         "text": "full-text leg only",
         "exact": "exact scan (no index)",
+        "hnsw only": "hybrid, exact_scan_max=0",
     }
     print(f"\nSQL time per search over {queries} queries, k={K} (query embedding not included)")
     for mode in MODES:
@@ -704,7 +810,17 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="leave the data for the next run")
     parser.add_argument("--explain", action="store_true", help="print the two query plans")
+    parser.add_argument(
+        "--small",
+        default="100,1000,3000",
+        help="sizes of the small collections searched by someone who sees only them "
+        "(comma-separated chunk counts; empty: skip)",
+    )
+    parser.add_argument(
+        "--only-small", action="store_true", help="measure only the small collections"
+    )
     args = parser.parse_args()
+    sizes = [int(size) for size in args.small.split(",") if size.strip()]
     warnings.filterwarnings("ignore", message=".*looks like you're using an HTML parser.*")
 
     ensure_services()
@@ -723,9 +839,12 @@ def main() -> None:
     try:
         embeddings().embed_query("warm up")
         asked = questions(args.queries)
-        bench(user, asked, args.explain)
-        text_leg_depths(user, asked)
-        over_http(user, asked)
+        if not args.only_small:
+            bench(user, asked, args.explain)
+            text_leg_depths(user, asked)
+            over_http(user, asked)
+        if sizes:
+            small_collections(args, asked, sizes)
     finally:
         if args.keep:
             print(

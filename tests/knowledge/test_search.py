@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chatbot.accounts import roles
@@ -287,3 +290,111 @@ def test_per_document_first_moves_a_documents_extra_passages_after_the_others() 
 def test_it_refuses_a_cap_below_one_passage_a_document(kb: KnowledgeBase, alice: User) -> None:
     with pytest.raises(ValueError, match="per_document"):
         hybrid_search(user=alice, query="password", per_document=0)
+
+
+# --- the dense leg's two paths: the HNSW index, or every visible chunk scored exactly ---------
+
+EVERYWHERE = 10**6  # exact_scan_max: score every visible chunk whatever their number
+HNSW = 0  # exact_scan_max: always the HNSW index
+
+
+def dense(user: User, path: int, **options: object) -> list[tuple[str, float | None]]:
+    result = hybrid_search(
+        user=user,
+        query="reset a password",
+        k=50,
+        sparse_weight=0,
+        exact_scan_max=path,
+        **options,  # type: ignore[arg-type]
+    )
+    return [(hit.external_id, hit.similarity) for hit in result.hits]
+
+
+def brute_force(user_sees: list[Collection]) -> list[str]:
+    """The visible current chunks by cosine distance to the query, computed here."""
+    query = LocalEmbeddings().embed_query("reset a password")
+    chunks = Chunk.objects.filter(
+        collection__in=user_sees,
+        retired_at__isnull=True,
+        document__status=Document.Status.OK,
+        document__source__enabled=True,
+    ).select_related("document")
+    distance = {
+        c.document.external_id: float(1 - np.dot(c.embedding, query) / np.linalg.norm(c.embedding))
+        for c in chunks
+    }
+    return sorted(distance, key=distance.__getitem__)
+
+
+def test_both_dense_paths_return_what_each_caller_may_see_in_the_same_order(
+    kb: KnowledgeBase, alice: User, adam: User, rita: User, nora: User
+) -> None:
+    expected = {alice: [kb.help], adam: [kb.help, kb.admin, kb.hidden], rita: [], nora: []}
+    for user, sees in expected.items():
+        exact, hnsw = dense(user, EVERYWHERE), dense(user, HNSW)
+        assert [external_id for external_id, _ in exact] == brute_force(sees), user.username
+        assert [e for e, _ in hnsw] == [e for e, _ in exact], user.username
+        assert [s for _, s in hnsw] == pytest.approx([s for _, s in exact], abs=1e-6)
+    # The same filters on both paths: a narrowing, an excluded document, a retired chunk, a
+    # disabled source, a failed document.
+    vpn = Document.objects.get(external_id="vpn")
+    for options in ({"collection_ids": [kb.admin.pk]}, {"exclude_documents": [vpn.pk]}):
+        assert dense(adam, EVERYWHERE, **options) == dense(adam, HNSW, **options)
+    Chunk.objects.filter(document__external_id="printer").update(retired_at=timezone.now())
+    Source.objects.filter(documents__external_id="payroll").update(enabled=False)  # + offboarding
+    Document.objects.filter(external_id="secret").update(status=Document.Status.ERROR)
+    left = [e for e, _ in dense(adam, EVERYWHERE)]
+    assert sorted(left) == ["pw-reset", "vpn"]
+    assert [e for e, _ in dense(adam, HNSW)] == left
+
+
+def dense_plan(user: User, path: int) -> str:
+    """EXPLAIN ANALYZE of the dense leg's statement as hybrid_search sends it."""
+    seen: list[tuple[str, Any]] = []
+
+    def keep(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        dense(user, path)
+    sql, params = seen[-1]
+    settings, statement = sql.split(";\n", 1)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(settings, params)
+        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + statement, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def hnsw_ran(plan: str) -> bool:
+    """Whether the HNSW path ran: the path behind the one-time filter `count > threshold` (at
+    this size the planner may read that path's chunks without the index; which path is taken
+    is the statement's choice, what each path reads is the planner's)."""
+    lines = [line for line in plan.splitlines() if "Buffers:" not in line]
+    gates = {
+        ">" if " > " in line else "<=": lines[i + 1]
+        for i, line in enumerate(lines)
+        if "One-Time Filter: ((InitPlan" in line and (" > " in line or " <= " in line)
+    }
+    assert set(gates) == {">", "<="}, plan
+    assert ("never executed" in gates[">"]) != ("never executed" in gates["<="]), plan
+    return "never executed" not in gates[">"]
+
+
+def test_a_small_visible_collection_is_scored_exactly_not_through_the_whole_graph(
+    kb: KnowledgeBase, alice: User, adam: User
+) -> None:
+    # Alice sees 3 current chunks (the help centre) of the 6 stored: at most 3, every one is
+    # scored; one more than the threshold, and the HNSW index is walked.
+    assert not hnsw_ran(dense_plan(alice, 3))
+    assert hnsw_ran(dense_plan(alice, 2))
+    assert hnsw_ran(dense_plan(adam, 5)), "the admin sees all 6"
+    # Only current chunks count: with one retired, 2 are left, under the threshold again.
+    Chunk.objects.filter(document__external_id="printer").update(retired_at=timezone.now())
+    assert not hnsw_ran(dense_plan(alice, 2))
+    assert [e for e, _ in dense(alice, 2)] == brute_force([kb.help])
+
+
+def test_it_refuses_a_negative_exact_scan_threshold(kb: KnowledgeBase, alice: User) -> None:
+    with pytest.raises(ValueError, match="exact_scan_max"):
+        hybrid_search(user=alice, query="password", exact_scan_max=-1)
