@@ -17,6 +17,7 @@ class Migration(migrations.Migration):
             index=models.Index(
                 condition=models.Q(retired_at__isnull=True),
                 fields=["collection"],
+                include=("id",),
                 name="chunk_current_by_collection",
             ),
         ),

@@ -166,6 +166,7 @@ class Chunk(models.Model):
                 fields=["collection"],
                 condition=models.Q(retired_at__isnull=True),
                 name="chunk_current_by_collection",
+                include=["id"],
             ),
         ]
 

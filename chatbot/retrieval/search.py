@@ -187,22 +187,24 @@ dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FR
 
 
 # The dense leg over current chunks takes one of two paths, chosen in the statement by how many
-# current chunks the caller's collections hold (counted up to EXACT_SCAN_MAX + 1 through the
-# partial index `chunk_current_by_collection`):
+# current chunks the caller's collections hold (their ids listed, up to EXACT_SCAN_MAX + 1, from
+# the partial index `chunk_current_by_collection` alone):
 # - more: the HNSW index, filtered (pgvector's iterative scan keeps walking the graph until
 #   `candidates` visible chunks are found);
-# - at most EXACT_SCAN_MAX: every one of those chunks' distances, sorted: exact. A filtered HNSW
-#   scan reads the whole knowledge base's graph to find the few chunks of a small collection, and
-#   when they are fewer than `candidates` it walks until hnsw.max_scan_tuples (20,000) every time:
-#   about 300 ms a search for an agent who saw a demo collection beside 100,000 chunks they may
-#   not see (bench_search, "small collections"). The path not taken is not executed (a one-time
-#   filter on the count).
+# - at most EXACT_SCAN_MAX: those chunks, fetched by id, every distance computed and sorted:
+#   exact. A filtered HNSW scan walks the whole knowledge base's graph to find the few chunks of
+#   a small collection, and when they are fewer than `candidates` it walks until
+#   hnsw.max_scan_tuples (20,000) every time: about 300 ms a search for an agent who saw a demo
+#   collection beside 100,000 chunks they may not see (bench_search, "small collections").
+# The path not taken is not executed (a one-time filter on the count). The ids are listed rather
+# than read again by collection because the planner, expecting a collection to hold its share
+# of a big table, would read them with a sequential scan.
 _DENSE_CURRENT = f"""
 query_vector AS (SELECT %(vector)s::vector AS v),
 dense_visible AS MATERIALIZED (
-    SELECT count(*) AS n FROM (
-        SELECT 1 FROM chatbot_collection col CROSS JOIN LATERAL (
-            SELECT 1 FROM chatbot_chunk cc
+    SELECT count(*) AS n, array_agg(y.id) AS ids FROM (
+        SELECT x.id FROM chatbot_collection col CROSS JOIN LATERAL (
+            SELECT cc.id FROM chatbot_chunk cc
             WHERE cc.collection_id = col.id AND cc.retired_at IS NULL
             LIMIT %(exact_scan_max)s + 1) x
         WHERE {_caller_may_see("col.id")}
@@ -214,15 +216,11 @@ dense_raw AS MATERIALIZED (
      LIMIT %(candidates)s)
     UNION ALL
     (SELECT c.id, c.embedding <=> (SELECT v FROM query_vector) AS distance
-     FROM chatbot_collection col
-     CROSS JOIN LATERAL (
-         SELECT cc.id, cc.embedding, cc.document_id, cc.retired_at FROM chatbot_chunk cc
-         WHERE cc.collection_id = col.id AND cc.retired_at IS NULL
-         LIMIT %(exact_scan_max)s + 1) c
+     FROM unnest((SELECT ids FROM dense_visible)) AS listed(id)
+     JOIN chatbot_chunk c ON c.id = listed.id
      JOIN chatbot_document d ON d.id = c.document_id
      JOIN chatbot_source s ON s.id = d.source_id
-     WHERE {_caller_may_see("col.id")} AND {_SEARCHABLE}
-       AND (SELECT n FROM dense_visible) <= %(exact_scan_max)s
+     WHERE {_SEARCHABLE} AND (SELECT n FROM dense_visible) <= %(exact_scan_max)s
      ORDER BY (c.embedding <=> (SELECT v FROM query_vector)) + 0, c.id
      LIMIT %(candidates)s)),
 dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FROM dense_raw)

@@ -398,3 +398,13 @@ def test_a_small_visible_collection_is_scored_exactly_not_through_the_whole_grap
 def test_it_refuses_a_negative_exact_scan_threshold(kb: KnowledgeBase, alice: User) -> None:
     with pytest.raises(ValueError, match="exact_scan_max"):
         hybrid_search(user=alice, query="password", exact_scan_max=-1)
+
+
+def test_chunk_vectors_are_stored_in_the_row_not_the_toast_table(db: None) -> None:
+    # Every distance computed from the table would read the TOAST table first (migration 0036).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attstorage FROM pg_attribute"
+            " WHERE attrelid = 'chatbot_chunk'::regclass AND attname = 'embedding'"
+        )
+        assert cursor.fetchone() == ("p",)
