@@ -118,8 +118,8 @@ async def search(request: HttpRequest, payload: SearchIn) -> SearchOut:
     over the collections shared with your groups, best first; by default one passage a
     document among the k (`per_document`)."""
     # On the process's database threads, which keep their connections: a request's own thread
-    # opened a new one for each search (5.7 ms), whose first statement also ran on a new server
-    # process's empty caches (17 ms against 9 for the hybrid statement; tests/benchmarks).
+    # opened a new one for each search (6.4 ms), whose first statement also met a new server
+    # process's empty caches (the hybrid statement 31.0 ms against 15.4; tests/benchmarks).
     return await db_sync_to_async(_search)(request, payload)
 
 

@@ -16,8 +16,7 @@ class Migration(migrations.Migration):
             model_name="chunk",
             index=models.Index(
                 condition=models.Q(retired_at__isnull=True),
-                fields=["collection"],
-                include=("id",),
+                fields=["collection", "id"],
                 name="chunk_current_by_collection",
             ),
         ),

@@ -9,7 +9,7 @@ bench_search). The text and full-text vector are compressed or moved out instead
 Only rows written from now on are stored this way (a catalog change, instant): ingestion writes
 every new or changed document's chunks. Rows already stored keep their TOASTed vectors until
 rewritten; `VACUUM FULL chatbot_chunk` in a maintenance window rewrites them all (it locks the
-table and rebuilds its indexes, HNSW included)."""
+table and rebuilds its indexes, HNSW included), then a plain VACUUM sets the visibility map."""
 
 from django.db import migrations
 

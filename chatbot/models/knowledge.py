@@ -163,10 +163,9 @@ class Chunk(models.Model):
             # The dense leg counts a caller's current chunks, and scores them all when they are
             # few, through this (chatbot.retrieval.search, EXACT_SCAN_MAX).
             models.Index(
-                fields=["collection"],
+                fields=["collection", "id"],
                 condition=models.Q(retired_at__isnull=True),
                 name="chunk_current_by_collection",
-                include=["id"],
             ),
         ]
 

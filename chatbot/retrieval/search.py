@@ -198,7 +198,10 @@ dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FR
 #   collection beside 100,000 chunks they may not see (bench_search, "small collections").
 # The path not taken is not executed (a one-time filter on the count). The ids are listed rather
 # than read again by collection because the planner, expecting a collection to hold its share
-# of a big table, would read them with a sequential scan.
+# of a big table, would read them with a sequential scan; and listed in id order, which the index
+# gives for free and a sequential scan only by reading and sorting every row of the collection,
+# so that the planner does not try one (it did, for the count, once a VACUUM FULL had emptied the
+# visibility map and made the index look dear).
 _DENSE_CURRENT = f"""
 query_vector AS (SELECT %(vector)s::vector AS v),
 dense_visible AS MATERIALIZED (
@@ -206,6 +209,7 @@ dense_visible AS MATERIALIZED (
         SELECT x.id FROM chatbot_collection col CROSS JOIN LATERAL (
             SELECT cc.id FROM chatbot_chunk cc
             WHERE cc.collection_id = col.id AND cc.retired_at IS NULL
+            ORDER BY cc.id
             LIMIT %(exact_scan_max)s + 1) x
         WHERE {_caller_may_see("col.id")}
         LIMIT %(exact_scan_max)s + 1) y),

@@ -1,7 +1,7 @@
 """Search latency at 100,000 chunks: our hybrid search versus an exact scan, and the HNSW recall.
 
     .venv/bin/python tests/benchmarks/bench_search.py [--chunks 100000] [--real 3000]
-        [--queries 200] [--keep] [--explain]
+        [--queries 200] [--keep] [--explain] [--small 100,1000,3000] [--only-small]
 
 About 5 minutes on 2 cores when it loads the data (most of it embedding the real chunks and the
 COPY), under 2 when a --keep run left it.
@@ -33,6 +33,8 @@ statements only; the query embedding, which it computes on each call, is not cou
   fused:  the same with `rerank=False`: the fused top 10, no term counts beyond those 10;
   dense:  `hybrid_search(k=10, sparse_weight=0)`: the dense leg alone, through the HNSW index;
   text:   `hybrid_search(k=10, dense_weight=0)`: the full-text leg alone (BM25 over the postings);
+  hnsw only: `hybrid` with `exact_scan_max=0`: what counting the caller's chunks costs a search
+          that takes the HNSW path anyway;
   exact:  the dense-only call again inside a transaction with `SET LOCAL enable_indexscan = off`:
           HNSW serves only index scans, so Postgres computes the distance of every visible chunk
           and sorts them: a brute-force exact scan over the same rows, with the same filter.
@@ -47,6 +49,12 @@ again at larger `candidates` (which sets hnsw.ef_search) to show what more recal
 of the dense statement with and without index scans are checked once (--explain prints them).
 Each real chunk has ~30 noisy replicas, a tighter clustering than real text has; HNSW graphs find
 such data harder to navigate, so the recall here is more likely low than high.
+Small collections (--small; --only-small skips everything above): for each size N, a collection
+of the first N real chunks, loaded the same way, that only a second agent sees (not the 100,000):
+the dense leg and the hybrid statement as the app runs them (every visible chunk scored when
+there are at most EXACT_SCAN_MAX) and forced through the HNSW index (`exact_scan_max=0`), the
+full-text leg, and the recall@10 of each dense path against scoring every visible chunk. The
+collections are deleted after.
 """
 
 from __future__ import annotations
