@@ -75,7 +75,7 @@ DEFAULT_TEXT_WEIGHTS = (0.1, 0.1, 0.2, 1.0)
 TERM_POSTINGS = 1000
 POOL_FACTOR = 3
 # The dense leg scores every visible current chunk (exact) instead of walking the HNSW index when
-# the caller's collections hold at most this many (see _DENSE_CURRENT).
+# the caller's collections hold at most this many (see _DENSE).
 EXACT_SCAN_MAX = 3000
 # How many passages of one document the first `k` hits of POST /api/search may hold while other
 # documents have passages to offer (the rest follow). Reranked hits are ordered by how likely
@@ -202,7 +202,7 @@ dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FR
 # gives for free and a sequential scan only by reading and sorting every row of the collection,
 # so that the planner does not try one (it did, for the count, once a VACUUM FULL had emptied the
 # visibility map and made the index look dear).
-_DENSE_CURRENT = f"""
+_DENSE = f"""
 query_vector AS (SELECT %(vector)s::vector AS v),
 dense_visible AS MATERIALIZED (
     SELECT count(*) AS n, array_agg(y.id) AS ids FROM (
@@ -229,7 +229,6 @@ dense_raw AS MATERIALIZED (
      LIMIT %(candidates)s)),
 dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FROM dense_raw)
 """  # noqa: S608
-_DENSE = _DENSE_CURRENT
 _DENSE_AS_OF = _dense(_AS_OF_VISIBLE)
 _NO_DENSE = (
     "dense AS (SELECT NULL::bigint AS id, NULL::float8 AS distance, NULL::bigint AS r WHERE false)"

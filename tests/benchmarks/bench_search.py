@@ -405,23 +405,29 @@ def prepare(args: argparse.Namespace, group: Group) -> Collection:
 
     collection = collection_create(name=COLLECTION, description=marker(args), groups=[group])
     try:
-        sources = [
-            source_create(
-                collection=collection,
-                kind=Source.Kind.PATH,
-                location=str(path),
-                name=f"bench: {path.name}",
-                queue=False,
-            )
-            for path in inputs
-        ]
-        Source.objects.filter(collection=collection).update(status=Source.Status.DONE)
+        sources = scratch_sources(collection, inputs, "bench")
         load(collection, sources, layout, real, synthetic)
         refresh_term_stats()
     except BaseException:
         drop(collection.pk)
         raise
     return collection
+
+
+def scratch_sources(collection: Collection, inputs: list[Path], label: str) -> list[Source]:
+    """One source per input, marked done (load() writes their documents and chunks)."""
+    sources = [
+        source_create(
+            collection=collection,
+            kind=Source.Kind.PATH,
+            location=str(path),
+            name=f"{label}: {path.name}",
+            queue=False,
+        )
+        for path in inputs
+    ]
+    Source.objects.filter(collection=collection).update(status=Source.Status.DONE)
+    return sources
 
 
 def refresh_term_stats() -> None:
@@ -648,17 +654,7 @@ def small_collections(args: argparse.Namespace, queries: list[str], sizes: list[
                 name=f"{COLLECTION} small {size}", description="bench_search.py", groups=[group]
             )
             made.append(collection.pk)
-            sources = [
-                source_create(
-                    collection=collection,
-                    kind=Source.Kind.PATH,
-                    location=str(path),
-                    name=f"bench small: {path.name}",
-                    queue=False,
-                )
-                for path in inputs
-            ]
-            Source.objects.filter(collection=collection).update(status=Source.Status.DONE)
+            sources = scratch_sources(collection, inputs, "bench small")
             layout = Layout(documents=documents)
             left = size
             for document in documents:
