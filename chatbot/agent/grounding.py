@@ -135,6 +135,7 @@ def ground(
             answerable=None if answerable is None else round(answerable, 4),
             rerank_ms=round(result.rerank_ms, 2),
             embed_ms=round(result.embed_ms, 2),
+            query_embedded=result.query_embedded,
             sql_ms=round(result.sql_ms, 2),
             kb_versions=versions,
         )

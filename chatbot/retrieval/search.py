@@ -130,6 +130,9 @@ class SearchResult:
     queries: int  # round trips to Postgres
     rerank_ms: float = 0.0
     reranked: bool = False
+    # True when this search embedded the query itself; False when the caller passed the vector
+    # (the answer cache's lookup embeds the question once for both) or no dense leg ran.
+    query_embedded: bool = False
     # Each query lexeme's IDF in the knowledge base (`chatbot.retrieval.terms`).
     term_weights: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
@@ -438,6 +441,7 @@ def hybrid_search(
     if as_of is not None:
         params["as_of"] = json.dumps({str(int(pk)): int(v) for pk, v in as_of.items()})
     embed_ms = 0.0
+    query_embedded = use_dense and query_vector is None
     if use_dense:
         vector = query_vector if query_vector is not None else embeddings().embed_query(query)
         params["vector"] = _vector_literal(vector)
@@ -495,6 +499,7 @@ def hybrid_search(
         hits=hits,
         duration_ms=(time.perf_counter() - started) * 1000,
         embed_ms=embed_ms,
+        query_embedded=query_embedded,
         sql_ms=sql_ms,
         dense_candidates=int(rows[0][12]) if rows else 0,
         sparse_candidates=int(rows[0][13]) if rows else 0,

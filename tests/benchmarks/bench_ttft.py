@@ -14,7 +14,9 @@ as a benchmark agent, then, interleaved, for each round and the same question:
 So "ours" includes everything a grounded answer costs before the model: the question saved, the
 history read, the query embedded, the hybrid search, the route. The run seeds the demo knowledge
 base (deploy/demo-kb) when missing and sets grounding to "preferred" for its duration, so every
-question reaches the model (a "don't know" answer would skip it and flatter our figure).
+question reaches the model (a "don't know" answer would skip it and flatter our figure). Tools
+beyond the knowledge-base search are off for every run (`make run` turns the demo's on; with one,
+an agent's turn first asks the model which step to take), so the plain pipeline is what is timed.
 Both drain the whole answer, so each request starts on an idle model server, and another question
 is sent before each measured one so neither side finds its question in the server's prompt cache.
 
@@ -76,6 +78,7 @@ from chatbot.models import (  # noqa: E402
     ModelEndpoint,
     Source,
     Span,
+    ToolSetting,
     Turn,
 )
 from chatbot.runtime import model_server  # noqa: E402
@@ -281,6 +284,23 @@ def assistant_settings_for_run(**fields: Any) -> Iterator[None]:
 
 
 @contextmanager
+def plain_pipeline() -> Iterator[None]:
+    """Tools beyond the knowledge-base search off for the run, then as they were: with one on
+    (`make run` turns the demo's on), an agent's turn asks the model to choose a step before it
+    answers, and that, not the path measured here, would be timed."""
+    enabled = list(
+        ToolSetting.objects.filter(enabled=True)
+        .exclude(name="kb_search")
+        .values_list("pk", flat=True)
+    )
+    ToolSetting.objects.filter(pk__in=enabled).update(enabled=False)
+    try:
+        yield
+    finally:
+        ToolSetting.objects.filter(pk__in=enabled).update(enabled=True)
+
+
+@contextmanager
 def grounding_preferred() -> Iterator[None]:
     """Demo knowledge base in place, and every question answered by the model, for the run."""
     demo_knowledge_ensure()
@@ -427,7 +447,7 @@ def main() -> None:
     key = api_key_create(user=user, name="bench-ttft").plaintext if args.v1 else None
     port = free_port()
     settings_for_run = grounding_off() if args.v1 or args.no_grounding else grounding_preferred()
-    with local_endpoint_as_default() as endpoint, settings_for_run:
+    with local_endpoint_as_default() as endpoint, settings_for_run, plain_pipeline():
         endpoint.refresh_from_db()
         # As in production: DEBUG off (no query log), whatever this shell runs with.
         with model_server_running(endpoint.base_url), daphne_running(port, env=production_env()):

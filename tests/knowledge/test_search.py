@@ -215,6 +215,7 @@ def test_it_measures_each_leg_alone(kb: KnowledgeBase, alice: User) -> None:
     assert [hit.dense_rank for hit in dense.hits] == [1, 2, 3]
     assert all(hit.dense_rank is None for hit in sparse.hits)
     assert sparse.embed_ms == 0 and sparse.queries == 1
+    assert dense.query_embedded and not sparse.query_embedded
 
 
 def test_it_survives_queries_made_of_stop_words_and_symbols(kb: KnowledgeBase, alice: User) -> None:
