@@ -52,10 +52,18 @@ from chatbot.retrieval.rerank import (
 from chatbot.retrieval.terms import query_weights
 
 RRF_K = 60
-# How deep each leg searches before fusion (and hnsw.ef_search). 100 rather than 50: HNSW recall@10
+# How deep each leg searches before fusion. 100 rather than 50: HNSW recall@10
 # against an exact scan rose from 0.945 to 0.963 at 100,000 chunks for +0.1 ms (bench_search), and
 # fused doc recall@5 from 0.877 to 0.881 (faq) and 0.977 to 0.981 (covidqa_dev).
 DEFAULT_CANDIDATES = 100
+# How far the HNSW scan looks (hnsw.ef_search = max(candidates, this)). It followed `candidates`
+# alone until the dense top 10's recall@10 against an exact scan measured 0.948 at 100,000 chunks
+# (bench_search; the goal is 0.95). On 200 questions there: ef_search 100 / 120 / 140 / 160 / 200
+# found 0.957 / 0.966 / 0.979 / 0.983 / 0.988 of it, the dense leg taking 4.4-5.3 / 4.4-4.5 /
+# 4.7-5.1 / 4.9-5.9 / 5.4-5.5 ms (two rounds each). 140 keeps a margin over 0.95 on questions the
+# sweep did not see for about half a millisecond; chosen on speed and recall against the exact
+# scan, not on any evaluation set's answers.
+HNSW_EF_SEARCH = 140
 # Reciprocal rank fusion weights, dense 1 : sparse 0.5. Swept on the TUNING parts of splits.json
 # (sparse 0, 0.1, 0.25, 0.5, 0.75, 1; criterion fixed first: mean fused doc recall@5 over faq-tune
 # and covidqa_dev-tune, then mean MRR@10): 0.75 won (mean r@5 0.945, MRR 0.856; 0.5 gave 0.933,
@@ -377,6 +385,7 @@ def hybrid_search(
     leg_depth: int | None = None,
     per_document: int | None = None,
     exact_scan_max: int = EXACT_SCAN_MAX,
+    ef_search: int = HNSW_EF_SEARCH,
 ) -> SearchResult:
     """The top `k` chunks `user` may see for `query`, best first.
 
@@ -395,6 +404,8 @@ def hybrid_search(
     documents have passages to offer (`per_document_first`); None: no cap, as an answer's
     context wants its best document's passages together. `exact_scan_max`: the dense leg scores
     every visible chunk when there are at most this many (0: always the HNSW index).
+    `ef_search`: how many candidates the HNSW scan keeps while it walks the graph (at least
+    `candidates`); more finds more of the exact nearest chunks, slower.
     """
     query = query.strip()
     if not query:
@@ -405,9 +416,10 @@ def hybrid_search(
         or term_postings < 1
         or (per_document is not None and per_document < 1)
         or exact_scan_max < 0
+        or ef_search < 1
     ):
         raise ValueError(
-            "k, candidates, term_postings and per_document must be positive, and "
+            "k, candidates, term_postings, per_document and ef_search must be positive, and "
             "exact_scan_max not negative."
         )
     if len(text_weights) != 4 or not all(0 <= w <= 1 for w in text_weights):
@@ -465,7 +477,7 @@ def hybrid_search(
         if use_dense:
             # The HNSW scan stops after ef_search tuples; filtered-out ones would starve the
             # result, so search at least `candidates` deep and let pgvector keep scanning.
-            params["ef_search"] = str(max(params["candidates"], 40))
+            params["ef_search"] = str(max(params["candidates"], ef_search))
             sql = (
                 "SELECT set_config('hnsw.ef_search', %(ef_search)s, true),"
                 " set_config('hnsw.iterative_scan', 'relaxed_order', true);\n" + sql

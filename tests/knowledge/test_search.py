@@ -15,7 +15,13 @@ from chatbot.accounts import roles
 from chatbot.accounts.visibility import collections_visible_to
 from chatbot.llm.embeddings import LocalEmbeddings
 from chatbot.models import Chunk, Collection, Document, Source
-from chatbot.retrieval.search import SearchHit, hybrid_search, per_document_first
+from chatbot.retrieval.search import (
+    DEFAULT_CANDIDATES,
+    HNSW_EF_SEARCH,
+    SearchHit,
+    hybrid_search,
+    per_document_first,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -399,6 +405,26 @@ def test_a_small_visible_collection_is_scored_exactly_not_through_the_whole_grap
 def test_it_refuses_a_negative_exact_scan_threshold(kb: KnowledgeBase, alice: User) -> None:
     with pytest.raises(ValueError, match="exact_scan_max"):
         hybrid_search(user=alice, query="password", exact_scan_max=-1)
+    with pytest.raises(ValueError, match="ef_search"):
+        hybrid_search(user=alice, query="password", ef_search=0)
+
+
+def _hnsw_ef_search() -> str:
+    # hybrid_search sets it for its transaction; the test's own transaction still holds it.
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW hnsw.ef_search")
+        return str(cursor.fetchone()[0])
+
+
+def test_the_hnsw_scan_looks_at_least_as_far_as_the_candidates_asked(
+    kb: KnowledgeBase, alice: User
+) -> None:
+    hybrid_search(user=alice, query="password", k=3)
+    assert _hnsw_ef_search() == str(HNSW_EF_SEARCH)
+    hybrid_search(user=alice, query="password", k=3, ef_search=60)
+    assert _hnsw_ef_search() == str(DEFAULT_CANDIDATES)  # the candidates ask for more
+    hybrid_search(user=alice, query="password", k=3, candidates=300)
+    assert _hnsw_ef_search() == "300"
 
 
 def test_chunk_vectors_are_stored_in_the_row_not_the_toast_table(db: None) -> None:
