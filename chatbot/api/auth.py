@@ -170,7 +170,8 @@ def caller(request: HttpRequest) -> User:
 # Programs first: a request with a key never needs a CSRF token.
 API_AUTH = [ApiKeyBearer(), ApiKeyInHeader(), ChatSession()]
 OPENAI_AUTH = [ApiKeyBearer()]
-# For async routes that stream answers (many at once).
+# For async routes: the key checked on the database threads (answers streamed, many at once, and
+# the model list, whose request thread would otherwise open a Postgres connection each time).
 OPENAI_STREAMING_AUTH = [ApiKeyBearer(on_db_threads=True)]
 # API_AUTH for async routes that do their work on the database threads: the request's own thread
 # would open a Postgres connection for each request (and its first statements would meet a new

@@ -150,24 +150,28 @@ def _invalid_input(request: HttpRequest, exc: services.InvalidInput) -> HttpResp
     return _error(400, str(exc), "invalid_request_error")
 
 
+def _models() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": endpoint.name,
+            "object": "model",
+            "created": int(endpoint.created_at.timestamp()),
+            "owned_by": endpoint.provider,
+        }
+        for endpoint in api_selectors.endpoints_enabled()
+    ]
+
+
 @openai_api.get(
     "/models",
     summary="List the models that can be asked for",
     openapi_extra={"responses": MODELS_RESPONSES},
+    auth=OPENAI_STREAMING_AUTH,
 )
-def models_list(request: HttpRequest) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": endpoint.name,
-                "object": "model",
-                "created": int(endpoint.created_at.timestamp()),
-                "owned_by": endpoint.provider,
-            }
-            for endpoint in api_selectors.endpoints_enabled()
-        ],
-    }
+async def models_list(request: HttpRequest) -> dict[str, Any]:
+    # The key check and the read on the database threads, which keep their connections: as a
+    # synchronous view under daphne, each request's own thread opened a Postgres connection.
+    return {"object": "list", "data": await db_sync_to_async(_models)()}
 
 
 def _route(requested: str | None) -> Route:

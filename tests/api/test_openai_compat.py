@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import openai
 import pytest
 from asgiref.sync import sync_to_async
+from django.db.backends.signals import connection_created
 
 from chatbot.models import Conversation, Span, Turn
 
@@ -42,6 +44,27 @@ async def test_it_lists_the_enabled_models(alice_openai, fake_endpoint) -> None:
 
     assert [m.id for m in models.data] == ["careful", "fast"]
     assert {m.owned_by for m in models.data} == {"fake"}
+
+
+async def test_listing_the_models_reuses_the_database_threads_connections(
+    alice_openai, fake_endpoint
+) -> None:
+    """As a synchronous view under daphne, each request's own thread opened a Postgres
+    connection of its own; the key check and the read now run on the database threads."""
+    await sync_to_async(fake_endpoint)(name="fast")
+    opened: list[Any] = []
+
+    def count(sender: Any, connection: Any, **kwargs: Any) -> None:
+        opened.append(connection)
+
+    await alice_openai.models.list()  # a database thread connects
+    connection_created.connect(count)
+    try:
+        for _ in range(5):
+            assert [m.id for m in (await alice_openai.models.list()).data] == ["fast"]
+    finally:
+        connection_created.disconnect(count)
+    assert opened == []
 
 
 async def test_it_completes_a_chat_and_records_the_turn(alice, alice_openai, fake_endpoint) -> None:

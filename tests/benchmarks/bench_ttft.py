@@ -28,6 +28,7 @@ cache off for the run (so the turn sends the caller's messages, as a gateway wou
             (Authorization: Bearer), time to the first SSE chunk whose delta has content;
   baseline: the prompt our stack rendered from those messages, POSTed to the model server as above.
 The connection to daphne is kept alive between rounds, as a client's connection pool does.
+Then `GET /v1/models`, ours against the model server's own, MODELS_REQUESTS times alternated.
 """
 
 from __future__ import annotations
@@ -380,6 +381,43 @@ async def bench(
         "our /v1 (SSE, API key)" if v1 else None,
         before_model_ms,
     )
+    if key is not None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await models_list(client, base, key, endpoint)
+
+
+MODELS_REQUESTS = 100
+
+
+async def models_list(
+    client: httpx.AsyncClient, base: str, key: str, endpoint: ModelEndpoint
+) -> None:
+    """`GET /v1/models`, ours (key check and catalogue read) against the model server's own,
+    alternated, each on a kept-alive connection: what a client library pays before it asks."""
+    ours_ms: list[float] = []
+    base_ms: list[float] = []
+    headers = {"Authorization": f"Bearer {key}"}
+    for i in range(MODELS_REQUESTS + 5):
+        started = time.perf_counter()
+        reply = await client.get(f"{base}/v1/models", headers=headers)
+        ours = time.perf_counter() - started
+        reply.raise_for_status()
+        started = time.perf_counter()
+        reply = await client.get(f"{endpoint.base_url}/models")
+        theirs = time.perf_counter() - started
+        reply.raise_for_status()
+        if i >= 5:
+            ours_ms.append(ours * 1000)
+            base_ms.append(theirs * 1000)
+    mine, direct = statistics.median(ours_ms), statistics.median(base_ms)
+    print(f"\nGET /v1/models over {MODELS_REQUESTS} alternated requests")
+    print(
+        f"model server directly        median {direct:7.1f} ms   p90 {_percentile(base_ms, 0.9):7.1f} ms"
+    )
+    print(
+        f"ours (API key)               median {mine:7.1f} ms   p90 {_percentile(ours_ms, 0.9):7.1f} ms"
+    )
+    print(f"ratio of medians             {mine / direct:7.2f}x")
 
 
 def _before_model_ms(turn_id: int) -> float:
