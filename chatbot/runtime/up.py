@@ -87,6 +87,13 @@ def daphne_command(python: str, *, host: str, port: int) -> list[str]:
     return [python, "-m", "daphne", "-b", host, "-p", str(port), "chatbot.asgi:application"]
 
 
+def daphne_env() -> dict[str, str]:
+    """What a web process is started with beyond the environment: its database connections from
+    a pool (settings.DB_POOL), unless the environment says otherwise. Celery workers, whose
+    prefork children must not share a parent's connections, and management commands keep theirs."""
+    return {"DB_POOL": os.environ.get("DB_POOL") or "1"}
+
+
 def adopt_model_server(
     sup: Supervisor, *, model_path: Path, port: int, n_ctx: int, host: str = "127.0.0.1"
 ) -> Child:
@@ -204,6 +211,7 @@ def _run(args: argparse.Namespace, sup: Supervisor, notes: list[str]) -> str:
     sup.start(
         "daphne",
         daphne_command(python, host=args.host, port=args.port),
+        env=daphne_env(),
         console=True,
         ready=lambda: port_open(args.host, args.port),
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from django.conf import settings
 
 from chatbot.runtime.embedded import port_open
+from chatbot.runtime.up import daphne_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,8 +51,9 @@ def production_env(database: str | None = None, redis_db: int | None = None) -> 
 def daphne_running(
     port: int, *, log_name: str = "bench-daphne.log", env: Mapping[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """daphne on 127.0.0.1:`port` until the block ends; yields its process. `env` adds to (or
-    overrides) the environment it inherits."""
+    """daphne on 127.0.0.1:`port` until the block ends; yields its process. It starts as `make run`
+    starts it (`up.daphne_env()`: pooled database connections); `env` adds to (or overrides) the
+    environment it inherits."""
     log = Path(settings.VAR_DIR) / "log" / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -61,7 +63,7 @@ def daphne_running(
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             # A benchmark sends far more than a person's RATE_LIMIT_PER_MINUTE on purpose; the
             # limit's check (one Redis call) still runs, only its figure is lifted.
-            env={**os.environ, "RATE_LIMIT_PER_MINUTE": os.environ.get("RATE_LIMIT_PER_MINUTE", "1000000"), **(env or {})},
+            env={**os.environ, "RATE_LIMIT_PER_MINUTE": os.environ.get("RATE_LIMIT_PER_MINUTE", "1000000"), **daphne_env(), **(env or {})},
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -150,7 +150,8 @@ def cluster_running(
     try:
         for i, port in enumerate(ports):
             command = up.daphne_command(sys.executable, host="127.0.0.1", port=port)
-            cluster.parts.append(_start(f"daphne-{i}", command, env, run_dir))
+            web_env = {**env, **up.daphne_env()}  # as `make run` starts it: pooled connections
+            cluster.parts.append(_start(f"daphne-{i}", command, web_env, run_dir))
         for i, name in enumerate(names):
             command = [*up.celery_command(sys.executable, concurrency=1, schedule=None), "-n", name]
             cluster.parts.append(_start(f"worker-{i}", command, env, run_dir))

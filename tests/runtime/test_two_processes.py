@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 
 from chatbot.chat import services as chat_services
 from chatbot.knowledge import services as kb_services
@@ -215,3 +215,30 @@ def test_it_counts_requests_per_process_and_the_sum_is_what_was_sent(cluster: Cl
     counted = {url: request_count(url, route="healthz") - before[url] for url in cluster.webs}
     assert counted == {web_a: 3.0, web_b: 5.0}, "each process counts only what it served"
     assert sum(counted.values()) == sum(sent.values())
+
+
+def _sessions_opened() -> int:
+    """Connections ever made to the test database (Postgres counts a closed one when it ends)."""
+    time.sleep(0.5)  # a just-closed connection's server process reports as it exits
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        row = cursor.fetchone()
+    return int(row[0])
+
+
+def test_pages_borrow_a_pooled_connection_instead_of_opening_one_each(
+    cluster: Cluster, adam: User
+) -> None:
+    """daphne runs each synchronous view on a thread of that request's own, which opened a new
+    Postgres connection per request; the web processes now take one from their pool (DB_POOL)."""
+    requests = 40
+    with browser(cluster.webs[0], adam) as page:
+        assert page.get("/knowledge/").status_code == 200  # the pool has what it needs
+        before = _sessions_opened()
+        for _ in range(requests):
+            assert page.get("/knowledge/").status_code == 200
+        opened = _sessions_opened() - before
+    # The pool's own first connections may still be counted in this window (a few); without the
+    # pool it was one a page.
+    assert opened <= requests // 5, f"{opened} connections opened for {requests} pages"
