@@ -1,14 +1,16 @@
 """Synchronous pages and endpoints through daphne, with and without the connection pool.
 
-    .venv/bin/python tests/benchmarks/bench_pages.py [--requests 200] [--rounds 3]
+    .venv/bin/python tests/benchmarks/bench_pages.py [--requests 200] [--rounds 3] \
+        [--urls /chat/,/api/conversations,/v1/models]
 
 Two daphne processes side by side on the dev database, as in production (`servers.production_env`:
 DEBUG off), one with `DB_POOL=0`, one with `DB_POOL=1` (how `make run` and deploy/ start it). For
 each round and each URL, `--requests` requests to one process then the other, on kept-alive
 connections (the order alternates between rounds): `GET /chat/` (the chat page, a signed-in
-browser's session cookie) and `GET /api/conversations` (an API key). Under daphne each synchronous
-view runs on a thread of its request's own; without the pool that thread opened a new Postgres
-connection for every request. Prints p50 and p90 for each, the ratio of the medians (without the
+browser's session cookie), `GET /api/conversations` (an API key) and `GET /v1/models` (an API key;
+async, its work on the database threads, which kept their connections before the pool and now
+borrow one per call). Under daphne each synchronous view runs on a thread of its request's own;
+without the pool that thread opened a new Postgres connection for every request. Prints p50 and p90 for each, the ratio of the medians (without the
 pool over with it) and how many connections each process opened for its requests
 (`pg_stat_database.sessions`, read before and after each batch, each process's batch alone).
 """
@@ -43,7 +45,7 @@ from chatbot.runtime.embedded import ensure_services  # noqa: E402
 from tests.benchmarks.servers import daphne_running, free_port, production_env  # noqa: E402
 
 BENCH_USER = "bench-pages"
-URLS = ("/chat/", "/api/conversations")
+URLS = ("/chat/", "/api/conversations", "/v1/models")
 MODES = {"no pool": "0", "pool": "1"}
 
 
@@ -77,7 +79,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--urls", default=",".join(URLS), help="comma-separated paths")
     args = parser.parse_args()
+    urls = [url.strip() for url in args.urls.split(",") if url.strip()]
 
     ensure_services()
     user = user_create(
@@ -89,8 +93,8 @@ def main() -> None:
     browser.force_login(user)
     cookie = {settings.SESSION_COOKIE_NAME: browser.cookies[settings.SESSION_COOKIE_NAME].value}
     ports = {mode: free_port() for mode in MODES}
-    times: dict[tuple[str, str], list[float]] = {(m, u): [] for m in MODES for u in URLS}
-    opened: dict[tuple[str, str], int] = {(m, u): 0 for m in MODES for u in URLS}
+    times: dict[tuple[str, str], list[float]] = {(m, u): [] for m in MODES for u in urls}
+    opened: dict[tuple[str, str], int] = {(m, u): 0 for m in MODES for u in urls}
     try:
         with (
             daphne_running(ports["no pool"], env={**production_env(), "DB_POOL": "0"}),
@@ -106,11 +110,11 @@ def main() -> None:
                 for mode, port in ports.items()
             }
             for client in clients.values():  # warm: first requests, the pool's first connections
-                for url in URLS:
+                for url in urls:
                     batch(client, url, 10)
             for round_ in range(args.rounds):
                 order = list(MODES) if round_ % 2 == 0 else list(reversed(MODES))
-                for url in URLS:
+                for url in urls:
                     for mode in order:
                         spent, made = batch(clients[mode], url, args.requests)
                         times[(mode, url)] += spent
@@ -122,7 +126,7 @@ def main() -> None:
 
     total = args.requests * args.rounds
     print(f"\n{total} requests a URL and mode, {args.rounds} rounds alternated, kept-alive clients")
-    for url in URLS:
+    for url in urls:
         for mode in MODES:
             values = times[(mode, url)]
             print(
