@@ -322,15 +322,14 @@ DB_THREADS = _env_int("DB_THREADS", 8)
 # under ASGI has a thread of its own, which opened a new Postgres connection (a few ms, and a
 # new server process with cold caches) and left it to the garbage collector. With it, at most
 # DB_POOL_MAX_SIZE connections per process, DB_THREADS of them held by the database threads; a
-# request that finds none free waits up to DB_POOL_TIMEOUT_S, then fails. Connections are not
-# checked before each use (a round trip per database hop): one broken while idle in the pool,
-# by a restart of the server, fails the request that draws it and is then discarded.
+# request that finds none free waits up to DB_POOL_TIMEOUT_S, then fails. With
+# CONN_HEALTH_CHECKS the pool checks a connection as a request borrows it (one round trip), so one
+# broken while idle (a failover, a firewall's idle timeout) is replaced, not handed out.
 DB_POOL = _env_bool("DB_POOL", False)
 DB_POOL_MAX_SIZE = _env_int("DB_POOL_MAX_SIZE", DB_THREADS + 12)
 DB_POOL_TIMEOUT_S = _env_int("DB_POOL_TIMEOUT_S", 10)
 if DB_POOL:
     _db["CONN_MAX_AGE"] = 0  # a connection goes back to the pool at the end of each request
-    _db["CONN_HEALTH_CHECKS"] = False
     _db["OPTIONS"]["pool"] = {
         "min_size": 2,
         "max_size": DB_POOL_MAX_SIZE,

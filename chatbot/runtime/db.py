@@ -15,9 +15,9 @@ embedded server's 200, and some requests failed with "too many clients".
 Each keeps its connection between calls (CONN_MAX_AGE), so this work holds at most DB_THREADS
 connections however many answers stream; a connection past its age or broken is closed around
 each call, as channels' `database_sync_to_async` does. In a web process with DB_POOL on, each
-thread borrows one connection from the pool and keeps it in the same way. The health check (CONN_HEALTH_CHECKS, a
-`SELECT 1` before the first query after that) runs only when the thread's connection has been idle
-for HEALTH_CHECK_IDLE_S: under load a thread runs call after call, and checking before each one
+thread borrows one connection from the pool and keeps it in the same way. The health check
+(CONN_HEALTH_CHECKS, a `SELECT 1` before the first query after that; for a pooled connection,
+`is_usable()` here) runs only when the thread's connection has been idle for HEALTH_CHECK_IDLE_S: under load a thread runs call after call, and checking before each one
 doubled the round trips of the short calls an answer makes (a third of the database threads' time
 in a profile of 200 streams). Use it for calls that are complete in
 themselves (no transaction or thread-local state carried from one call to the next): reads, and
@@ -59,16 +59,26 @@ HEALTH_CHECK_IDLE_S = 1.0
 _last_used = threading.local()
 
 
+def _pooled(conn: Any) -> bool:
+    return conn.connection is not None and getattr(conn, "pool", None) is not None
+
+
 def _before_call() -> None:
     close_old_connections()  # past its age, or broken by an error: closed (and opened anew)
     if time.monotonic() - getattr(_last_used, "at", float("-inf")) < HEALTH_CHECK_IDLE_S:
         for conn in connections.all(initialized_only=True):
             conn.health_check_done = True  # type: ignore[attr-defined]
+        return
+    for conn in connections.all(initialized_only=True):
+        # Django checks a pooled connection only when it is borrowed (the pool's check); the one
+        # this thread keeps (below) is checked here after an idle spell, as a persistent one is.
+        if _pooled(conn) and not conn.is_usable():
+            conn.close()
 
 
 def _after_call() -> None:
     for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and getattr(conn, "pool", None) is not None:
+        if _pooled(conn):
             # From the pool (settings.DB_POOL, CONN_MAX_AGE 0): kept by this thread as a
             # persistent connection would be, still closed below when broken. Giving it back
             # after every call and borrowing again cost a web request's hops more than the pool

@@ -27,6 +27,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 
+from chatbot.accounts.services import api_key_create
 from chatbot.chat import services as chat_services
 from chatbot.knowledge import services as kb_services
 from chatbot.models import Chunk, Document, Escalation, ModelEndpoint, Source, Turn
@@ -242,3 +243,35 @@ def test_pages_borrow_a_pooled_connection_instead_of_opening_one_each(
     # The pool's own first connections may still be counted in this window (a few); without the
     # pool it was one a page.
     assert opened <= requests // 5, f"{opened} connections opened for {requests} pages"
+
+
+def _drop_every_other_connection() -> int:
+    """What a failover or a restart of the database server does to every process's connections."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend'"
+        )
+        row = cursor.fetchone()
+    return int(row[0])
+
+
+# Last in the module: it breaks every process's connections, which the next tests would meet.
+def test_pages_and_api_calls_survive_the_database_dropping_every_connection(
+    cluster: Cluster, alice: User
+) -> None:
+    """A pooled connection is checked as a request borrows it, and the one a database thread
+    keeps is checked after it sat idle: a connection broken meanwhile is replaced, never used."""
+    web = cluster.webs[0]
+    key = api_key_create(user=alice, name="failover").plaintext
+    models = {"Authorization": f"Bearer {key}"}
+    with browser(web, alice) as page:
+        assert page.get("/chat/").status_code == 200
+        assert page.get("/v1/models", headers=models).status_code == 200
+
+        assert _drop_every_other_connection() > 0
+        time.sleep(1.2)  # past chatbot.runtime.db.HEALTH_CHECK_IDLE_S
+
+        assert page.get("/chat/").status_code == 200, cluster.report()
+        assert page.get("/v1/models", headers=models).status_code == 200, cluster.report()
