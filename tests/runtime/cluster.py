@@ -80,6 +80,9 @@ class Cluster:
         )
 
 
+CLUSTER_APPLICATION_NAME = "chatbot-test-cluster"
+
+
 def child_env(run_dir: Path) -> dict[str, str]:
     """What every started process is told: the test settings, this session's test database and
     Redis database, and the same switches the test session runs with."""
@@ -96,6 +99,9 @@ def child_env(run_dir: Path) -> dict[str, str]:
         "SUPERVISOR_STATUS_PATH": str(run_dir / "parts.json"),
         # Web only answers with the fake model here: no need to load the embedding model at start.
         "EMBEDDINGS_WARM_ON_START": "0",
+        # libpq names every connection these processes make, so a test can tell them apart from
+        # the test process's own (tests/runtime/test_two_processes.py drops them).
+        "PGAPPNAME": CLUSTER_APPLICATION_NAME,
     }
 
 
