@@ -29,6 +29,9 @@ def test_it_grades_and_submits_a_review_from_the_keyboard(
     page.screenshot(path=str(SCREENSHOTS / "review_queue.png"), full_page=True)
     page.get_by_role("button", name="Take next").click()
     expect(page).to_have_url(re.compile(rf"/review/items/{item.pk}/$"))
+    # The URL changes before the page's deferred script has set up its keys (on
+    # DOMContentLoaded): a key pressed in between was lost (a fresh-clone CI run).
+    page.wait_for_load_state("load")
 
     page.keyboard.press("?")
     expect(page.locator("#review-shortcuts")).to_have_attribute("open", "")
