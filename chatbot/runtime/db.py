@@ -17,7 +17,8 @@ connections however many answers stream; a connection past its age or broken is 
 each call, as channels' `database_sync_to_async` does. In a web process with DB_POOL on, each
 thread borrows one connection from the pool and keeps it in the same way. The health check
 (CONN_HEALTH_CHECKS, a `SELECT 1` before the first query after that; for a pooled connection,
-`is_usable()` here) runs only when the thread's connection has been idle for HEALTH_CHECK_IDLE_S: under load a thread runs call after call, and checking before each one
+`is_usable()` here) runs only when the thread's connection has been idle for
+HEALTH_CHECK_IDLE_S: under load a thread runs call after call, and checking before each one
 doubled the round trips of the short calls an answer makes (a third of the database threads' time
 in a profile of 200 streams). Use it for calls that are complete in
 themselves (no transaction or thread-local state carried from one call to the next): reads, and

@@ -8,10 +8,10 @@ DEBUG off), one with `DB_POOL=0`, one with `DB_POOL=1` (how `make run` and deplo
 each round and each URL, `--requests` requests to one process then the other, on kept-alive
 connections (the order alternates between rounds): `GET /chat/` (the chat page, a signed-in
 browser's session cookie), `GET /api/conversations` (an API key) and `GET /v1/models` (an API key;
-async, its work on the database threads, which kept their connections before the pool and now
-borrow one per call). Under daphne each synchronous view runs on a thread of its request's own;
-without the pool that thread opened a new Postgres connection for every request. Prints p50 and p90 for each, the ratio of the medians (without the
-pool over with it) and how many connections each process opened for its requests
+async, its work on the database threads, which keep one connection each either way). Under daphne
+each synchronous view runs on a thread of its request's own; without the pool that thread opened a
+new Postgres connection for every request. Prints p50 and p90 for each, the ratio of the medians
+(without the pool over with it) and how many connections each process opened for its requests
 (`pg_stat_database.sessions`, read before and after each batch, each process's batch alone).
 """
 
@@ -35,27 +35,22 @@ django.setup()
 
 import httpx  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from chatbot.accounts.roles import AGENT  # noqa: E402
 from chatbot.accounts.services import api_key_create, user_create  # noqa: E402
 from chatbot.models import ApiKey  # noqa: E402
 from chatbot.runtime.embedded import ensure_services  # noqa: E402
-from tests.benchmarks.servers import daphne_running, free_port, production_env  # noqa: E402
+from tests.benchmarks.servers import (  # noqa: E402
+    daphne_running,
+    free_port,
+    production_env,
+    sessions_opened,
+)
 
 BENCH_USER = "bench-pages"
 URLS = ("/chat/", "/api/conversations", "/v1/models")
 MODES = {"no pool": "0", "pool": "1"}
-
-
-def sessions_opened() -> int:
-    time.sleep(0.3)  # a closed connection's server process reports as it exits
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
 
 
 def batch(client: httpx.Client, url: str, requests: int) -> tuple[list[float], int]:

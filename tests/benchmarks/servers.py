@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 
 from chatbot.runtime.embedded import port_open
 from chatbot.runtime.up import daphne_env
@@ -75,3 +76,14 @@ def daphne_running(
     finally:
         process.terminate()
         process.wait(10)
+
+
+def sessions_opened() -> int:
+    """Connections ever made to this process's database (Postgres counts one when its server
+    process ends, so a just-closed connection is given a moment to report)."""
+    time.sleep(0.5)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -31,6 +31,7 @@ from chatbot.accounts.services import api_key_create
 from chatbot.chat import services as chat_services
 from chatbot.knowledge import services as kb_services
 from chatbot.models import Chunk, Document, Escalation, ModelEndpoint, Source, Turn
+from tests.benchmarks.servers import sessions_opened
 from tests.runtime.cluster import (
     CLUSTER_APPLICATION_NAME,
     Cluster,
@@ -219,16 +220,6 @@ def test_it_counts_requests_per_process_and_the_sum_is_what_was_sent(cluster: Cl
     assert sum(counted.values()) == sum(sent.values())
 
 
-def _sessions_opened() -> int:
-    """Connections ever made to the test database (Postgres counts a closed one when it ends)."""
-    time.sleep(0.5)  # a just-closed connection's server process reports as it exits
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-        row = cursor.fetchone()
-    return int(row[0])
-
-
 def test_pages_borrow_a_pooled_connection_instead_of_opening_one_each(
     cluster: Cluster, adam: User
 ) -> None:
@@ -237,10 +228,10 @@ def test_pages_borrow_a_pooled_connection_instead_of_opening_one_each(
     requests = 40
     with browser(cluster.webs[0], adam) as page:
         assert page.get("/knowledge/").status_code == 200  # the pool has what it needs
-        before = _sessions_opened()
+        before = sessions_opened()
         for _ in range(requests):
             assert page.get("/knowledge/").status_code == 200
-        opened = _sessions_opened() - before
+        opened = sessions_opened() - before
     # The pool's own first connections may still be counted in this window (a few); without the
     # pool it was one a page.
     assert opened <= requests // 5, f"{opened} connections opened for {requests} pages"
