@@ -214,9 +214,10 @@ dense AS (SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS r FR
 # gives for free and a sequential scan only by reading and sorting every row of the collection,
 # so that the planner does not try one (it did, for the count, once a VACUUM FULL had emptied the
 # visibility map and made the index look dear). The listed chunks are fetched with `id = ANY`
-# and kept when their document is among the caller's searchable ones, a set read once (a few
-# dozen rows, hashed): joining each chunk to its document and source cost an index probe a
-# chunk, a third of the exact path's time at 1,940 chunks (bench_search, "small collections").
+# and kept when their document is among the caller's searchable ones, a set read once and
+# hashed (one row a document of the visible collections): joining each chunk to its document and
+# source cost an index probe a chunk, a third of the exact path's time at 1,940 chunks
+# (bench_search, "small collections").
 _DENSE = f"""
 query_vector AS (SELECT %(vector)s::vector AS v),
 dense_visible AS MATERIALIZED (
