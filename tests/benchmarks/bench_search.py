@@ -269,9 +269,12 @@ def similarity_figures(real: np.ndarray, synthetic: np.ndarray, parents: np.ndar
 
 
 def marker(args: argparse.Namespace) -> str:
+    # Which real text there was: without the PostgreSQL manual the same arguments load only the
+    # eval sets' chunks, and a kept collection from such a run must not be reused for one with it.
+    text = "eval sets and the PostgreSQL manual" if MANUAL.is_dir() else "eval sets only"
     return (
         f"Scratch data of bench_search.py: --chunks {args.chunks} --real {args.real} "
-        f"--seed {args.seed} --noise {args.noise[0]},{args.noise[1]}"
+        f"--seed {args.seed} --noise {args.noise[0]},{args.noise[1]}; real text: {text}"
     )
 
 
