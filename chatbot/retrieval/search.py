@@ -162,9 +162,12 @@ def _caller_may_see(column: str) -> str:
     AND (%(collections)s::bigint[] IS NULL OR {column} = ANY(%(collections)s::bigint[]))"""  # noqa: S608 (a column name from this module; values are bound)
 
 
-# Candidate filter shared by both legs. Every value is bound by name.
-_SEARCHABLE = f"""d.status = '{Document.Status.OK}' AND s.enabled AND c.retired_at IS NULL
+# Candidate filter shared by both legs. Every value is bound by name. The document's part alone
+# (`d` and its source `s`) also picks the documents the dense leg's exact path may return.
+_DOCUMENT_SEARCHABLE = f"""d.status = '{Document.Status.OK}' AND s.enabled
     AND (%(exclude)s::bigint[] IS NULL OR d.id <> ALL(%(exclude)s::bigint[]))
+"""
+_SEARCHABLE = f"""{_DOCUMENT_SEARCHABLE} AND c.retired_at IS NULL
 """
 _VISIBLE = f"""{_caller_may_see("c.collection_id")}
     AND {_SEARCHABLE}"""
@@ -240,9 +243,7 @@ dense_raw AS MATERIALIZED (
      WHERE c.id = ANY((SELECT ids FROM dense_visible)::bigint[]) AND c.retired_at IS NULL
        AND c.document_id IN (
          SELECT d.id FROM chatbot_document d JOIN chatbot_source s ON s.id = d.source_id
-         WHERE {_caller_may_see("s.collection_id")}
-           AND d.status = '{Document.Status.OK}' AND s.enabled
-           AND (%(exclude)s::bigint[] IS NULL OR d.id <> ALL(%(exclude)s::bigint[])))
+         WHERE {_caller_may_see("s.collection_id")} AND {_DOCUMENT_SEARCHABLE})
        AND (SELECT n FROM dense_visible) <= %(exact_scan_max)s
      ORDER BY (c.embedding <=> (SELECT v FROM query_vector)) + 0, c.id
      LIMIT %(candidates)s)),
