@@ -4,7 +4,10 @@ record progress the pages and `manage.py ingest` show.
 Ingestion is idempotent and resumable. Each document is written in its own transaction (its old
 chunks put away, its new chunks inserted, its content hash saved last), so a worker killed mid-job
 leaves every document either fully old or fully new; running the source again skips the documents
-whose hash and chunk count already match and redoes the rest, with no duplicate chunks.
+whose hash and chunk count already match and redoes the rest, with no duplicate chunks. A document
+whose chunks were made with other splitting settings or by another embedding model
+(`index_signature`) is re-indexed even when its text is unchanged: mixing two models' vectors in
+one index, or keeping 200-word chunks after the setting says 80, would fail silently.
 
 Knowledge-base versions: every write that changes a collection's chunks (one document stored or
 failed, the documents gone from the source) moves the collection's version on in its own
@@ -36,7 +39,8 @@ from langchain_core.embeddings import Embeddings
 
 from chatbot.knowledge.parsers import RawDocument, SourceUnavailable, parse_location
 from chatbot.knowledge.services import LOG_KEEP, collection_changed, collection_version_next
-from chatbot.knowledge.splitting import TextChunk, split_document
+from chatbot.knowledge.splitting import TextChunk, split_document, splitting_signature
+from chatbot.llm.embeddings import model_digest
 from chatbot.models import Chunk, Citation, Document, Source
 from chatbot.retrieval.terms import term_stats_refresh
 
@@ -47,6 +51,13 @@ MAX_URL = 1000
 TITLE_BATCH = 256  # titles per call to the model when filling missing title vectors
 
 ProgressFn = Callable[[Source], None]
+
+
+def index_signature() -> str:
+    """What made a document's chunks and vectors besides its content: the splitter's format and
+    sizes and the embedding model's files. Stored with each document written."""
+    digest = hashlib.sha256(f"{splitting_signature()}|{model_digest()}".encode())
+    return digest.hexdigest()[:32]
 
 
 def content_hash(raw: RawDocument) -> str:
@@ -72,6 +83,7 @@ class _Run:
     on_progress: ProgressFn | None
     errors: int = 0
     changed: bool = False  # a write of this run moved the collection's version
+    signature: str = ""  # index_signature(), read once a run
 
     def note(self, level: str, message: str) -> None:
         self.source.log.append(
@@ -220,9 +232,11 @@ def _ingest(run: _Run, embedder: Embeddings | None) -> None:
     if vanished:
         _documents_put_away(run, vanished)
 
+    run.signature = index_signature()
     unchanged: list[Document] = []
     work: list[_Pending] = []
     broken: list[RawDocument] = []
+    reindexed = 0
     for raw in raws:
         if raw.error:
             broken.append(raw)
@@ -236,10 +250,17 @@ def _ingest(run: _Run, embedder: Embeddings | None) -> None:
             and old.chunk_count > 0
             and old.stored == old.chunk_count
         ):
-            unchanged.append(old)
-            if old.metadata != raw.metadata:
-                Document.objects.filter(pk=old.pk).update(metadata=raw.metadata)
-            continue
+            if old.index_signature in ("", run.signature):
+                unchanged.append(old)
+                refresh: dict[str, object] = {}
+                if old.metadata != raw.metadata:
+                    refresh["metadata"] = raw.metadata
+                if not old.index_signature:
+                    refresh["index_signature"] = run.signature
+                if refresh:
+                    Document.objects.filter(pk=old.pk).update(**refresh)
+                continue
+            reindexed += 1
         chunks = split_document(title=raw.title, text=raw.text, markdown=raw.markdown)
         if not chunks:
             broken.append(_with_error(raw, "The document has no text to index."))
@@ -252,6 +273,12 @@ def _ingest(run: _Run, embedder: Embeddings | None) -> None:
         f"{len(raws)} documents: {len(work)} new or changed, {len(unchanged)} unchanged, "
         f"{len(broken)} with errors.",
     )
+    if reindexed:
+        run.note(
+            "info",
+            f"Indexed again although unchanged: {reindexed} document(s), whose passages were "
+            "made with other chunk settings or by another embedding model.",
+        )
     run.save(documents_total=len(raws), chunks_total=total_chunks)
 
     for raw in broken:
@@ -361,6 +388,7 @@ def _document_store(
     document.url = _url(run, raw)
     document.metadata = raw.metadata
     document.content_hash = pending.hash
+    document.index_signature = run.signature
     document.status = Document.Status.OK
     document.error = ""
     document.chunk_count = len(pending.chunks)
@@ -381,6 +409,7 @@ def _document_fail(run: _Run, raw: RawDocument) -> None:
     document.url = ""
     document.metadata = raw.metadata
     document.content_hash = ""
+    document.index_signature = ""
     document.status = Document.Status.ERROR
     document.error = raw.error
     document.chunk_count = 0

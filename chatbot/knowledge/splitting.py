@@ -13,6 +13,9 @@ from django.conf import settings
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
 HEADING_SEPARATOR = " > "
+# Bump when the splitting below changes what chunks a document gets: ingestion then re-indexes
+# every document on its next run (`splitting_signature`).
+SPLITTER_FORMAT = 1
 MAX_HEADING = 500
 _HEADER_LEVELS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
 # Text without spaces (base64, long URLs) has few "words": count every 12 characters as one too,
@@ -33,9 +36,20 @@ def word_length(text: str) -> int:
     return max(len(text.split()), len(text) // _CHARS_PER_WORD_CAP)
 
 
-def _size_splitter() -> RecursiveCharacterTextSplitter:
+def _sizes() -> tuple[int, int]:
+    """The chunk size and overlap in words the settings ask for, as the splitter applies them."""
     words = max(settings.KB_CHUNK_WORDS, 1)
-    overlap = min(max(settings.KB_CHUNK_OVERLAP_WORDS, 0), words // 2)
+    return words, min(max(settings.KB_CHUNK_OVERLAP_WORDS, 0), words // 2)
+
+
+def splitting_signature() -> str:
+    """What decides a document's chunks besides its text: the splitter's format and sizes."""
+    words, overlap = _sizes()
+    return f"split{SPLITTER_FORMAT}:{words}/{overlap}"
+
+
+def _size_splitter() -> RecursiveCharacterTextSplitter:
+    words, overlap = _sizes()
     return RecursiveCharacterTextSplitter(
         chunk_size=words,
         chunk_overlap=overlap,

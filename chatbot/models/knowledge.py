@@ -86,6 +86,10 @@ class Document(models.Model):
     url = models.URLField(max_length=1000, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     content_hash = models.CharField(max_length=64, blank=True)
+    # How its chunks were made: the splitter's settings and the embedding model
+    # (`chatbot.knowledge.ingest.index_signature`). A run re-indexes an unchanged document whose
+    # signature differs; blank: stored before signatures were kept, taken as the current one.
+    index_signature = models.CharField(max_length=64, blank=True)
     # The title on its own, embedded as the chunks are (null: no title). The rerank stage and the
     # no-answer classifier compare the question with it: a paraphrased question is closer to an
     # FAQ entry's title question than to its answer (README, "Knowledge base").

@@ -300,7 +300,8 @@ def load(
             started = time.perf_counter()
             with cursor.copy(
                 "COPY chatbot_document (source_id, collection_id, external_id, title, url,"
-                " metadata, content_hash, status, error, chunk_count, updated_at) FROM STDIN"
+                " metadata, content_hash, index_signature, status, error, chunk_count,"
+                " updated_at) FROM STDIN"
             ) as copy:
                 for document, replica, count in layout.rows:
                     raw = document.raw
@@ -312,6 +313,7 @@ def load(
                             raw.title,
                             raw.url[:1000],
                             json.dumps(raw.metadata),
+                            "",
                             "",
                             Document.Status.OK,
                             "",

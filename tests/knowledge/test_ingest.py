@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from pytest_django.fixtures import Settings
 
 from chatbot.knowledge import services
-from chatbot.knowledge.ingest import source_ingest
+from chatbot.knowledge.ingest import index_signature, source_ingest
 from chatbot.llm.embeddings import LocalEmbeddings
 from chatbot.models import Chunk, Collection, Document, Posting, Source
 from tests.knowledge.ingest_support import CountingEmbeddings
@@ -408,3 +408,72 @@ def test_it_queues_ingestion_only_after_the_transaction_commits(
     assert len(callbacks) == 2
     source.refresh_from_db()
     assert source.log[-1]["message"] == "Re-ingest queued."
+
+
+def test_it_indexes_unchanged_documents_again_under_other_chunk_settings(
+    collection: Collection, folder: Path, settings: Settings
+) -> None:
+    source = _source(collection, folder)
+    _ingest(source)
+    signature = index_signature()
+    assert set(
+        Document.objects.filter(source=source).values_list("index_signature", flat=True)
+    ) == {signature}
+    before = set(Chunk.objects.filter(document__source=source).values_list("id", flat=True))
+    collection.refresh_from_db()
+    version = collection.version
+
+    settings.KB_CHUNK_WORDS, settings.KB_CHUNK_OVERLAP_WORDS = 4, 1
+    again = CountingEmbeddings()
+    _ingest(source, again)
+
+    assert index_signature() != signature
+    current = Chunk.objects.filter(document__source=source, retired_at__isnull=True)
+    assert not before & set(current.values_list("id", flat=True)), "every passage made again"
+    assert current.count() > len(before), "4-word chunks: more of them"
+    assert again.texts == current.count() + 3, "each chunk and each title embedded once"
+    collection.refresh_from_db()
+    assert collection.version == version + 3, "one version per document indexed again"
+    source.refresh_from_db()
+    assert any(
+        "Indexed again although unchanged: 3 document(s)" in e["message"] for e in source.log
+    )
+
+    third = CountingEmbeddings()
+    _ingest(source, third)
+    assert (third.calls, third.texts) == (0, 0), "the new settings' passages are kept"
+
+
+def test_it_takes_a_blank_signature_as_the_current_one(
+    collection: Collection, folder: Path
+) -> None:
+    """Documents stored before signatures were kept are not indexed again, only stamped."""
+    source = _source(collection, folder)
+    _ingest(source)
+    Document.objects.filter(source=source).update(index_signature="")
+    again = CountingEmbeddings()
+
+    _ingest(source, again)
+
+    assert (again.calls, again.texts) == (0, 0)
+    assert set(
+        Document.objects.filter(source=source).values_list("index_signature", flat=True)
+    ) == {index_signature()}
+
+
+def test_the_signature_names_the_embedding_model_by_its_files(
+    tmp_path: Path, settings: Settings
+) -> None:
+    one, other = tmp_path / "one", tmp_path / "other"
+    for folder, weights in ((one, b"\x00\x01"), (other, b"\x00\x02")):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(weights)
+    settings.EMBEDDING_MODEL_PATH = str(one)
+    first = index_signature()
+    settings.EMBEDDING_MODEL_PATH = str(other)
+    second = index_signature()
+    settings.EMBEDDING_MODEL_PATH = str(one)
+
+    assert first != second
+    assert index_signature() == first
