@@ -268,17 +268,17 @@ def _ingest(run: _Run, embedder: Embeddings | None) -> None:
         work.append(_Pending(raw=raw, hash=digest, chunks=chunks))
 
     total_chunks = sum(d.chunk_count for d in unchanged) + sum(len(p.chunks) for p in work)
+    again = (
+        f"{reindexed} indexed again (unchanged, but their passages were made with other chunk "
+        "settings or by another embedding model), "
+        if reindexed
+        else ""
+    )
     run.note(
         "info",
-        f"{len(raws)} documents: {len(work)} new or changed, {len(unchanged)} unchanged, "
-        f"{len(broken)} with errors.",
+        f"{len(raws)} documents: {len(work) - reindexed} new or changed, {again}"
+        f"{len(unchanged)} unchanged, {len(broken)} with errors.",
     )
-    if reindexed:
-        run.note(
-            "info",
-            f"Indexed again although unchanged: {reindexed} document(s), whose passages were "
-            "made with other chunk settings or by another embedding model.",
-        )
     run.save(documents_total=len(raws), chunks_total=total_chunks)
 
     for raw in broken:
