@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -38,6 +39,8 @@ _session_lock = threading.Lock()
 _session: Any = None
 # Bump when the exported graph changes: the file name changes with it, so an old export is not used.
 EXPORT_FORMAT = 1
+# What onnx_path names an export: other files in the folder are never touched.
+_EXPORT_NAME = re.compile(r"[0-9a-f]{16}\.onnx")
 # The largest difference from PyTorch's vector a loaded ONNX graph may show on the probe texts.
 EXPORT_TOLERANCE = 1e-5
 _PROBES = ["How long does the virus survive on surfaces?", "Printer jams"]
@@ -153,7 +156,18 @@ def onnx_export(*, force: bool = False) -> tuple[Path, bool]:
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    _earlier_exports_remove(path)
     return path, True
+
+
+def _earlier_exports_remove(kept: Path) -> None:
+    """Delete the exports of an earlier model or torch version beside `kept` (about 90 MB each):
+    the folder is one deployment's, and its processes load the export named after what they
+    run. A process that still has an old one loaded keeps it in memory."""
+    for old in kept.parent.glob("*.onnx"):
+        if old != kept and _EXPORT_NAME.fullmatch(old.name):
+            old.unlink(missing_ok=True)
+            logger.info("Removed %s, an earlier model's or torch version's export.", old.name)
 
 
 def _query_session() -> Any:

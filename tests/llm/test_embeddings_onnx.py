@@ -102,3 +102,16 @@ def test_the_setting_keeps_questions_on_pytorch(tmp_path: Path, fresh_session: N
         assert not list(tmp_path.iterdir()), "nothing exported"
     expected = embeddings.LocalEmbeddings().embed_documents(TEXTS[:1])[0]
     assert _largest_difference(query, expected) < 1e-5
+
+
+def test_an_export_removes_the_earlier_ones_beside_it(tmp_path: Path, fresh_session: None) -> None:
+    """A new model or torch version names its export anew; the old one (about 90 MB) goes."""
+    earlier = tmp_path / "0123456789abcdef.onnx"
+    earlier.write_bytes(b"an earlier model's graph")
+    other = tmp_path / "mine.onnx"
+    other.write_bytes(b"not an export of ours")
+    with override_settings(EMBEDDING_ONNX_DIR=tmp_path):
+        path, fresh = embeddings.onnx_export()
+
+    assert fresh and path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, "mine.onnx"])
