@@ -121,6 +121,30 @@ def test_it_serves_the_progress_partial_to_htmx(client_as, adam, doc_source) -> 
     assert 'id="source-progress"' in content and "<html" not in content
 
 
+def test_it_shows_the_ingestion_log_times_as_the_page_shows_times(
+    client_as, adam, doc_source, settings
+) -> None:
+    """The log keeps ISO 8601 text; the page shows "1 Dec 2026, 06:49:13" in the site's time
+    zone, with the exact time in a <time> element, and an entry whose time is not one as it is."""
+    settings.TIME_ZONE = "Europe/Paris"
+    doc_source.log = [
+        {"time": "2026-12-01T06:49:13.635534+00:00", "level": "info", "message": "Started."},
+        {"time": "not a time", "level": "info", "message": "Odd entry."},
+        {"level": "info", "message": "No time."},
+    ]
+    doc_source.save(update_fields=["log"])
+    response = client_as(adam).get(
+        reverse("knowledge:source", args=[doc_source.pk]), HTTP_HX_REQUEST="true"
+    )
+    content = response.content.decode()
+    assert (
+        '<time datetime="2026-12-01T06:49:13.635534+00:00">1 Dec 2026, 07:49:13</time>' in content
+    )
+    assert "T06:49:13.635534+00:00</small>" not in content
+    assert '<small class="muted">not a time</small> Odd entry.' in content
+    assert '<small class="muted"></small> No time.' in content
+
+
 def test_it_uploads_a_file_and_ingests_it(
     client_as, adam, shared, django_capture_on_commit_callbacks
 ) -> None:
