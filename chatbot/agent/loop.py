@@ -129,7 +129,8 @@ class Called:
 @dataclass
 class AgentEnd:
     """How the steps ended: `kind` is "answer" (stream an answer from what was gathered),
-    "plain" (nothing gathered: the plain pipeline answers), "ask" or "hand_over" (`text`)."""
+    "plain" (nothing gathered, or only results that found nothing: the plain pipeline answers,
+    grounding the question itself), "ask" or "hand_over" (`text`)."""
 
     kind: str
     text: str = ""
@@ -392,7 +393,12 @@ async def _run(
 
 
 def _gathered(steps: _Steps, prompt: Prompt) -> AgentEnd:
-    """Passages first, numbered [1]...; then each tool result under the next number."""
+    """Passages first, numbered [1]...; then each tool result under the next number.
+
+    Results that found nothing (a query without rows) are no evidence: when they are all there
+    is, the plain pipeline answers instead, so its search and no-answer check decide: a question
+    nothing supports gets "I couldn't find this", not an answer made up beside an empty table.
+    Beside a passage or another result they are still given to the model, as what was checked."""
     hits: list[SearchHit] = []
     seen: set[int] = set()
     versions: dict[str, int] = {}
@@ -402,7 +408,7 @@ def _gathered(steps: _Steps, prompt: Prompt) -> AgentEnd:
             if hit.chunk_id not in seen:
                 seen.add(hit.chunk_id)
                 hits.append(hit)
-    if not hits and not steps.called:
+    if not hits and all(called.result.empty for called in steps.called):
         return _end(steps, "plain")
     route = _step_route(steps, prompt, "answer", hits)
     endpoint = route.endpoint

@@ -281,8 +281,8 @@ async def _agent(
     on_step: StepEmit | None,
     variant: abtest.Applied | None = None,
 ) -> bool:
-    """The agent's steps, then its answer; False when it gathered nothing, leaving the turn to
-    the plain pipeline (which grounds the question itself)."""
+    """The agent's steps, then its answer; False when it gathered nothing (or only results that
+    found nothing), leaving the turn to the plain pipeline (which grounds the question itself)."""
     asked = prompt or await db_sync_to_async(prompt_for_turn)(run.turn_id)
     run.prompts_from(asked)
     end, run.choice_usage = await agent_steps(

@@ -207,6 +207,65 @@ async def test_it_hands_over_to_the_escalation_inbox(alice, fake_endpoint) -> No
     assert turn.status == Turn.Status.DONE
 
 
+MONGOLIA = "What is the capital of Mongolia?"
+NO_ROWS = "SELECT * FROM tickets WHERE product = 'Mongolia'"
+
+
+async def test_it_does_not_answer_from_a_query_that_found_nothing(
+    alice, fake_endpoint, reporting_db: str
+) -> None:
+    """The SQL step runs and finds no rows; nothing else was gathered. The answer the model would
+    have made up is never written: the plain pipeline grounds the question and, with nothing in
+    the knowledge base, says it couldn't find it."""
+    await sync_to_async(_tools)(sql=["agent"])
+    await sync_to_async(AssistantSettings.objects.update_or_create)(
+        pk=1, defaults={"grounding": "required"}
+    )
+    await sync_to_async(_native)(
+        fake_endpoint,
+        [[{"name": "sql", "args": {"query": NO_ROWS}}]],
+        "The capital of Mongolia is $10,000,000.",
+    )
+
+    outcome, answer, events = await _ask(alice, MONGOLIA)
+
+    config = await AssistantSettings.objects.aget(pk=1)
+    assert outcome.status == "done"
+    assert answer == config.no_answer_message and "10,000,000" not in answer
+    assert [(e.tool, e.status, e.summary) for e in events] == [
+        ("sql", "running", ""),
+        ("sql", "done", "no rows"),
+    ]
+    turn = await Turn.objects.aget(pk=outcome.turn_id)
+    assert turn.no_answer and turn.answer == config.no_answer_message
+    spans = await sync_to_async(_spans)(outcome.turn_id)
+    assert spans[0].attributes["agent"] == "plain"
+    tool = next(s for s in spans if s.kind == "tool")
+    assert tool.attributes["status"] == "done" and "cited" not in tool.attributes
+
+
+async def test_it_gives_an_empty_result_to_the_model_beside_one_that_found_rows(
+    alice, fake_endpoint, reporting_db: str
+) -> None:
+    await sync_to_async(_tools)(sql=["agent"])
+    await sync_to_async(_native)(
+        fake_endpoint,
+        [
+            [{"name": "sql", "args": {"query": NO_ROWS}}],
+            [{"name": "sql", "args": {"query": "SELECT count(*) FROM tickets"}}],
+        ],
+        "There are tickets [2], none for Mongolia [1].",
+    )
+
+    outcome, answer, events = await _ask(alice, "How many tickets are there, and for Mongolia?")
+
+    assert answer == "There are tickets [2], none for Mongolia [1]."
+    assert next(e.summary for e in events if e.status == "done") == "no rows"
+    spans = await sync_to_async(_spans)(outcome.turn_id)
+    assert spans[0].attributes["agent"] == "answer"
+    assert [s.attributes["number"] for s in spans if s.kind == "tool"] == [1, 2]
+
+
 def test_it_gives_nora_and_a_disabled_tool_nothing(alice, nora) -> None:
     _tools(draft=["agent"], classify=["agent"])
     ToolSetting.objects.filter(name="classify").update(enabled=False)

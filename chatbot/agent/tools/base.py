@@ -59,6 +59,9 @@ class ToolResult:
     data: dict[str, Any] = field(default_factory=dict)
     # Knowledge-base passages the result holds (kb_search): cited by number like any passage.
     hits: list[Any] = field(default_factory=list)
+    # The tool ran and found nothing (a query without rows). Such a result goes to the model
+    # beside other evidence, but an answer never rests on it alone (`loop._gathered`).
+    empty: bool = False
 
     def model_text(self) -> str:
         text = self.content

@@ -162,6 +162,7 @@ def sql_result(checked: CheckedQuery, rows: Rows, *, row_limit: int) -> ToolResu
             "rows": rows.rows,
             "truncated": truncated,
         },
+        empty=not rows.rows,
     )
 
 

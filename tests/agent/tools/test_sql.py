@@ -58,8 +58,17 @@ def test_it_counts_open_billing_tickets(run_sql: Callable[..., Any]) -> None:
         "SELECT COUNT(*) FROM tickets WHERE status = 'open' AND product = 'billing' LIMIT 100"
     )
     assert result.summary == f"1 row: count = {expected}"
+    assert result.empty is False
     assert result.content.startswith(f"SQL: {result.data['sql']}\n")
     assert f"\n{expected}" in result.content
+
+
+def test_it_marks_a_query_without_rows_as_finding_nothing(run_sql: Callable[..., Any]) -> None:
+    """A count of nothing is a row (0) and evidence; a query without rows found nothing."""
+    result = run_sql("SELECT * FROM tickets WHERE product = 'no such product'")
+
+    assert result.data["rows"] == [] and result.summary == "no rows" and result.empty is True
+    assert run_sql("SELECT count(*) FROM tickets WHERE product = 'no such product'").empty is False
 
 
 @pytest.mark.parametrize(
