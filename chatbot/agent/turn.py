@@ -72,6 +72,9 @@ class _Run:
     choice_usage: Usage = field(default_factory=Usage)
     # ...and their cost, each choice at its own model's prices (the rules may route steps apart).
     choice_cost: Decimal = Decimal(0)
+    # The model that chose the steps, recorded as the turn's when no model wrote the answer (the
+    # steps found nothing and the knowledge base had no answer): its tokens are the turn's.
+    choice_endpoint_id: int | None = None
     called: list[Called] = field(default_factory=list)
     hand_over: str = ""
     cache: records.CacheMark | None = None
@@ -119,7 +122,7 @@ class _Run:
             ttft_ms=self.ttft_ms,
             total_ms=(time.perf_counter() - self.started) * 1000,
             error=self.error,
-            endpoint_id=route.endpoint.id if route else None,
+            endpoint_id=route.endpoint.id if route else self.choice_endpoint_id,
             route_reason=route.reason if route else (grounding.reason if grounding else ""),
             no_answer=bool(grounding and grounding.no_answer),
             kb_versions=grounding.kb_versions if grounding else {},
@@ -296,6 +299,9 @@ async def _agent(
     )
     run.choice_cost = end.cost
     root.attributes["agent"] = end.kind
+    chose = end.route or plan.route
+    if run.choice_usage.input_tokens or run.choice_usage.output_tokens:
+        run.choice_endpoint_id = chose.endpoint.id
     if end.kind == "plain":
         return False
     run.route = end.route or plan.route  # the rules route each step; the answer is one

@@ -240,6 +240,12 @@ async def test_it_does_not_answer_from_a_query_that_found_nothing(
     assert turn.no_answer and turn.answer == config.no_answer_message
     spans = await sync_to_async(_spans)(outcome.turn_id)
     assert spans[0].attributes["agent"] == "plain"
+    # No model wrote the answer, but one chose the step: the turn's tokens are its, and the
+    # dashboard's "by model" counts them there, not under "no model".
+    chooses = [s for s in spans if s.name == "choose"]
+    assert turn.tokens_in == sum(c.tokens_in for c in chooses) > 0
+    endpoint = await ModelEndpoint.objects.aget(name=chooses[0].attributes["endpoint"])
+    assert turn.endpoint_id == endpoint.pk
     tool = next(s for s in spans if s.kind == "tool")
     assert tool.attributes["status"] == "done" and "cited" not in tool.attributes
 
