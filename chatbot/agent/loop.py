@@ -237,6 +237,7 @@ async def _choose(steps: _Steps, prompt: Prompt, offered: list[Offered], number:
                     action=decision.action,
                     arguments=decision.arguments,
                     attempts=decision.attempts,
+                    constrained=decision.constrained,
                 )
                 if decision.problem:
                     span.attributes["problem"] = decision.problem

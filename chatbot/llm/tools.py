@@ -5,7 +5,9 @@
 - structured choice: the model fills a JSON schema under constrained decoding. For a
   completion-style llama.cpp server the schema becomes a GBNF grammar (`grammar`, which
   llama-cpp-python's server accepts on /v1/completions); for chat-style servers it is sent as
-  `response_format` with the JSON schema (OpenAI, vLLM, llama.cpp's chat endpoint).
+  `response_format` with the JSON schema (OpenAI, vLLM, llama.cpp's chat endpoint). A caller
+  that validates the output itself may ask first without the constraint
+  (`complete_json(constrained=False)`): a grammar slows every token.
 
 Only this package speaks to vendors; the agent gets our own small types back.
 """
@@ -158,14 +160,19 @@ def _grammar(schema_json: str) -> str:
     return grammar.replace("root ::=", "json-root ::=", 1) + '\nroot ::= " "? json-root\n'
 
 
+def structured_way(endpoint: EndpointConfig) -> str:
+    """ "grammar" (llama.cpp's completion endpoint) or "response_format" (chat endpoints)."""
+    return str(
+        endpoint.options.get("structured_output")
+        or ("grammar" if endpoint.style == "completion" else "response_format")
+    )
+
+
 def structured_kwargs(endpoint: EndpointConfig, schema: dict[str, Any]) -> dict[str, Any]:
     """How this endpoint is told to keep to `schema` (see the module docstring)."""
     # Key order matters: the grammar writes properties in the order the schema lists them.
     schema_json = json.dumps(schema)
-    way = endpoint.options.get("structured_output") or (
-        "grammar" if endpoint.style == "completion" else "response_format"
-    )
-    if way == "grammar":
+    if structured_way(endpoint) == "grammar":
         return {"extra_body": {"grammar": _grammar(schema_json)}}
     return {
         "response_format": {
@@ -183,14 +190,20 @@ async def complete_json(
     schema: dict[str, Any],
     usage: Usage,
     max_tokens: int = CHOICE_MAX_TOKENS,
+    constrained: bool = True,
 ) -> str:
     """The model's raw output for a schema-constrained request: `text` for a completion-style
-    endpoint, `messages` for a chat one. Parsing and validating are the caller's (it retries)."""
+    endpoint, `messages` for a chat one. Parsing and validating are the caller's (it retries).
+
+    `constrained=False` sends the same request without the schema, ending at the first line
+    break (a step is one line of JSON, as the examples show it): for a caller that validates the
+    output and asks again constrained when it does not fit (`choose_structured`)."""
     kwargs: dict[str, Any] = {
-        **structured_kwargs(endpoint, schema),
+        **(structured_kwargs(endpoint, schema) if constrained else {}),
         "max_tokens": max_tokens,
         "temperature": 0.0,
     }
+    stop = [] if constrained else ["\n"]
     try:
         veil = veil_for(endpoint)
         model = model_for(endpoint)
@@ -201,12 +214,15 @@ async def complete_json(
                 else m
                 for m in messages or [HumanMessage(content=text)]
             ]
+            if stop:
+                kwargs["stop"] = stop
             reply = await model.ainvoke(sent, **kwargs)
             _usage_add(usage, reply)
             content = reply.content
             return value_reveal(veil, content) if isinstance(content, str) else ""
-        # No stop sequences: a JSON value may well contain a blank line or "Question:".
-        output = await model.ainvoke(value_hide(veil, text), stop=[], **kwargs)
+        # Constrained, no stop sequences: a JSON value may well contain a blank line or
+        # "Question:" (JSON on one line escapes its line breaks, so a free one stops at one).
+        output = await model.ainvoke(value_hide(veil, text), stop=stop, **kwargs)
         return str(value_reveal(veil, str(output)))
     except ModelError:
         raise
